@@ -1,0 +1,116 @@
+"""What the sync and async clients share: settings, repr, with_options and call preparation."""
+
+from __future__ import annotations
+
+import sys
+from typing import Generic, TypeVar
+
+import httpx
+
+from . import _core
+from ._clock import SYSTEM_CLOCK, Clock
+from ._models import RetryPolicy, VideoOptions
+from ._retry import CallState
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import Self
+
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+
+
+class ClientBase(Generic[HttpT]):
+    """Configuration and call preparation; subclasses add sending and sleeping."""
+
+    _settings: _core.Settings
+    _http: HttpT
+    _owns_http: bool
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        http_client: HttpT | None = None,
+        allow_insecure_http: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self._settings = _core.Settings.build(
+            api_key,
+            base_url=base_url,
+            timeout=timeout,
+            retry=retry,
+            allow_insecure_http=allow_insecure_http,
+            clock=clock if clock is not None else SYSTEM_CLOCK,
+        )
+        self._owns_http = http_client is None
+        self._http = http_client if http_client is not None else self._new_http()
+
+    def _new_http(self) -> HttpT:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        return self._settings.base_url
+
+    @property
+    def timeout(self) -> float:
+        return self._settings.timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._settings.retry
+
+    def with_options(
+        self, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> Self:
+        """A client with other settings that shares this one's connection pool.
+
+        The copy never closes the pool; close the original when both are done.
+        """
+        settings = _core.Settings.build(
+            self._settings.api_key,
+            base_url=self._settings.base_url,
+            timeout=self._settings.timeout if timeout is None else timeout,
+            retry=self._settings.retry if retry is None else retry,
+            allow_insecure_http=True,  # already checked when this client was made
+            clock=self._settings.clock,
+        )
+        clone = object.__new__(type(self))
+        clone._settings = settings
+        clone._http = self._http
+        clone._owns_http = False
+        return clone
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, timeout={self.timeout!r}, "
+            f"retry={self.retry!r}, api_key='***')"
+        )
+
+    def _prepare(
+        self,
+        *,
+        avatar_id: str,
+        agent_identity: str,
+        livekit_url: str,
+        livekit_token: str,
+        video: VideoOptions | None,
+        idempotency_key: str | None,
+    ) -> tuple[_core.PreparedCall, CallState]:
+        call = _core.prepare_call(
+            self._settings,
+            avatar_id=avatar_id,
+            agent_identity=agent_identity,
+            livekit_url=livekit_url,
+            livekit_token=livekit_token,
+            video=video,
+            idempotency_key=idempotency_key,
+        )
+        state = CallState(
+            policy=self._settings.retry, timeout=self._settings.timeout, clock=self._settings.clock
+        )
+        return call, state

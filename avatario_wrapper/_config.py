@@ -1,0 +1,192 @@
+"""Settings from arguments and the environment, and every input check (all before any I/O).
+
+Each check raises `AvatarioConfigError` naming the argument, or `TypeError` for a value of the
+wrong type, and never echoes a secret. The rules mirror the constraints in openapi.yaml, so a
+value accepted here always produces a request that validates against the spec.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+import re
+
+import httpx
+
+from .errors import AvatarioConfigError, MissingAgentIdentityError
+
+DEFAULT_BASE_URL = "https://avatario.ai/api/sdk"
+API_KEY_ENV = "AVATARIO_API_KEY"
+BASE_URL_ENV = "AVATARIO_BASE_URL"
+
+MAX_ID_CHARS = 256
+MAX_URL_CHARS = 2048
+MAX_TOKEN_CHARS = 8192
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+MIN_VIDEO_SIZE = 1
+MAX_VIDEO_SIZE = 4096
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Visible ASCII only: what an HTTP header value or a JWT may hold without escaping.
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+# RFC 3986 characters (unreserved, reserved) and well-formed percent-escapes, nothing else.
+_URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+def _require_str(field: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a str, not {type(value).__name__}")
+    return value
+
+
+def check_text_id(field: str, value: object) -> str:
+    """An id such as the avatar id: non-empty, not blank, no control characters, bounded."""
+    text = _require_str(field, value)
+    if not text or text.isspace():
+        raise AvatarioConfigError(field, "must not be empty or blank")
+    if _CONTROL.search(text):
+        raise AvatarioConfigError(field, "must not contain control characters")
+    if len(text) > MAX_ID_CHARS:
+        raise AvatarioConfigError(field, f"must be at most {MAX_ID_CHARS} characters")
+    return text
+
+
+def check_agent_identity(value: object, field: str = "agent_identity") -> str:
+    """The agent's LiveKit identity: the precondition of every call."""
+    if value is None or (isinstance(value, str) and (not value or value.isspace())):
+        raise MissingAgentIdentityError(field)
+    return check_text_id(field, value)
+
+
+def _check_uri(field: str, value: object, schemes: tuple[str, ...]) -> str:
+    text = _require_str(field, value)
+    allowed = " or ".join(schemes)
+    if len(text) > MAX_URL_CHARS:
+        raise AvatarioConfigError(field, f"must be at most {MAX_URL_CHARS} characters")
+    if not _URI_CHARS.fullmatch(text):
+        raise AvatarioConfigError(
+            field, "must be a URL of ASCII characters with no spaces (percent-encode the rest)"
+        )
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        raise AvatarioConfigError(field, "is not a valid URL") from None
+    if url.scheme not in schemes or not text.startswith(f"{url.scheme}://"):
+        raise AvatarioConfigError(field, f"must be a {allowed} URL")
+    if not url.host:
+        raise AvatarioConfigError(field, "must name a host")
+    return text
+
+
+def check_livekit_url(value: object) -> str:
+    return _check_uri("livekit_url", value, ("ws", "wss", "http", "https"))
+
+
+def check_background_url(value: object) -> str | None:
+    if value is None:
+        return None
+    return _check_uri("background_url", value, ("http", "https"))
+
+
+def check_livekit_token(value: object) -> str:
+    """A LiveKit JWT: visible ASCII only. The message never shows the token."""
+    text = _require_str("livekit_token", value)
+    if not text:
+        raise AvatarioConfigError("livekit_token", "must not be empty")
+    if len(text) > MAX_TOKEN_CHARS:
+        raise AvatarioConfigError("livekit_token", f"must be at most {MAX_TOKEN_CHARS} characters")
+    if not _VISIBLE_ASCII.fullmatch(text):
+        raise AvatarioConfigError(
+            "livekit_token", "must be visible ASCII with no spaces (is it a LiveKit JWT?)"
+        )
+    return text
+
+
+def check_idempotency_key(value: object) -> str | None:
+    if value is None:
+        return None
+    text = _require_str("idempotency_key", value)
+    if not _VISIBLE_ASCII.fullmatch(text) or len(text) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise AvatarioConfigError(
+            "idempotency_key",
+            f"must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters with no spaces",
+        )
+    return text
+
+
+def check_video_size(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be an int, not {type(value).__name__}")
+    if not MIN_VIDEO_SIZE <= value <= MAX_VIDEO_SIZE:
+        raise AvatarioConfigError(
+            field, f"must be between {MIN_VIDEO_SIZE} and {MAX_VIDEO_SIZE} pixels"
+        )
+    return value
+
+
+def check_seconds(field: str, value: object, *, allow_zero: bool = True) -> float:
+    """A finite, non-negative (or positive) number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{field} must be a number of seconds, not {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        raise AvatarioConfigError(
+            field, "must be a finite number of seconds, " + ("≥ 0" if allow_zero else "> 0")
+        )
+    return seconds
+
+
+def resolve_api_key(api_key: object) -> str:
+    """The key from the argument, else from AVATARIO_API_KEY. Never echoed."""
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV)
+    if api_key is None or api_key == "":
+        raise AvatarioConfigError(
+            "api_key", f"no Avatario API key: pass api_key= or set {API_KEY_ENV}"
+        )
+    key = _require_str("api_key", api_key)
+    if not _VISIBLE_ASCII.fullmatch(key):
+        raise AvatarioConfigError(
+            "api_key", "must be visible ASCII with no spaces or line breaks (check for a newline)"
+        )
+    return key
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_base_url(base_url: object, *, allow_insecure_http: bool) -> str:
+    """The API root from the argument, else AVATARIO_BASE_URL, else production.
+
+    https is required, except for loopback hosts or with ``allow_insecure_http=True``.
+    """
+    if base_url is None:
+        base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    text = _require_str("base_url", base_url)
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        raise AvatarioConfigError("base_url", "is not a valid URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise AvatarioConfigError("base_url", "must be an absolute http(s) URL with a host")
+    if url.userinfo:
+        raise AvatarioConfigError(
+            "base_url", "must not carry credentials; the API key goes in api_key"
+        )
+    if url.query or url.fragment:
+        raise AvatarioConfigError("base_url", "must not have a query or a fragment")
+    if url.scheme == "http" and not allow_insecure_http and not is_loopback_host(url.host):
+        raise AvatarioConfigError(
+            "base_url",
+            "must use https (plain http is allowed only for loopback hosts, or with "
+            "allow_insecure_http=True)",
+        )
+    return str(url).rstrip("/")

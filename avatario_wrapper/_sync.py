@@ -1,0 +1,85 @@
+"""AvatarioClient: the blocking client. Only sending, reading and sleeping live here."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+import httpx
+
+from ._base import ClientBase
+from ._core import BodyReader
+from ._models import StartSessionResult, VideoOptions
+from ._retry import run_sync
+
+
+class AvatarioClient(ClientBase[httpx.Client]):
+    """A blocking Avatario client with one pooled `httpx.Client`, safe to share across threads.
+
+    ``AvatarioClient(api_key=None, *, base_url=None, timeout=10.0, retry=None,
+    http_client=None, allow_insecure_http=False)``: the key falls back to ``AVATARIO_API_KEY``,
+    the base URL to ``AVATARIO_BASE_URL`` and then production. A pool passed as `http_client`
+    is used as is and not closed by `close()`.
+    """
+
+    def _new_http(self) -> httpx.Client:
+        # TLS verified, redirects not followed (a redirect is reported, never re-posted).
+        return httpx.Client(timeout=self._settings.timeout, follow_redirects=False, verify=True)
+
+    def start_session(
+        self,
+        *,
+        avatar_id: str,
+        agent_identity: str,
+        livekit_url: str,
+        livekit_token: str,
+        video: VideoOptions | None = None,
+        idempotency_key: str | None = None,
+    ) -> StartSessionResult:
+        """Send the avatar `avatar_id` into the LiveKit room at `livekit_url`.
+
+        Every input is checked before any I/O; failures are retried by the client's
+        `RetryPolicy` with one idempotency key. Raises an `AvatarioError` subclass.
+        """
+        call, state = self._prepare(
+            avatar_id=avatar_id,
+            agent_identity=agent_identity,
+            livekit_url=livekit_url,
+            livekit_token=livekit_token,
+            video=video,
+            idempotency_key=idempotency_key,
+        )
+
+        def attempt() -> StartSessionResult:
+            request = call.build_request(self._http, state.begin_attempt())
+            try:
+                response = self._http.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise call.connection_error(exc, state.attempts) from exc
+            body = BodyReader(response.status_code)
+            try:
+                for chunk in response.iter_bytes():
+                    if body.feed(chunk):
+                        break
+            except httpx.HTTPError as exc:
+                body.fail(exc)
+            finally:
+                response.close()
+            return call.outcome(response, body, state.attempts, self._settings.clock)
+
+        return run_sync(attempt, state)
+
+    def close(self) -> None:
+        """Close the connection pool, if this client made it."""
+        if self._owns_http:
+            self._http.close()
+
+    def __enter__(self) -> AvatarioClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

@@ -1,0 +1,209 @@
+"""Every error the Avatario client raises, in one tree.
+
+    AvatarioError                      (AvatarioException is an alias, for the old plugin's code)
+    ├── AvatarioConfigError            also a ValueError; raised before any I/O; names the field
+    │   └── MissingAgentIdentityError  agent identity missing, empty or blank
+    └── APIError                       .message .attempts .retryable
+        ├── APIConnectionError         no response (refused, reset, DNS, protocol); __cause__ kept
+        │   └── APITimeoutError
+        ├── APIStatusError             .status_code .body .request_id .headers .retry_after
+        │   ├── BadRequestError 400 · AuthenticationError 401 · PermissionDeniedError 403
+        │   ├── NotFoundError 404 · ConflictError 409 · UnprocessableEntityError 422
+        │   ├── RateLimitError 429
+        │   └── InternalServerError ≥ 500
+        └── APIResponseValidationError a 2xx whose body is not the documented JSON object
+
+Any other exception (a bug, a wrong type) is not wrapped: it propagates unchanged and is never
+retried. No message here ever contains the API key or a LiveKit token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "AvatarioConfigError",
+    "AvatarioError",
+    "AvatarioException",
+    "BadRequestError",
+    "ConflictError",
+    "InternalServerError",
+    "MissingAgentIdentityError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "UnprocessableEntityError",
+    "status_error_class",
+]
+
+#: How many characters of a response body an error keeps.
+MAX_ERROR_BODY_CHARS = 4096
+
+
+class AvatarioError(Exception):
+    """The base of every error raised on purpose by this package."""
+
+
+#: The old plugin's name for the base error; `except AvatarioException` keeps working.
+AvatarioException = AvatarioError
+
+
+class AvatarioConfigError(AvatarioError, ValueError):
+    """An argument or setting is not acceptable. Raised before any request is sent.
+
+    `field` names the argument at fault (for example ``"livekit_url"``).
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {problem}")
+
+
+class MissingAgentIdentityError(AvatarioConfigError):
+    """The LiveKit identity of the agent was not given, or is empty or blank.
+
+    Avatario needs it to know whose audio the avatar follows; no request is sent without it.
+    """
+
+    def __init__(self, field: str = "agent_identity") -> None:
+        super().__init__(
+            field,
+            "the LiveKit participant identity of the agent is required (it tells Avatario whose "
+            "audio the avatar follows); it was missing, empty or blank",
+        )
+
+
+class APIError(AvatarioError):
+    """A call to Avatario failed. `attempts` counts every attempt made, the first included."""
+
+    #: Whether this kind of failure is retried by the client's retry policy.
+    retryable: bool = False
+
+    def __init__(self, message: str, *, attempts: int = 1) -> None:
+        self.message = message
+        self.attempts = attempts
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        if self.attempts > 1:
+            return f"{self.message} (after {self.attempts} attempts)"
+        return self.message
+
+
+class APIConnectionError(APIError):
+    """No response arrived: refused, reset, DNS failure, TLS failure or a protocol error.
+
+    The transport's own exception is kept as ``__cause__``.
+    """
+
+    retryable = True
+
+
+class APITimeoutError(APIConnectionError):
+    """No complete response arrived within the attempt's timeout (cut to the call's deadline)."""
+
+
+class APIStatusError(APIError):
+    """Avatario (or a proxy in front of it) answered with a non-2xx status.
+
+    `body` holds at most 4096 characters of the response text; `retry_after` is the server's
+    requested wait in seconds when it sent ``Retry-After`` or ``retry-after-ms``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: str,
+        request_id: str | None,
+        headers: Mapping[str, str],
+        retry_after: float | None = None,
+        retryable: bool = False,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.status_code = status_code
+        self.body = body[:MAX_ERROR_BODY_CHARS]
+        self.request_id = request_id
+        self.headers = headers
+        self.retry_after = retry_after
+        self.retryable = retryable
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was malformed."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or not valid."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not use this avatar or account."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the avatar (or the endpoint, if `base_url` is wrong) does not exist."""
+
+
+class ConflictError(APIStatusError):
+    """409: the idempotency key was already used for a different request."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the body is JSON but does not match the request schema."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests. `retry_after` is the server's requested wait, or None."""
+
+
+class InternalServerError(APIStatusError):
+    """A 5xx status: Avatario or a proxy in front of it failed."""
+
+
+class APIResponseValidationError(APIError):
+    """A 2xx arrived but its body is not the documented JSON object.
+
+    Never retried: the session may already have started, and sending again could start a
+    second avatar. `body` holds at most 4096 characters of what arrived.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        body: str,
+        request_id: str | None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.status_code = status_code
+        self.body = body[:MAX_ERROR_BODY_CHARS]
+        self.request_id = request_id
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """The error class for a non-2xx status: its own class, or plain `APIStatusError`."""
+    if status_code >= 500:
+        return InternalServerError
+    return _BY_STATUS.get(status_code, APIStatusError)
