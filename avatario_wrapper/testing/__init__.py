@@ -1,0 +1,45 @@
+"""Test helpers for services that use avatario_wrapper.
+
+`FakeClock` needs nothing beyond the core install. The fake Avatario server (`FakeAvatario`,
+`run_fake_server`, `Fault`) needs the ``server`` extra: ``pip install avatario-wrapper[server]``;
+it is imported only when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._clock import FakeClock
+
+if TYPE_CHECKING:
+    from .app import FakeAvatario, RecordedRequest
+    from .faults import Fault, parse_faults
+    from .runner import FakeServer, run_fake_server
+
+__all__ = [
+    "FakeAvatario",
+    "FakeClock",
+    "FakeServer",
+    "Fault",
+    "RecordedRequest",
+    "parse_faults",
+    "run_fake_server",
+]
+
+_LAZY = {
+    "FakeAvatario": "app",
+    "RecordedRequest": "app",
+    "Fault": "faults",
+    "parse_faults": "faults",
+    "FakeServer": "runner",
+    "run_fake_server": "runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

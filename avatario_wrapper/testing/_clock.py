@@ -1,0 +1,42 @@
+"""A virtual clock for tests: sleeping moves its time forward and returns at once."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+
+class FakeClock:
+    """Implements `avatario_wrapper.Clock` with virtual time.
+
+    `sleeps` records every sleep the client asked for; `advance()` lets a fake transport
+    pretend that a request took time. The jitter comes from a seeded `random.Random`, so a
+    test sees the same delays on every run.
+    """
+
+    def __init__(self, *, seed: int = 0, start: float = 1_700_000_000.0) -> None:
+        self.now = 0.0
+        self.epoch = start
+        self.sleeps: list[float] = []
+        self._random = random.Random(seed)  # noqa: S311 - jitter for tests
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def time(self) -> float:
+        return self.epoch + self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)  # still a point where the task can be cancelled
+
+    def uniform(self, low: float, high: float) -> float:
+        return self._random.uniform(low, high)

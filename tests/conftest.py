@@ -1,0 +1,109 @@
+"""Shared test helpers: a scripted httpx.MockTransport and one runner for both clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from avatario_wrapper import AsyncAvatarioClient, AvatarioClient, RetryPolicy, StartSessionResult
+from avatario_wrapper.testing import FakeClock
+
+# Recognisable secrets: no test output, log record, repr or error may contain them.
+API_KEY = "sk_test_SECRET_KEY_5f2b9c"
+TOKEN = "eyJ.SECRET_LIVEKIT_TOKEN.7d1e"
+CALL: dict[str, Any] = {
+    "avatar_id": "face_4f1c2a",
+    "agent_identity": "agent-7",
+    "livekit_url": "wss://rooms.example.com",
+    "livekit_token": TOKEN,
+}
+BASE_URL = "https://avatario.test/api/sdk"
+
+Step = httpx.Response | Exception | Callable[[httpx.Request], httpx.Response]
+
+
+def ok(**data: Any) -> httpx.Response:
+    return httpx.Response(200, json={"session_id": "sess_1", **data}, headers={"x-request-id": "r"})
+
+
+def error(status: int, headers: dict[str, str] | None = None, **body: Any) -> httpx.Response:
+    payload = {"error": "e", "message": f"status {status}", **body}
+    return httpx.Response(status, json=payload, headers=headers or {})
+
+
+class Script:
+    """Answers requests with the given steps in order (the last one repeats) and records them.
+
+    A step is a response, an exception to raise, or a function of the request. `took` makes
+    every request take that many seconds on the fake clock.
+    """
+
+    def __init__(self, *steps: Step, clock: FakeClock | None = None, took: float = 0.0) -> None:
+        self.steps = list(steps)
+        self.requests: list[httpx.Request] = []
+        self.clock = clock
+        self.took = took
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if self.clock is not None:
+            self.clock.advance(self.took)
+        step = self.steps[min(len(self.requests), len(self.steps)) - 1]
+        if isinstance(step, Exception):
+            raise step
+        if isinstance(step, httpx.Response):
+            return httpx.Response(
+                step.status_code, headers=step.headers, content=step.content, request=request
+            )
+        return step(request)
+
+
+Runner = Callable[..., StartSessionResult]
+
+
+def _run_sync(script: Script, clock: FakeClock, retry: RetryPolicy | None, **kw: Any) -> Any:
+    options = kw.pop("client_options", {})
+    with (
+        httpx.Client(transport=httpx.MockTransport(script)) as http,
+        AvatarioClient(
+            API_KEY, base_url=BASE_URL, retry=retry, clock=clock, http_client=http, **options
+        ) as client,
+    ):
+        return client.start_session(**{**CALL, **kw})
+
+
+def _run_async(script: Script, clock: FakeClock, retry: RetryPolicy | None, **kw: Any) -> Any:
+    options = kw.pop("client_options", {})
+
+    async def main() -> StartSessionResult:
+        async with (
+            httpx.AsyncClient(transport=httpx.MockTransport(script)) as http,
+            AsyncAvatarioClient(
+                API_KEY, base_url=BASE_URL, retry=retry, clock=clock, http_client=http, **options
+            ) as client,
+        ):
+            return await client.start_session(**{**CALL, **kw})
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(params=["sync", "async"])
+def run(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """`run(script, clock, retry=None, **start_session_overrides)` on the sync or async client."""
+    impl = _run_sync if request.param == "sync" else _run_async
+
+    def runner(
+        script: Script, clock: FakeClock, retry: RetryPolicy | None = None, **kw: Any
+    ) -> Any:
+        return impl(script, clock, retry, **kw)
+
+    return runner
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(seed=7)
