@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Generic, TypeVar
 
 import httpx
@@ -12,12 +11,8 @@ from ._clock import SYSTEM_CLOCK, Clock
 from ._models import RetryPolicy, VideoOptions
 from ._retry import CallState
 
-if sys.version_info >= (3, 11):
-    from typing import Self
-else:  # pragma: no cover - Python 3.10
-    from typing_extensions import Self
-
 HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+ClientT = TypeVar("ClientT", bound="ClientBase[httpx.Client] | ClientBase[httpx.AsyncClient]")
 
 
 class ClientBase(Generic[HttpT]):
@@ -65,8 +60,8 @@ class ClientBase(Generic[HttpT]):
         return self._settings.retry
 
     def with_options(
-        self, *, timeout: float | None = None, retry: RetryPolicy | None = None
-    ) -> Self:
+        self: ClientT, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> ClientT:
         """A client with other settings that shares this one's connection pool.
 
         The copy never closes the pool; close the original when both are done.

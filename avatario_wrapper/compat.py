@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from ._async import AsyncAvatarioClient
-from ._config import check_agent_identity
+from ._config import check_agent_identity, check_text_id
 from ._models import RetryPolicy, StartSessionResult, VideoOptions
 from .errors import AvatarioConfigError, AvatarioException
 
@@ -109,7 +109,7 @@ class AvatarioAPI:
             raise AvatarioConfigError(
                 "avatar_id", f"no avatar id: pass avatar_id or set {AVATAR_ID_ENV}"
             )
-        self._avatar_id = avatar
+        self._avatar_id = check_text_id("avatar_id", avatar)
         self._video = _video_options(video_info)
         self._client = AsyncAvatarioClient(
             api_key,

@@ -36,9 +36,8 @@ def response_examples() -> list[tuple[str, Any]]:
     """(status, example body) for every response example in the spec."""
     components = spec()["components"]["responses"]
     found: list[tuple[str, Any]] = []
-    for status, response in operation()["responses"].items():
-        if "$ref" in response:
-            response = components[response["$ref"].rsplit("/", 1)[1]]
+    for status, entry in operation()["responses"].items():
+        response = components[entry["$ref"].rsplit("/", 1)[1]] if "$ref" in entry else entry
         media = response["content"]["application/json"]
         if "example" in media:
             found.append((str(status), media["example"]))

@@ -10,7 +10,6 @@ import email.utils
 import json
 import logging
 import uuid
-from typing import Any
 
 import httpx
 import pytest
@@ -450,4 +449,3 @@ def test_async_cancellation_during_a_retry_sleep_ends_the_call() -> None:
 
     script = asyncio.run(main())
     assert len(script.requests) == 1
-

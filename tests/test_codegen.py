@@ -51,7 +51,10 @@ def test_drift_check_fails_after_a_spec_change_until_regenerated(tmp_path: Path)
     assert "Run scripts/generate" in stale.stderr
 
     assert _codegen(tree, "generate").returncode == 0
-    assert "avatar_state" in (tree / "generated/avatario_client/models/start_session_response.py").read_text()
+    assert (
+        "avatar_state"
+        in (tree / "generated/avatario_client/models/start_session_response.py").read_text()
+    )
     again = _codegen(tree, "check")
     assert again.returncode == 0, again.stdout + again.stderr
     # The real tree was not touched.

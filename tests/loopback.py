@@ -1,0 +1,100 @@
+"""A tiny raw-socket HTTP server on 127.0.0.1 that misbehaves on purpose.
+
+Each accepted connection gets the next behaviour from a list (the last one repeats):
+a raw HTTP response, ``"stall"`` (read the request, never answer), or ``"reset"`` (read the
+request, then close with an RST). It counts the requests it read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+
+def http_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    lines = [f"HTTP/1.1 {status} X", f"Content-Length: {len(body)}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class LoopbackServer:
+    def __init__(self, behaviours: list[bytes | str]) -> None:
+        self.behaviours = behaviours
+        self.requests: list[bytes] = []
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.1)
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._stop = threading.Event()
+        self._held: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _read_request(self, conn: socket.socket) -> bytes:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        while len(body) < length:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head + b"\r\n\r\n" + body
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(5)
+            try:
+                request = self._read_request(conn)
+            except OSError:
+                conn.close()
+                continue
+            self.requests.append(request)
+            behaviour = self.behaviours[min(len(self.requests), len(self.behaviours)) - 1]
+            if behaviour == "stall":
+                self._held.append(conn)  # never answered; closed at stop
+                continue
+            if behaviour == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()
+                continue
+            assert isinstance(behaviour, bytes)
+            with contextlib.suppress(OSError):
+                conn.sendall(behaviour)
+            conn.close()
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
+
+
+@contextlib.contextmanager
+def loopback(*behaviours: bytes | str) -> Iterator[LoopbackServer]:
+    with LoopbackServer(list(behaviours)) as server:
+        yield server

@@ -1,0 +1,135 @@
+"""Both clients over real loopback sockets: success, stalls, resets, bad bodies, the deadline.
+
+These tests really wait (short timeouts); they are integration tests, not unit tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from avatario_wrapper import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APITimeoutError,
+    AsyncAvatarioClient,
+    AvatarioClient,
+    InternalServerError,
+    RetryPolicy,
+)
+
+from .conftest import API_KEY, CALL
+from .loopback import http_response, loopback
+
+pytestmark = pytest.mark.integration
+
+OK = http_response(200, json.dumps({"session_id": "s-1"}).encode(), {"x-request-id": "rid-1"})
+FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02)
+
+
+def call(kind: str, url: str, *, retry: RetryPolicy = FAST, timeout: float = 2.0) -> Any:
+    if kind == "sync":
+        with AvatarioClient(API_KEY, base_url=url, retry=retry, timeout=timeout) as client:
+            return client.start_session(**CALL)
+
+    async def main() -> Any:
+        async with AsyncAvatarioClient(API_KEY, base_url=url, retry=retry, timeout=timeout) as c:
+            return await c.start_session(**CALL)
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(params=["sync", "async"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def test_success_over_a_real_socket(kind: str) -> None:
+    with loopback(OK) as server:
+        result = call(kind, server.url)
+    assert (result.session_id, result.request_id, result.attempts) == ("s-1", "rid-1", 1)
+    [raw] = server.requests
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"POST /start-session HTTP/1.1")
+    assert f"x-api-key: {API_KEY}".encode() in head
+    assert json.loads(body)["agent_id"] == "agent-7"
+
+
+def test_a_reset_connection_is_retried_and_its_cause_kept(kind: str) -> None:
+    with loopback("reset", "reset", "reset") as server:
+        with pytest.raises(APIConnectionError) as caught:
+            call(kind, server.url)
+    assert len(server.requests) == 3
+    assert caught.value.attempts == 3
+    assert isinstance(caught.value.__cause__, httpx.TransportError)
+
+
+def test_a_reset_then_success_recovers(kind: str) -> None:
+    with loopback("reset", OK) as server:
+        assert call(kind, server.url).attempts == 2
+
+
+def test_a_stalled_server_times_out_within_the_deadline(kind: str) -> None:
+    policy = RetryPolicy(max_attempts=5, initial_delay=0.01, max_delay=0.02, max_elapsed=1.0)
+    with loopback("stall") as server:
+        started = time.monotonic()
+        with pytest.raises(APITimeoutError) as caught:
+            call(kind, server.url, retry=policy, timeout=0.4)
+        elapsed = time.monotonic() - started
+    assert isinstance(caught.value.__cause__, httpx.TimeoutException)
+    assert 2 <= caught.value.attempts <= 5
+    assert len(server.requests) == caught.value.attempts
+    # The old plugin took 28.9 s here; the deadline is 1 s (plus scheduling slack).
+    assert elapsed < 1.0 + 0.5
+
+
+def test_a_200_with_a_non_json_body_is_sent_once(kind: str) -> None:
+    with loopback(http_response(200, b"<html>ok</html>"), OK) as server:
+        with pytest.raises(APIResponseValidationError):
+            call(kind, server.url)
+    assert len(server.requests) == 1
+
+
+def test_a_truncated_200_is_not_resent(kind: str) -> None:
+    cut = b'HTTP/1.1 200 OK\r\nContent-Length: 500\r\nConnection: close\r\n\r\n{"session'
+    with loopback(cut, OK) as server:
+        with pytest.raises(APIResponseValidationError, match="cut off") as caught:
+            call(kind, server.url)
+    assert len(server.requests) == 1
+    assert isinstance(caught.value.__cause__, httpx.HTTPError)
+
+
+def test_503_burst_then_success(kind: str) -> None:
+    busy = http_response(503, b'{"error":"unavailable","message":"busy"}')
+    with loopback(busy, busy, OK) as server:
+        result = call(kind, server.url)
+    assert result.attempts == 3
+    keys = {
+        line
+        for raw in server.requests
+        for line in raw.split(b"\r\n")
+        if line.lower().startswith(b"idempotency-key:")
+    }
+    assert len(keys) == 1
+
+
+def test_persistent_503_gives_up_after_max_attempts(kind: str) -> None:
+    busy = http_response(503, b'{"error":"unavailable","message":"busy"}')
+    with loopback(busy) as server, pytest.raises(InternalServerError) as caught:
+        call(kind, server.url)
+    assert caught.value.attempts == len(server.requests) == 3
+
+
+def test_connection_refused_is_a_connection_error(kind: str) -> None:
+    with loopback(OK) as server:
+        url = server.url
+    # The server is gone: nothing listens on that port any more.
+    with pytest.raises(APIConnectionError) as caught:
+        call(kind, url, retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+    assert caught.value.attempts == 2
+    assert isinstance(caught.value.__cause__, httpx.ConnectError)
