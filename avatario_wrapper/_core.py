@@ -39,6 +39,8 @@ MAX_SUCCESS_BODY_BYTES = 1024 * 1024
 #: Enough bytes for MAX_ERROR_BODY_CHARS characters of UTF-8.
 MAX_ERROR_BODY_BYTES = MAX_ERROR_BODY_CHARS * 4
 REDACTED = "[redacted]"
+#: Shorter "secrets" are not real keys or tokens; replacing them would garble messages.
+MIN_REDACTED_CHARS = 6
 
 
 @attrs.frozen
@@ -76,7 +78,7 @@ class Settings:
 def redact(text: str, secrets: tuple[str, ...]) -> str:
     """`text` with every secret replaced by a marker."""
     for secret in secrets:
-        if secret and secret in text:
+        if len(secret) >= MIN_REDACTED_CHARS and secret in text:
             text = text.replace(secret, REDACTED)
     return text
 

@@ -110,7 +110,8 @@ class CallState:
         """One WARNING per retry; the error text never holds a secret."""
         status = getattr(error, "status_code", None)
         request_id = getattr(error, "request_id", None)
-        what = f"HTTP {status}" if status is not None else f"{type(error).__name__}: {error}"
+        detail = error.message if isinstance(error, APIError) else str(error)
+        what = f"HTTP {status}" if status is not None else f"{type(error).__name__}: {detail}"
         logger.warning(
             "Avatario start-session attempt %d/%d failed (%s, request id %s); retrying in %.2fs",
             self.attempts,

@@ -1,0 +1,171 @@
+"""``avatario demo``: the client's story, played against an embedded fake Avatario.
+
+Each scene sets the fake's fault script, makes one real call over loopback and checks that the
+outcome is the one the client promises. The exit status is 0 only if every scene did.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from typing import Any
+
+import attrs
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ._models import RetryPolicy, StartSessionResult
+from ._sync import AvatarioClient
+from .cli import RetryLogHandler
+from .errors import APIError, AuthenticationError, AvatarioError, MissingAgentIdentityError
+from .testing import FakeServer, run_fake_server
+
+AVATAR = "face_demo_01"
+AGENT = "agent-demo"
+ROOM = "wss://rooms.example.com"
+
+
+@attrs.frozen
+class Scene:
+    title: str
+    explain: str
+    faults: str
+    expect: str  # "ok" or an error class name
+    overrides: dict[str, Any] = attrs.field(factory=dict)
+    wrong_key: bool = False
+
+
+SCENES = [
+    Scene("clean start", "A valid request: one attempt, one session.", "", "ok"),
+    Scene(
+        "recovery from 503, 503",
+        "Two 503s, then service: retried with jittered exponential backoff, one idempotency key.",
+        "503*2",
+        "ok",
+    ),
+    Scene(
+        "429 with Retry-After: 1",
+        "Rate limited: the client waits exactly what the server asked, not its own backoff.",
+        "429:retry-after=1",
+        "ok",
+    ),
+    Scene(
+        "401 is not retried",
+        "A wrong key: retrying cannot help, so the error comes back after one attempt.",
+        "",
+        "AuthenticationError",
+        wrong_key=True,
+    ),
+    Scene(
+        "missing agent identity",
+        "The agent identity is blank: refused before any I/O, so nothing reaches the server.",
+        "",
+        "MissingAgentIdentityError",
+        overrides={"agent_identity": "  "},
+    ),
+]
+
+
+@attrs.frozen
+class Outcome:
+    scene: Scene
+    result: str
+    attempts: int | None
+    seconds: float
+    requests: int
+    sessions: int
+    passed: bool
+
+
+def _play(scene: Scene, server: FakeServer, console: Console, token: str) -> Outcome:
+    console.rule(f"[bold]{scene.title}")
+    console.print(escape(scene.explain))
+    if scene.faults:
+        console.print(f"fault script: [cyan]{scene.faults}[/]")
+        server.add_faults(scene.faults)
+    key = "wrong-" + secrets.token_hex(8) if scene.wrong_key else server.api_key
+    before_requests, before_sessions = len(server.requests), len(server.sessions)
+    call: dict[str, Any] = {
+        "avatar_id": AVATAR,
+        "agent_identity": AGENT,
+        "livekit_url": ROOM,
+        "livekit_token": token,
+        **scene.overrides,
+    }
+    started = time.monotonic()
+    outcome: StartSessionResult | AvatarioError
+    with AvatarioClient(key, base_url=server.url, retry=RetryPolicy()) as client:
+        try:
+            outcome = client.start_session(**call)
+        except AvatarioError as error:
+            outcome = error
+    seconds = time.monotonic() - started
+    requests = len(server.requests) - before_requests
+    sessions = len(server.sessions) - before_sessions
+    keys = {r.headers.get("idempotency-key") for r in server.requests[before_requests:]}
+    if isinstance(outcome, StartSessionResult):
+        label = "started"
+        attempts: int | None = outcome.attempts
+        console.print(
+            f"[green]✓ session {escape(str(outcome.session_id))}[/] after {attempts} "
+            f"attempt(s), {seconds:.2f} s"
+        )
+        passed = scene.expect == "ok" and sessions == 1 and len(keys) == 1
+    else:
+        label = type(outcome).__name__
+        attempts = outcome.attempts if isinstance(outcome, APIError) else None
+        console.print(f"[red]✗ {label}[/]: {escape(str(outcome))}")
+        passed = label == scene.expect
+        if isinstance(outcome, AuthenticationError):
+            passed = passed and outcome.attempts == 1 and requests == 1
+        if isinstance(outcome, MissingAgentIdentityError):
+            passed = passed and requests == 0
+    console.print(
+        f"the fake server saw {requests} request(s) with {len(keys)} idempotency key(s) "
+        f"and started {sessions} session(s)"
+    )
+    return Outcome(scene, label, attempts, seconds, requests, sessions, passed)
+
+
+def _summary(outcomes: list[Outcome]) -> Table:
+    table = Table(title="avatario demo: summary")
+    for column in ("scene", "outcome", "attempts", "time", "requests", "sessions", "as promised"):
+        table.add_column(column, no_wrap=column == "outcome")
+    for o in outcomes:
+        table.add_row(
+            o.scene.title,
+            escape(o.result),
+            "-" if o.attempts is None else str(o.attempts),
+            f"{o.seconds:.2f} s",
+            str(o.requests),
+            str(o.sessions),
+            "[green]yes[/]" if o.passed else "[red]NO[/]",
+        )
+    return table
+
+
+def run_demo(console: Console, *, scenes: list[Scene] | None = None) -> int:
+    """Play every scene; 0 when each behaved as promised, 1 otherwise."""
+    logger = logging.getLogger("avatario_wrapper")
+    handler = RetryLogHandler(console, indent="  ")
+    logger.addHandler(handler)
+    # A made-up key and token for the fake; neither is ever printed.
+    api_key = "demo-" + secrets.token_hex(12)
+    token = "demo." + secrets.token_hex(24)
+    console.print("[bold]avatario demo[/]: real calls over loopback to an embedded fake Avatario")
+    try:
+        with run_fake_server(api_key=api_key) as server:
+            console.print(f"fake Avatario on {server.url}")
+            outcomes = [_play(scene, server, console, token) for scene in scenes or SCENES]
+    finally:
+        logger.removeHandler(handler)
+    console.print()
+    console.print(_summary(outcomes))
+    failed = [o.scene.title for o in outcomes if not o.passed]
+    if failed:
+        console.print(f"[red]not as promised: {', '.join(failed)}[/]")
+        return 1
+    console.print("[green]every scene behaved as promised[/]")
+    return 0

@@ -1,0 +1,212 @@
+"""The ``avatario`` command: start a session, run the fake server, or play the demo.
+
+Needs the ``cli`` extra (click, rich); ``fake-server`` and ``demo`` also need ``server``.
+The API key is read from ``AVATARIO_API_KEY`` (never from a flag, never printed); the LiveKit
+token from ``--livekit-token-env`` (an environment variable name, by default
+``AVATARIO_LIVEKIT_TOKEN``) or from standard input with ``--livekit-token-stdin``, so neither
+shows up in shell history or in the process list.
+
+Exit codes: 0 success · 2 usage · 3 bad input or configuration · 4 connection failed ·
+5 timed out · 6 Avatario refused the request (4xx) · 7 Avatario failed (5xx) ·
+8 a 2xx with an invalid body · 1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from ._config import API_KEY_ENV
+from ._models import RetryPolicy, VideoOptions
+from ._sync import AvatarioClient
+from .errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AvatarioConfigError,
+    AvatarioError,
+)
+
+EXIT_OK = 0
+EXIT_OTHER = 1
+EXIT_CONFIG = 3
+EXIT_CONNECTION = 4
+EXIT_TIMEOUT = 5
+EXIT_REFUSED = 6
+EXIT_SERVER = 7
+EXIT_INVALID_RESPONSE = 8
+TOKEN_ENV = "AVATARIO_LIVEKIT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+
+stderr = Console(stderr=True, highlight=False)
+
+
+def exit_code(error: AvatarioError) -> int:
+    """The documented exit code of an error family."""
+    if isinstance(error, AvatarioConfigError):
+        return EXIT_CONFIG
+    if isinstance(error, APITimeoutError):
+        return EXIT_TIMEOUT
+    if isinstance(error, APIConnectionError):
+        return EXIT_CONNECTION
+    if isinstance(error, APIStatusError):
+        return EXIT_SERVER if error.status_code >= 500 else EXIT_REFUSED
+    if isinstance(error, APIResponseValidationError):
+        return EXIT_INVALID_RESPONSE
+    return EXIT_OTHER
+
+
+class RetryLogHandler(logging.Handler):
+    """Shows the client's retry warnings as one line each on a rich console."""
+
+    def __init__(self, console: Console, indent: str = "") -> None:
+        super().__init__(logging.WARNING)
+        self.console = console
+        self.indent = indent
+
+    def emit(self, record: logging.LogRecord) -> None:
+        attempt = getattr(record, "avatario_attempt", None)
+        if attempt is None:
+            self.console.print(f"{self.indent}[yellow]{escape(record.getMessage())}[/]")
+            return
+        status = getattr(record, "avatario_status_code", None)
+        what = f"HTTP {status}" if status is not None else "no response"
+        total = getattr(record, "avatario_max_attempts", "?")
+        delay = getattr(record, "avatario_delay", 0.0)
+        self.console.print(
+            f"{self.indent}[yellow]↻ attempt {attempt}/{total} failed ({what}); "
+            f"backing off {delay:.2f} s[/]"
+        )
+
+
+def _read_token(token_env: str, from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().strip()
+    token = os.environ.get(token_env)
+    if not token:
+        raise AvatarioConfigError(
+            "livekit_token",
+            f"no LiveKit token: set {token_env} (or pass --livekit-token-stdin and pipe it in)",
+        )
+    return token
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="avatario-wrapper")
+def main() -> None:
+    """Send Avatario avatars into LiveKit rooms, or try the client against a local fake."""
+
+
+@main.command("start-session")
+@click.option("--avatar-id", required=True, help="The avatar (face) to render.")
+@click.option("--agent-identity", required=True, help="The LiveKit identity of your agent.")
+@click.option("--livekit-url", required=True, help="The LiveKit server URL (wss://...).")
+@click.option(
+    "--livekit-token-env",
+    default=TOKEN_ENV,
+    show_default=True,
+    help="Environment variable holding the avatar's LiveKit token.",
+)
+@click.option("--livekit-token-stdin", is_flag=True, help="Read the LiveKit token from stdin.")
+@click.option("--height", type=int, default=720, show_default=True)
+@click.option("--width", type=int, default=1280, show_default=True)
+@click.option("--background-url", default=None, help="An http(s) image URL.")
+@click.option("--idempotency-key", default=None, help="Default: a fresh UUID per call.")
+@click.option("--base-url", default=None, help="Default: $AVATARIO_BASE_URL, then production.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Per attempt.")
+@click.option("--max-attempts", type=int, default=3, show_default=True)
+@click.option("--max-elapsed", type=float, default=30.0, show_default=True)
+def start_session(
+    avatar_id: str,
+    agent_identity: str,
+    livekit_url: str,
+    livekit_token_env: str,
+    livekit_token_stdin: bool,
+    height: int,
+    width: int,
+    background_url: str | None,
+    idempotency_key: str | None,
+    base_url: str | None,
+    timeout: float,
+    max_attempts: int,
+    max_elapsed: float,
+) -> None:
+    """Send an avatar into a room; print the result as JSON. Key from AVATARIO_API_KEY."""
+    logging.getLogger("avatario_wrapper").addHandler(RetryLogHandler(stderr))
+    try:
+        token = _read_token(livekit_token_env, livekit_token_stdin)
+        retry = RetryPolicy(max_attempts=max_attempts, max_elapsed=max_elapsed)
+        with AvatarioClient(base_url=base_url, timeout=timeout, retry=retry) as client:
+            result = client.start_session(
+                avatar_id=avatar_id,
+                agent_identity=agent_identity,
+                livekit_url=livekit_url,
+                livekit_token=token,
+                video=VideoOptions(height=height, width=width, background_url=background_url),
+                idempotency_key=idempotency_key,
+            )
+    except AvatarioError as error:
+        stderr.print("[red]error:[/]", escape(f"{type(error).__name__}: {error}"))
+        if isinstance(error, AvatarioConfigError) and error.field == "api_key":
+            stderr.print(f"set {API_KEY_ENV} to your Avatario API key")
+        sys.exit(exit_code(error))
+    output: dict[str, Any] = {
+        "session_id": result.session_id,
+        "request_id": result.request_id,
+        "attempts": result.attempts,
+        "status_code": result.status_code,
+        "data": dict(result.data),
+    }
+    click.echo(json.dumps(output, indent=2, sort_keys=True))
+
+
+@main.command("fake-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Loopback unless told.")
+@click.option("--port", type=int, default=8765, show_default=True)
+@click.option(
+    "--api-key",
+    envvar=API_KEY_ENV,
+    required=True,
+    help=f"The key the fake accepts (or ${API_KEY_ENV}); never printed.",
+)
+@click.option("--faults", default="", help="A fault script, e.g. '503*2,429:retry-after=1'.")
+def fake_server(host: str, port: int, api_key: str, faults: str) -> None:
+    """Run the fake Avatario until interrupted (Ctrl-C)."""
+    import threading
+
+    from .testing import FakeAvatario, FakeServer
+    from .testing.faults import FaultSyntaxError
+
+    try:
+        app = FakeAvatario(api_key=api_key, faults=faults)
+    except FaultSyntaxError as error:
+        raise click.BadParameter(str(error), param_hint="--faults") from None
+    server = FakeServer(app, host=host, port=port)
+    with server:
+        stderr.print(f"fake Avatario listening on [bold]{server.url}[/] (POST /start-session)")
+        if faults:
+            stderr.print(f"fault script: {faults}")
+        stderr.print("press Ctrl-C to stop")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            stderr.print(f"stopping; {len(server.requests)} requests served")
+
+
+@main.command("demo")
+def demo() -> None:
+    """Play the client's story against an embedded fake Avatario."""
+    from ._demo import run_demo
+
+    sys.exit(run_demo(Console(highlight=False, width=max(100, Console().width))))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
