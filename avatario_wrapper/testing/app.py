@@ -40,6 +40,7 @@ from .faults import Fault, parse_faults
 REDACTED = "[redacted]"
 MAX_BODY_BYTES = 1024 * 1024
 MAX_STALL_SECONDS = 300.0
+SPEC_PATH_PREFIX = "/api/sdk"
 
 
 def _spec_text() -> str:
@@ -125,9 +126,13 @@ class FakeAvatario:
         self._by_key: dict[str, _Session] = {}
         self._ids = itertools.count(1)
         self.add_faults(faults)
-        self.app = Starlette(
-            routes=[Route("/start-session", self._start_session, methods=["POST"])]
-        )
+        # Served at the root (base_url = server.url) and under the production path prefix
+        # (base_url = server.url + "/api/sdk"), so either base URL works.
+        routes = [
+            Route(prefix + "/start-session", self._start_session, methods=["POST"])
+            for prefix in ("", SPEC_PATH_PREFIX)
+        ]
+        self.app = Starlette(routes=routes)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)

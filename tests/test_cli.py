@@ -1,0 +1,168 @@
+"""The avatario command: start-session output and exit codes, fake-server, demo; no secrets."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from avatario_wrapper import errors
+from avatario_wrapper._demo import run_demo
+from avatario_wrapper.cli import exit_code, main
+from avatario_wrapper.testing import run_fake_server
+
+pytestmark = pytest.mark.integration
+
+KEY = "sk_cli_SECRET_key_77aa"
+TOKEN = "eyJ.cli_SECRET_token.99"
+ARGS = ["--avatar-id", "face_1", "--agent-identity", "agent-7", "--livekit-url", "wss://h.example"]
+
+
+def invoke(*args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> Any:
+    runner = CliRunner()
+    base = {"AVATARIO_API_KEY": KEY, "AVATARIO_LIVEKIT_TOKEN": TOKEN}
+    return runner.invoke(main, list(args), env={**base, **(env or {})}, input=stdin)
+
+
+def test_start_session_prints_the_result_as_json() -> None:
+    with run_fake_server(api_key=KEY) as server:
+        result = invoke("start-session", *ARGS, "--base-url", server.url)
+        sent = server.requests[0].json()
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["session_id"].startswith("sess_")
+    assert data["attempts"] == 1
+    assert sent["livekit"]["token"] == TOKEN
+    assert KEY not in result.output
+    assert TOKEN not in result.output
+
+
+def test_the_token_can_come_from_stdin() -> None:
+    with run_fake_server(api_key=KEY) as server:
+        result = invoke(
+            "start-session",
+            *ARGS,
+            "--base-url",
+            server.url,
+            "--livekit-token-stdin",
+            env={"AVATARIO_LIVEKIT_TOKEN": ""},
+            stdin="piped.token.value\n",
+        )
+        assert server.requests[0].json()["livekit"]["token"] == "piped.token.value"
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("faults", "extra", "env", "code"),
+    [
+        ("", ["--agent-identity", " "], {}, 3),
+        ("", [], {"AVATARIO_API_KEY": ""}, 3),
+        ("", [], {"AVATARIO_LIVEKIT_TOKEN": ""}, 3),
+        ("401", [], {}, 6),
+        ("503*3", [], {}, 7),
+        ("malformed", [], {}, 8),
+        ("stall*3", ["--timeout", "0.2", "--max-attempts", "2"], {}, 5),
+    ],
+)
+def test_each_error_family_has_its_exit_code(
+    faults: str, extra: list[str], env: dict[str, str], code: int
+) -> None:
+    with run_fake_server(api_key=KEY, faults=faults) as server:
+        result = invoke("start-session", *ARGS, "--base-url", server.url, *extra, env=env)
+    assert result.exit_code == code, result.output
+    assert "error:" in result.stderr
+    assert KEY not in result.output
+    assert TOKEN not in result.output
+
+
+def test_a_connection_failure_exits_4() -> None:
+    with run_fake_server(api_key=KEY) as server:
+        url = server.url
+    result = invoke("start-session", *ARGS, "--base-url", url, "--max-attempts", "1")
+    assert result.exit_code == 4, result.output
+
+
+def test_exit_codes_cover_every_family() -> None:
+    def status(code: int) -> errors.APIStatusError:
+        return errors.status_error_class(code)(
+            "x", status_code=code, body="", request_id=None, headers={}
+        )
+
+    assert exit_code(errors.MissingAgentIdentityError()) == 3
+    assert exit_code(errors.APIConnectionError("x")) == 4
+    assert exit_code(errors.APITimeoutError("x")) == 5
+    assert exit_code(status(404)) == 6
+    assert exit_code(status(502)) == 7
+    assert (
+        exit_code(errors.APIResponseValidationError("x", status_code=200, body="", request_id=None))
+        == 8
+    )
+    assert exit_code(errors.AvatarioError("x")) == 1
+
+
+def test_bad_fault_scripts_are_usage_errors() -> None:
+    result = invoke("fake-server", "--faults", "boom", "--port", "0")
+    assert result.exit_code == 2
+    assert "--faults" in result.output
+
+
+def test_fake_server_command_serves_on_loopback_until_stopped() -> None:
+    with run_fake_server() as probe:  # borrow a free port number
+        port = probe.port
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "avatario_wrapper.cli",
+            "fake-server",
+            "--port",
+            str(port),
+            "--faults",
+            "503",
+        ],
+        env={"AVATARIO_API_KEY": KEY, "PATH": ""},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/start-session"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                first = httpx.post(url, json={}, headers={"x-api-key": KEY})
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline, "the fake server did not start"
+                time.sleep(0.05)
+        assert first.status_code == 503
+        assert httpx.post(url, json={}, headers={"x-api-key": KEY}).status_code == 422
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=10)
+    assert f"127.0.0.1:{port}" in stderr
+    assert KEY not in stderr
+
+
+def test_the_demo_plays_every_scene_as_promised(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    out = io.StringIO()
+    assert run_demo(Console(file=out, width=120)) == 0
+    text = out.getvalue()
+    for scene in ("clean start", "503, 503", "Retry-After", "401", "missing agent identity"):
+        assert scene in text
+    assert "every scene behaved as promised" in text
+    assert "attempt 1/3 failed (HTTP 503)" in text
+    assert "attempt 1/3 failed (HTTP 429); backing off 1.00 s" in text
+    assert "demo-" not in text  # the made-up key and token are never shown
+    for record in caplog.records:
+        assert "demo-" not in record.getMessage()
+        assert "demo." not in record.getMessage()
