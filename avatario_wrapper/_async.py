@@ -1,31 +1,41 @@
-"""AsyncAvatarioClient: the asyncio client. Only sending, reading and sleeping live here."""
+"""AsyncAvatarioClient: the asyncio client. Sending is the sender's; sleeping the clock's."""
 
 from __future__ import annotations
 
+import importlib.util
 from types import TracebackType
+from typing import Protocol
 
 import httpx
 
 from ._base import ClientBase
-from ._core import BodyReader
+from ._core import PreparedCall, Reply
 from ._models import StartSessionResult, VideoOptions
 from ._retry import run_async
+from ._senders import AsyncHttpxSender
 
 
-class AsyncAvatarioClient(ClientBase[httpx.AsyncClient]):
-    """An asyncio Avatario client with one pooled `httpx.AsyncClient`, safe to share across tasks.
+class AsyncSender(Protocol):
+    async def send(self, call: PreparedCall, timeout: float, attempts: int) -> Reply: ...
 
-    ``AsyncAvatarioClient(api_key=None, *, base_url=None, timeout=10.0, retry=None,
-    http_client=None, allow_insecure_http=False)``: the key falls back to ``AVATARIO_API_KEY``,
-    the base URL to ``AVATARIO_BASE_URL`` and then production. A pool passed as `http_client`
-    is used as is and not closed by `aclose()`.
+    async def aclose(self) -> None: ...
+
+
+class AsyncAvatarioClient(ClientBase[httpx.AsyncClient, AsyncSender]):
+    """An asyncio Avatario client with one connection pool, safe to share across tasks.
+
+    The same constructor as `AvatarioClient`. Without an `http_client` it sends over aiohttp
+    when aiohttp is installed (the ``aiohttp`` extra; many times faster with many requests in
+    flight, see docs/benchmarks.md), else over an `httpx.AsyncClient`. A pool passed as
+    `http_client` is used as is and not closed by `aclose()`.
     """
 
-    def _new_http(self) -> httpx.AsyncClient:
-        # TLS verified, redirects not followed (a redirect is reported, never re-posted).
-        return httpx.AsyncClient(
-            timeout=self._settings.timeout, follow_redirects=False, verify=True
-        )
+    def _new_sender(self, http_client: httpx.AsyncClient | None) -> AsyncSender:
+        if http_client is None and importlib.util.find_spec("aiohttp") is not None:
+            from ._aiohttp import AiohttpSender  # noqa: PLC0415 - aiohttp only when used
+
+            return AiohttpSender(self._settings.timeout)
+        return AsyncHttpxSender(http_client, self._settings.timeout)
 
     async def start_session(
         self,
@@ -52,28 +62,15 @@ class AsyncAvatarioClient(ClientBase[httpx.AsyncClient]):
         )
 
         async def attempt() -> StartSessionResult:
-            request = call.build_request(self._http, state.begin_attempt())
-            try:
-                response = await self._http.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise call.connection_error(exc, state.attempts) from exc
-            body = BodyReader(response.status_code)
-            try:
-                async for chunk in response.aiter_bytes():
-                    if body.feed(chunk):
-                        break
-            except httpx.HTTPError as exc:
-                body.fail(exc)
-            finally:
-                await response.aclose()
-            return call.outcome(response, body, state.attempts, self._settings.clock)
+            reply = await self._sender.send(call, state.begin_attempt(), state.attempts)
+            return call.outcome(reply, state.attempts, self._settings.clock)
 
         return await run_async(attempt, state)
 
     async def aclose(self) -> None:
         """Close the connection pool, if this client made it."""
-        if self._owns_http:
-            await self._http.aclose()
+        if self._owns_sender:
+            await self._sender.aclose()
 
     async def __aenter__(self) -> AsyncAvatarioClient:
         return self

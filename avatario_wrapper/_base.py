@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Generic, TypeVar
-
-import httpx
+from typing import Any, Generic, TypeVar
 
 from . import _core
 from ._clock import SYSTEM_CLOCK, Clock
 from ._models import RetryPolicy, VideoOptions
 from ._retry import CallState
 
-HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
-ClientT = TypeVar("ClientT", bound="ClientBase[httpx.Client] | ClientBase[httpx.AsyncClient]")
+HttpT = TypeVar("HttpT")
+SenderT = TypeVar("SenderT")
+ClientT = TypeVar("ClientT", bound="ClientBase[Any, Any]")
 
 
-class ClientBase(Generic[HttpT]):
-    """Configuration and call preparation; subclasses add sending and sleeping."""
+class ClientBase(Generic[HttpT, SenderT]):
+    """Configuration and call preparation; subclasses add sending and sleeping.
+
+    `HttpT` is the pool a user may pass as `http_client`; `SenderT` the sender built on it.
+    """
 
     _settings: _core.Settings
-    _http: HttpT
-    _owns_http: bool
+    _sender: SenderT
+    _owns_sender: bool
 
     def __init__(
         self,
@@ -41,10 +43,10 @@ class ClientBase(Generic[HttpT]):
             allow_insecure_http=allow_insecure_http,
             clock=clock if clock is not None else SYSTEM_CLOCK,
         )
-        self._owns_http = http_client is None
-        self._http = http_client if http_client is not None else self._new_http()
+        self._owns_sender = True
+        self._sender = self._new_sender(http_client)
 
-    def _new_http(self) -> HttpT:
+    def _new_sender(self, http_client: HttpT | None) -> SenderT:
         raise NotImplementedError
 
     @property
@@ -76,8 +78,8 @@ class ClientBase(Generic[HttpT]):
         )
         clone = object.__new__(type(self))
         clone._settings = settings
-        clone._http = self._http
-        clone._owns_http = False
+        clone._sender = self._sender
+        clone._owns_sender = False
         return clone
 
     def __repr__(self) -> str:

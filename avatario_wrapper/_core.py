@@ -14,7 +14,6 @@ import uuid
 from collections.abc import Mapping
 
 import attrs
-import httpx
 from avatario_client.api.sessions import start_session as start_session_op
 from avatario_client.models.live_kit_room import LiveKitRoom
 from avatario_client.models.start_session_request import StartSessionRequest
@@ -95,33 +94,29 @@ class PreparedCall:
     secrets: tuple[str, ...] = attrs.field(repr=False)
     retry_statuses: frozenset[int]
 
-    def build_request(
-        self, http: httpx.Client | httpx.AsyncClient, timeout: float
-    ) -> httpx.Request:
-        return http.build_request(
-            self.method, self.url, content=self.content, headers=self.headers, timeout=timeout
-        )
+    def connection_error(
+        self, exc: BaseException, attempts: int, *, timed_out: bool
+    ) -> APIConnectionError:
+        """The one place where a transport's exception becomes ours (raise it `from exc`).
 
-    def connection_error(self, exc: httpx.HTTPError, attempts: int) -> APIConnectionError:
-        """The one place where an httpx exception becomes ours (raise it `from exc`)."""
-        timed_out = isinstance(exc, httpx.TimeoutException)
+        The senders say which of their exceptions are timeouts; the rest are connection errors.
+        """
         cls = APITimeoutError if timed_out else APIConnectionError
         what = "timed out waiting for Avatario" if timed_out else "could not reach Avatario"
-        detail = redact(str(exc), self.secrets) or "no detail"
-        return cls(f"{what}: {type(exc).__name__}: {detail}", attempts=attempts)
+        detail = redact(str(exc), self.secrets)
+        message = f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+        return cls(message, attempts=attempts)
 
-    def outcome(
-        self, response: httpx.Response, body: BodyReader, attempts: int, clock: Clock
-    ) -> StartSessionResult:
-        """The result of a response whose body was read by `body`, or the error to raise."""
-        status = response.status_code
-        request_id = response.headers.get("x-request-id")
+    def outcome(self, reply: Reply, attempts: int, clock: Clock) -> StartSessionResult:
+        """The result of a response, or the error to raise."""
+        status, headers, body = reply.status, reply.headers, reply.body
+        request_id = headers.get("x-request-id")
         if 200 <= status < 300:
             return self._success(status, request_id, body, attempts)
         text = redact(body.text(), self.secrets)
-        retry_after = parse_retry_after(response.headers, now=clock.time())
+        retry_after = parse_retry_after(headers, now=clock.time())
         cls = status_error_class(status)
-        reason = response.reason_phrase or "error"
+        reason = reply.reason or "error"
         summary = _error_summary(text)
         message = f"Avatario answered HTTP {status} {reason}"
         if summary:
@@ -133,7 +128,7 @@ class PreparedCall:
             status_code=status,
             body=text,
             request_id=request_id,
-            headers=response.headers,
+            headers=headers,
             retry_after=retry_after,
             retryable=status in self.retry_statuses,
             attempts=attempts,
@@ -248,7 +243,7 @@ class BodyReader:
         self._chunks: list[bytes] = []
         self._size = 0
         self.overflow = False
-        self.failure: httpx.HTTPError | None = None
+        self.failure: Exception | None = None
 
     def feed(self, chunk: bytes) -> bool:
         """Keep `chunk`; True when the limit is passed and reading should stop."""
@@ -259,7 +254,7 @@ class BodyReader:
             self.overflow = True
         return self.overflow
 
-    def fail(self, exc: httpx.HTTPError) -> None:
+    def fail(self, exc: Exception) -> None:
         """The body broke off: keep what arrived and the reason."""
         self.failure = exc
 
@@ -268,6 +263,16 @@ class BodyReader:
 
     def text(self) -> str:
         return self.raw().decode("utf-8", errors="replace")[:MAX_ERROR_BODY_CHARS]
+
+
+@attrs.frozen
+class Reply:
+    """What a sender got back: status line, headers and the (bounded) body."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: BodyReader
 
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None:

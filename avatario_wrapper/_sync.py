@@ -1,4 +1,4 @@
-"""AvatarioClient: the blocking client. Only sending, reading and sleeping live here."""
+"""AvatarioClient: the blocking client. Sending is the sender's; sleeping the clock's."""
 
 from __future__ import annotations
 
@@ -7,23 +7,22 @@ from types import TracebackType
 import httpx
 
 from ._base import ClientBase
-from ._core import BodyReader
 from ._models import StartSessionResult, VideoOptions
 from ._retry import run_sync
+from ._senders import HttpxSender
 
 
-class AvatarioClient(ClientBase[httpx.Client]):
+class AvatarioClient(ClientBase[httpx.Client, HttpxSender]):
     """A blocking Avatario client with one pooled `httpx.Client`, safe to share across threads.
 
     ``AvatarioClient(api_key=None, *, base_url=None, timeout=10.0, retry=None,
     http_client=None, allow_insecure_http=False)``: the key falls back to ``AVATARIO_API_KEY``,
     the base URL to ``AVATARIO_BASE_URL`` and then production. A pool passed as `http_client`
-    is used as is and not closed by `close()`.
+    is used as is (its TLS settings included) and not closed by `close()`.
     """
 
-    def _new_http(self) -> httpx.Client:
-        # TLS verified, redirects not followed (a redirect is reported, never re-posted).
-        return httpx.Client(timeout=self._settings.timeout, follow_redirects=False, verify=True)
+    def _new_sender(self, http_client: httpx.Client | None) -> HttpxSender:
+        return HttpxSender(http_client, self._settings.timeout)
 
     def start_session(
         self,
@@ -50,28 +49,15 @@ class AvatarioClient(ClientBase[httpx.Client]):
         )
 
         def attempt() -> StartSessionResult:
-            request = call.build_request(self._http, state.begin_attempt())
-            try:
-                response = self._http.send(request, stream=True)
-            except httpx.HTTPError as exc:
-                raise call.connection_error(exc, state.attempts) from exc
-            body = BodyReader(response.status_code)
-            try:
-                for chunk in response.iter_bytes():
-                    if body.feed(chunk):
-                        break
-            except httpx.HTTPError as exc:
-                body.fail(exc)
-            finally:
-                response.close()
-            return call.outcome(response, body, state.attempts, self._settings.clock)
+            reply = self._sender.send(call, state.begin_attempt(), state.attempts)
+            return call.outcome(reply, state.attempts, self._settings.clock)
 
         return run_sync(attempt, state)
 
     def close(self) -> None:
         """Close the connection pool, if this client made it."""
-        if self._owns_http:
-            self._http.close()
+        if self._owns_sender:
+            self._sender.close()
 
     def __enter__(self) -> AvatarioClient:
         return self

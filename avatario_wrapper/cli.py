@@ -139,7 +139,9 @@ def start_session(
     max_elapsed: float,
 ) -> None:
     """Send an avatar into a room; print the result as JSON. Key from AVATARIO_API_KEY."""
-    logging.getLogger("avatario_wrapper").addHandler(RetryLogHandler(stderr))
+    logger = logging.getLogger("avatario_wrapper")
+    handler = RetryLogHandler(stderr)
+    logger.addHandler(handler)
     try:
         token = _read_token(livekit_token_env, livekit_token_stdin)
         retry = RetryPolicy(max_attempts=max_attempts, max_elapsed=max_elapsed)
@@ -157,6 +159,8 @@ def start_session(
         if isinstance(error, AvatarioConfigError) and error.field == "api_key":
             stderr.print(f"set {API_KEY_ENV} to your Avatario API key")
         sys.exit(exit_code(error))
+    finally:
+        logger.removeHandler(handler)
     output: dict[str, Any] = {
         "session_id": result.session_id,
         "request_id": result.request_id,

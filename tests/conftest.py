@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
@@ -107,3 +108,45 @@ def run(request: pytest.FixtureRequest) -> Callable[..., Any]:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(seed=7)
+
+
+# -- real sockets --------------------------------------------------------------------------
+
+#: The three ways a call can travel: the sync client (httpx), the async client over its
+#: default aiohttp sender, and the async client over a given httpx.AsyncClient.
+REAL_KINDS = ["sync", "async-aiohttp", "async-httpx"]
+#: What a transport raises, kept as ``__cause__`` of our errors (httpx or aiohttp).
+TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, OSError)
+TIMEOUT_ERRORS = (httpx.TimeoutException, TimeoutError)
+
+
+def call_real(
+    kind: str,
+    base_url: str,
+    *,
+    api_key: str = API_KEY,
+    retry: RetryPolicy | None = None,
+    timeout: float = 2.0,
+    **overrides: Any,
+) -> Any:
+    """One start_session over a real socket with the chosen client and sender."""
+    args = {**CALL, **overrides}
+    options: dict[str, Any] = {"base_url": base_url, "retry": retry, "timeout": timeout}
+    if kind == "sync":
+        with AvatarioClient(api_key, **options) as client:
+            return client.start_session(**args)
+
+    async def main() -> Any:
+        if kind == "async-httpx":
+            async with httpx.AsyncClient() as http:
+                async with AsyncAvatarioClient(api_key, http_client=http, **options) as client:
+                    return await client.start_session(**args)
+        async with AsyncAvatarioClient(api_key, **options) as client:
+            return await client.start_session(**args)
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(params=REAL_KINDS)
+def real_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

@@ -15,6 +15,7 @@ from avatario_wrapper import (
     MissingAgentIdentityError,
     StartSessionResult,
 )
+from avatario_wrapper._senders import AsyncHttpxSender
 from avatario_wrapper.compat import AvatarioAPI
 
 from .conftest import API_KEY, TOKEN, Script, ok
@@ -30,7 +31,8 @@ class APIConnectOptions:  # the shape of livekit.agents.APIConnectOptions
 
 
 def _with_script(api: AvatarioAPI, script: Script) -> AvatarioAPI:
-    api._client._http = httpx.AsyncClient(transport=httpx.MockTransport(script))
+    http = httpx.AsyncClient(transport=httpx.MockTransport(script))
+    api._client._sender = AsyncHttpxSender(http, timeout=10.0)
     return api
 
 

@@ -109,9 +109,10 @@ def test_keys_that_cannot_be_a_header_are_refused_without_echo(key: str) -> None
 
 def test_tls_verification_is_on_for_owned_pools() -> None:
     with AvatarioClient(API_KEY) as client:
-        pool = client._http._transport._pool  # type: ignore[attr-defined]
+        http = client._sender.http
+        pool = http._transport._pool  # type: ignore[attr-defined]
         assert pool._ssl_context.verify_mode.name == "CERT_REQUIRED"
-        assert client._http.follow_redirects is False
+        assert http.follow_redirects is False
 
 
 def test_repr_hides_the_key() -> None:
@@ -125,22 +126,25 @@ def test_repr_hides_the_key() -> None:
 
 
 def test_with_options_shares_the_pool_and_never_closes_it() -> None:
-    script = Script(ok())
-    http = httpx.Client(transport=httpx.MockTransport(script))
     client = AvatarioClient(API_KEY, base_url="https://a.example")
-    client._http.close()
-    client._http = http  # the pool the copy must share
     fast = client.with_options(timeout=1.5, retry=RetryPolicy(max_attempts=1))
-    assert fast._http is http
-    assert fast.timeout == 1.5
-    assert fast.retry.max_attempts == 1
-    assert client.timeout == 10.0
+    assert fast._sender is client._sender
+    assert (fast.timeout, fast.retry.max_attempts) == (1.5, 1)
+    assert (client.timeout, client.retry.max_attempts) == (10.0, 3)
     fast.close()
-    assert not http.is_closed
-    fast.start_session(**CALL)
-    assert script.requests[0].extensions["timeout"]["read"] == 1.5
+    assert not client._sender.http.is_closed
     client.close()
-    assert http.is_closed
+    assert client._sender.http.is_closed
+
+
+def test_with_options_applies_its_own_settings_per_call() -> None:
+    script = Script(ok())
+    with httpx.Client(transport=httpx.MockTransport(script)) as http:
+        client = AvatarioClient(API_KEY, base_url="https://a.example", http_client=http)
+        client.with_options(timeout=1.5).start_session(**CALL)
+        client.start_session(**CALL)
+    timeouts = [r.extensions["timeout"]["read"] for r in script.requests]
+    assert timeouts == [1.5, 10.0]
 
 
 def test_an_injected_pool_is_not_closed_by_the_client() -> None:
@@ -151,13 +155,29 @@ def test_an_injected_pool_is_not_closed_by_the_client() -> None:
     http.close()
 
 
-def test_async_client_closes_its_own_pool() -> None:
-    async def main() -> bool:
-        async with AsyncAvatarioClient(API_KEY) as client:
-            pool = client._http
-        return pool.is_closed
+def test_async_client_sends_over_aiohttp_when_installed_and_closes_it() -> None:
+    from avatario_wrapper._aiohttp import AiohttpSender
 
-    assert asyncio.run(main())
+    async def main() -> None:
+        async with AsyncAvatarioClient(API_KEY) as client:
+            sender = client._sender
+            assert isinstance(sender, AiohttpSender)
+            session = sender._open()
+        assert session.closed
+
+    asyncio.run(main())
+
+
+def test_async_client_uses_a_given_httpx_pool_and_leaves_it_open() -> None:
+    from avatario_wrapper._senders import AsyncHttpxSender
+
+    async def main() -> None:
+        async with httpx.AsyncClient() as http:
+            async with AsyncAvatarioClient(API_KEY, http_client=http) as client:
+                assert isinstance(client._sender, AsyncHttpxSender)
+            assert not http.is_closed
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize(

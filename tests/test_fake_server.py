@@ -27,7 +27,7 @@ from avatario_wrapper import (
 from avatario_wrapper.testing import Fault, parse_faults, run_fake_server
 from avatario_wrapper.testing.faults import FaultSyntaxError
 
-from .conftest import CALL, TOKEN
+from .conftest import CALL, TOKEN, call_real
 from .spec_helpers import validator
 
 pytestmark = pytest.mark.integration
@@ -182,21 +182,12 @@ def test_stall_fault_never_answers(server: Any) -> None:
 
 
 def call(kind: str, server: Any, key: str = KEY, **overrides: Any) -> Any:
-    args = {**CALL, **overrides}
-    if kind == "sync":
-        with AvatarioClient(key, base_url=server.url, retry=FAST, timeout=2.0) as client:
-            return client.start_session(**args)
-
-    async def main() -> Any:
-        async with AsyncAvatarioClient(key, base_url=server.url, retry=FAST, timeout=2.0) as c:
-            return await c.start_session(**args)
-
-    return asyncio.run(main())
+    return call_real(kind, server.url, api_key=key, retry=FAST, **overrides)
 
 
-@pytest.fixture(params=["sync", "async"])
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture
+def kind(real_kind: str) -> str:
+    return real_kind
 
 
 def test_wrapper_success(kind: str, server: Any) -> None:

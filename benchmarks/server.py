@@ -1,0 +1,88 @@
+"""A minimal, fast HTTP/1.1 loopback server for the benchmarks (so it is never the bottleneck).
+
+    python benchmarks/server.py            # prints "PORT <n>" on stdout, serves until killed
+
+Any ``POST .../start-session`` gets ``200 {"session_id": ...}`` on a keep-alive connection.
+A path that starts with ``/s/<name>/`` plays the script set for <name> first: ``POST
+/script/<name>`` with a body such as ``503,503,200`` or ``429:1,200`` (status, then an optional
+Retry-After in seconds), one step per request, then plain 200s. Binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+
+_ids = itertools.count(1)
+_scripts: dict[str, list[tuple[int, str | None]]] = {}
+_REASONS = {200: "OK", 429: "Too Many Requests", 500: "Internal Server Error", 503: "Unavailable"}
+
+
+def _response(status: int, body: bytes, retry_after: str | None = None) -> bytes:
+    head = (
+        f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        f"x-request-id: bench-{status}\r\n"
+    )
+    if retry_after is not None:
+        head += f"retry-after: {retry_after}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+def _answer(path: str, body: bytes) -> bytes:
+    if path.startswith("/script/"):
+        name = path.split("/")[2]
+        steps = []
+        for step in body.decode().split(","):
+            status, _, after = step.strip().partition(":")
+            steps.append((int(status), after or None))
+        _scripts[name] = steps
+        return _response(200, b"{}")
+    if path.startswith("/s/"):
+        steps = _scripts.get(path.split("/")[2])
+        if steps:
+            status, after = steps.pop(0)
+            if status != 200:
+                return _response(status, b'{"error":"unavailable","message":"scripted"}', after)
+    return _response(200, b'{"session_id":"s-%d","status":"starting"}' % next(_ids))
+
+
+class _Protocol(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.buffer = b""
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        while True:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = self.buffer[:end].decode("latin-1")
+            length = 0
+            for line in head.split("\r\n")[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            if len(self.buffer) < end + 4 + length:
+                return
+            body = self.buffer[end + 4 : end + 4 + length]
+            self.buffer = self.buffer[end + 4 + length :]
+            path = head.split(" ", 2)[1]
+            self.transport.write(_answer(path, body))  # type: ignore[attr-defined]
+
+
+async def _main() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(_Protocol, "127.0.0.1", 0, backlog=1024)
+    print("PORT", server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(_main())
+    except KeyboardInterrupt:
+        sys.exit(0)
