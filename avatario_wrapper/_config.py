@@ -11,6 +11,7 @@ import ipaddress
 import math
 import os
 import re
+import urllib.parse
 
 import httpx
 
@@ -36,6 +37,8 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
 def _require_str(field: str, value: object) -> str:
+    if value is None:
+        raise AvatarioConfigError(field, "is required")
     if not isinstance(value, str):
         raise TypeError(f"{field} must be a str, not {type(value).__name__}")
     return value
@@ -70,12 +73,13 @@ def _check_uri(field: str, value: object, schemes: tuple[str, ...]) -> str:
             field, "must be a URL of ASCII characters with no spaces (percent-encode the rest)"
         )
     try:
-        url = httpx.URL(text)
-    except httpx.InvalidURL:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - reading it checks the port
+    except ValueError:
         raise AvatarioConfigError(field, "is not a valid URL") from None
-    if url.scheme not in schemes or not text.startswith(f"{url.scheme}://"):
+    if parts.scheme not in schemes or not text.startswith(f"{parts.scheme}://"):
         raise AvatarioConfigError(field, f"must be a {allowed} URL")
-    if not url.host:
+    if not parts.hostname:
         raise AvatarioConfigError(field, "must name a host")
     return text
 

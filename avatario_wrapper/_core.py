@@ -38,6 +38,7 @@ MAX_SUCCESS_BODY_BYTES = 1024 * 1024
 #: Enough bytes for MAX_ERROR_BODY_CHARS characters of UTF-8.
 MAX_ERROR_BODY_BYTES = MAX_ERROR_BODY_CHARS * 4
 REDACTED = "[redacted]"
+DEFAULT_VIDEO = VideoOptions()
 #: Shorter "secrets" are not real keys or tokens; replacing them would garble messages.
 MIN_REDACTED_CHARS = 6
 
@@ -82,9 +83,13 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-@attrs.frozen
+@attrs.define(frozen=False, slots=True)
 class PreparedCall:
-    """One start-session call, validated and serialised once, sent the same on every attempt."""
+    """One start-session call, validated and serialised once, sent the same on every attempt.
+
+    Made on every call, so a plain slotted class (frozen attrs classes cost more to build).
+    Headers, body and secrets are kept out of the repr.
+    """
 
     method: str
     url: str
@@ -203,7 +208,7 @@ def prepare_call(
     url = _config.check_livekit_url(livekit_url)
     token = _config.check_livekit_token(livekit_token)
     if video is None:
-        video = VideoOptions()
+        video = DEFAULT_VIDEO
     elif not isinstance(video, VideoOptions):
         raise TypeError(f"video must be a VideoOptions, not {type(video).__name__}")
     key = _config.check_idempotency_key(idempotency_key) or str(uuid.uuid4())
@@ -265,7 +270,7 @@ class BodyReader:
         return self.raw().decode("utf-8", errors="replace")[:MAX_ERROR_BODY_CHARS]
 
 
-@attrs.frozen
+@attrs.define(slots=True)
 class Reply:
     """What a sender got back: status line, headers and the (bounded) body."""
 

@@ -20,6 +20,7 @@ Three things are ours, because of how backoff 2.2.1 works:
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from .errors import APIError, APIStatusError
 logger = logging.getLogger("avatario_wrapper")
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: The shortest timeout an attempt is given when the deadline is that close.
 MIN_ATTEMPT_TIMEOUT = 0.001
@@ -135,36 +137,67 @@ def _zero_waits() -> Generator[float, Any, None]:
         yield 0.0
 
 
-def _with_backoff(target: Callable[[], T], state: CallState, on_backoff: Any) -> Callable[[], T]:
-    decorate = backoff.on_exception(
+#: The call being retried in this thread or task. backoff hands its give-up rule only the
+#: exception, so the rule finds the call's state here; the decorated runners below are built
+#: once, not per call.
+_STATE: contextvars.ContextVar[CallState] = contextvars.ContextVar("avatario_call_state")
+
+
+def _give_up(error: Exception) -> bool:
+    return _STATE.get().give_up(error)
+
+
+def _sleep(details: Any) -> None:
+    state: CallState = details["args"][1]
+    state.log_retry(details["exception"])
+    state.clock.sleep(state.delay)
+
+
+async def _asleep(details: Any) -> None:
+    state: CallState = details["args"][1]
+    state.log_retry(details["exception"])
+    await state.clock.asleep(state.delay)
+
+
+def _retrying(on_backoff: Any) -> Callable[[F], F]:
+    # Attempts are counted against max_attempts by the give-up rule (plan_delay).
+    decorate: Callable[[F], F] = backoff.on_exception(
         _zero_waits,
         APIError,
-        max_tries=state.policy.max_attempts,
+        max_tries=None,
         max_time=None,
         jitter=None,
-        giveup=state.give_up,
+        giveup=_give_up,
         on_backoff=on_backoff,
         raise_on_giveup=True,
         logger=None,
     )
-    return decorate(target)
+    return decorate
+
+
+@_retrying(_sleep)
+def _attempts(attempt: Callable[[], T], state: CallState) -> T:
+    return attempt()
+
+
+@_retrying(_asleep)
+async def _async_attempts(attempt: Callable[[], Awaitable[T]], state: CallState) -> T:
+    return await attempt()
 
 
 def run_sync(attempt: Callable[[], T], state: CallState) -> T:
     """Run `attempt` until it succeeds or the policy gives up, sleeping on the state's clock."""
-
-    def sleep(details: Any) -> None:
-        state.log_retry(details["exception"])
-        state.clock.sleep(state.delay)
-
-    return _with_backoff(attempt, state, sleep)()
+    token = _STATE.set(state)
+    try:
+        return _attempts(attempt, state)
+    finally:
+        _STATE.reset(token)
 
 
 async def run_async(attempt: Callable[[], Awaitable[T]], state: CallState) -> T:
     """The same as `run_sync` for a coroutine; cancellation during a sleep ends the call."""
-
-    async def sleep(details: Any) -> None:
-        state.log_retry(details["exception"])
-        await state.clock.asleep(state.delay)
-
-    return await _with_backoff(attempt, state, sleep)()
+    token = _STATE.set(state)
+    try:
+        return await _async_attempts(attempt, state)
+    finally:
+        _STATE.reset(token)

@@ -10,7 +10,7 @@
         │   ├── BadRequestError 400 · AuthenticationError 401 · PermissionDeniedError 403
         │   ├── NotFoundError 404 · ConflictError 409 · UnprocessableEntityError 422
         │   ├── RateLimitError 429
-        │   └── InternalServerError ≥ 500
+        │   └── InternalServerError 5xx
         └── APIResponseValidationError a 2xx whose body is not the documented JSON object
 
 Any other exception (a bug, a wrong type) is not wrapped: it propagates unchanged and is never
@@ -204,6 +204,6 @@ _BY_STATUS: dict[int, type[APIStatusError]] = {
 
 def status_error_class(status_code: int) -> type[APIStatusError]:
     """The error class for a non-2xx status: its own class, or plain `APIStatusError`."""
-    if status_code >= 500:
+    if 500 <= status_code <= 599:
         return InternalServerError
     return _BY_STATUS.get(status_code, APIStatusError)

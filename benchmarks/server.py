@@ -5,7 +5,9 @@
 Any ``POST .../start-session`` gets ``200 {"session_id": ...}`` on a keep-alive connection.
 A path that starts with ``/s/<name>/`` plays the script set for <name> first: ``POST
 /script/<name>`` with a body such as ``503,503,200`` or ``429:1,200`` (status, then an optional
-Retry-After in seconds), one step per request, then plain 200s. Binds 127.0.0.1 only.
+Retry-After in seconds), one step per request, then plain 200s. An ``Idempotency-Key`` of the
+form ``s-503.200-<anything>`` scripts the requests carrying that key the same way (steps
+separated by dots), so one client can mix faults into a run. Binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -30,17 +32,25 @@ def _response(status: int, body: bytes, retry_after: str | None = None) -> bytes
     return head.encode() + b"\r\n" + body
 
 
-def _answer(path: str, body: bytes) -> bytes:
+def _steps(text: str, separator: str) -> list[tuple[int, str | None]]:
+    steps = []
+    for step in text.split(separator):
+        status, _, after = step.strip().partition(":")
+        steps.append((int(status), after or None))
+    return steps
+
+
+def _answer(path: str, body: bytes, key: str | None) -> bytes:
     if path.startswith("/script/"):
-        name = path.split("/")[2]
-        steps = []
-        for step in body.decode().split(","):
-            status, _, after = step.strip().partition(":")
-            steps.append((int(status), after or None))
-        _scripts[name] = steps
+        _scripts[path.split("/")[2]] = _steps(body.decode(), ",")
         return _response(200, b"{}")
-    if path.startswith("/s/"):
-        steps = _scripts.get(path.split("/")[2])
+    name = path.split("/")[2] if path.startswith("/s/") else None
+    if key is not None and key.startswith("s-"):
+        name = key
+        if key not in _scripts:
+            _scripts[key] = _steps(key.split("-")[1], ".")
+    if name is not None:
+        steps = _scripts.get(name)
         if steps:
             status, after = steps.pop(0)
             if status != 200:
@@ -61,16 +71,20 @@ class _Protocol(asyncio.Protocol):
                 return
             head = self.buffer[:end].decode("latin-1")
             length = 0
+            key = None
             for line in head.split("\r\n")[1:]:
                 name, _, value = line.partition(":")
-                if name.strip().lower() == "content-length":
+                name = name.strip().lower()
+                if name == "content-length":
                     length = int(value)
+                elif name == "idempotency-key":
+                    key = value.strip()
             if len(self.buffer) < end + 4 + length:
                 return
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             path = head.split(" ", 2)[1]
-            self.transport.write(_answer(path, body))  # type: ignore[attr-defined]
+            self.transport.write(_answer(path, body, key))  # type: ignore[attr-defined]
 
 
 async def _main() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import struct
 import threading
 from collections.abc import Iterator
@@ -21,8 +22,10 @@ def http_response(status: int, body: bytes, headers: dict[str, str] | None = Non
 
 
 class LoopbackServer:
-    def __init__(self, behaviours: list[bytes | str]) -> None:
+    def __init__(self, behaviours: list[bytes | str], tls: ssl.SSLContext | None = None) -> None:
         self.behaviours = behaviours
+        self.tls = tls
+        self.handshake_failures = 0
         self.requests: list[bytes] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -30,7 +33,7 @@ class LoopbackServer:
         self._sock.listen(16)
         self._sock.settimeout(0.1)
         self.port = self._sock.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self._stop = threading.Event()
         self._held: list[socket.socket] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -63,6 +66,13 @@ class LoopbackServer:
             except OSError:
                 return
             conn.settimeout(5)
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError):
+                    self.handshake_failures += 1  # the client refused our certificate
+                    conn.close()
+                    continue
             try:
                 request = self._read_request(conn)
             except OSError:
@@ -95,6 +105,8 @@ class LoopbackServer:
 
 
 @contextlib.contextmanager
-def loopback(*behaviours: bytes | str) -> Iterator[LoopbackServer]:
-    with LoopbackServer(list(behaviours)) as server:
+def loopback(
+    *behaviours: bytes | str, tls: ssl.SSLContext | None = None
+) -> Iterator[LoopbackServer]:
+    with LoopbackServer(list(behaviours), tls=tls) as server:
         yield server

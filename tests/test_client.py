@@ -370,6 +370,7 @@ def test_a_missing_agent_identity_is_refused_before_any_request(run, clock, iden
 @pytest.mark.parametrize(
     ("overrides", "field"),
     [
+        ({"avatar_id": None}, "avatar_id"),
         ({"avatar_id": ""}, "avatar_id"),
         ({"avatar_id": "  "}, "avatar_id"),
         ({"avatar_id": "face\x00"}, "avatar_id"),
@@ -379,6 +380,8 @@ def test_a_missing_agent_identity_is_refused_before_any_request(run, clock, iden
         ({"livekit_url": "rooms.example.com"}, "livekit_url"),
         ({"livekit_url": "wss://rooms example.com"}, "livekit_url"),
         ({"livekit_url": "wss://"}, "livekit_url"),
+        ({"livekit_token": None}, "livekit_token"),
+        ({"livekit_url": None}, "livekit_url"),
         ({"livekit_token": ""}, "livekit_token"),
         ({"livekit_token": "has space"}, "livekit_token"),
         ({"livekit_token": "x" * 8193}, "livekit_token"),

@@ -84,7 +84,7 @@ class RecordedRequest:
     method: str
     path: str
     headers: dict[str, str]
-    body: bytes
+    body: bytes = attrs.field(repr=False)  # holds the LiveKit token: kept out of reprs
     time: float
     fault: str | None
     status: int | None  # None when no response was sent (stall, reset)

@@ -1,0 +1,433 @@
+"""Run every benchmark side by side and write docs/benchmarks.md (+ .json and a .png plot).
+
+    python benchmarks/run.py --plugin-python .bench/plugin/bin/python   # what scripts/bench does
+    python benchmarks/run.py --smoke --out /tmp/bench                  # seconds; for the tests
+
+Each figure is a median over repeated runs, taken in one run of this script with the clients
+taking turns, and reported as a ratio against the old plugin or the raw transport, because
+the machines are shared and noisy. The loopback server runs in its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+WORKLOADS = str(HERE / "workloads.py")
+CONCURRENCY = (1, 32, 128)
+THROUGHPUT_CLIENTS = ("ours-async", "ours-async-httpx", "httpx-async", "aiohttp", "plugin")
+
+
+@contextmanager
+def loopback_server() -> Iterator[str]:
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "server.py")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        port = process.stdout.readline().split()[1]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, url: str) -> None:
+        self.smoke = args.smoke
+        self.url = url
+        self.ours = sys.executable
+        self.plugin = args.plugin_python
+        # Measured processes may write .pyc files, as deployed services do: without them every
+        # cold start would compile the old plugin's livekit.agents from source.
+        self.env = dict(os.environ)
+        self.env.pop("PYTHONPATH", None)
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+
+    def python_for(self, kind: str) -> str | None:
+        return self.plugin if kind == "plugin" else self.ours
+
+    def workload(self, python: str, *args: str) -> Any:
+        out = subprocess.run(
+            [python, WORKLOADS, *args],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=self.env,
+            timeout=600,
+        )
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    def spawn(self, python: str, *args: str) -> tuple[float, float]:
+        """Wall seconds and peak RSS (MiB) of one new process running a workload."""
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [python, WORKLOADS, *args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode != 0:
+            assert process.stderr is not None
+            raise RuntimeError(f"{args}: {process.stderr.read().decode()[-2000:]}")
+        return wall, usage.ru_maxrss / 1024
+
+    # -- (a) cold start and (b) import ----------------------------------------------------
+
+    def cold_start(self) -> dict[str, dict[str, float]]:
+        kinds = ["ours-sync", "ours-async", "ours-async-httpx", "generated", "httpx-sync"]
+        if self.plugin:
+            kinds.append("plugin")
+        runs = 2 if self.smoke else 15
+        samples: dict[str, list[tuple[float, float]]] = {k: [] for k in kinds}
+        for kind in kinds:  # once unmeasured: bytecode caches written, files in the page cache
+            python = self.python_for(kind)
+            assert python is not None
+            self.spawn(python, "cold", kind, self.url)
+        for _ in range(runs):
+            for kind in kinds:  # interleaved, so drift hits every client alike
+                python = self.python_for(kind)
+                assert python is not None
+                samples[kind].append(self.spawn(python, "cold", kind, self.url))
+        return {
+            kind: {
+                "wall_s": statistics.median(w for w, _ in values),
+                "rss_mib": statistics.median(r for _, r in values),
+            }
+            for kind, values in samples.items()
+        }
+
+    def import_time(self) -> dict[str, Any]:
+        runs = [self.workload(self.ours, "import") for _ in range(3 if self.smoke else 15)]
+        return {
+            "seconds": statistics.median(r["seconds"] for r in runs),
+            "loaded": sorted({m for r in runs for m in r["loaded"]}),
+        }
+
+    # -- (c) latency ------------------------------------------------------------------------
+
+    def latency(self) -> dict[str, dict[str, float]]:
+        n, rounds = (20, 2) if self.smoke else (400, 8)
+        times = self.workload(self.ours, "latency", self.url, str(n), str(rounds))
+        result = {}
+        for kind, values in times.items():
+            values.sort()
+            result[kind] = {
+                "p50_us": statistics.median(values) * 1e6,
+                "p99_us": values[min(len(values) - 1, int(len(values) * 0.99))] * 1e6,
+            }
+        return result
+
+    # -- (d) throughput ---------------------------------------------------------------------
+
+    def throughput(self) -> dict[str, dict[str, float]]:
+        seconds = "0.3" if self.smoke else "2.0"
+        repeats = 1 if self.smoke else 3
+        kinds = [k for k in THROUGHPUT_CLIENTS if self.python_for(k)]
+        samples: dict[str, dict[int, list[float]]] = {
+            k: {c: [] for c in CONCURRENCY} for k in kinds
+        }
+        for _ in range(repeats):
+            for concurrency in CONCURRENCY:
+                for kind in kinds:
+                    python = self.python_for(kind)
+                    assert python is not None
+                    result = self.workload(
+                        python, "throughput", kind, self.url, str(concurrency), seconds
+                    )
+                    samples[kind][concurrency].append(result["rps"])
+        return {
+            kind: {str(c): statistics.median(v) for c, v in by_c.items()}
+            for kind, by_c in samples.items()
+        }
+
+    # -- (e) recovery -----------------------------------------------------------------------
+
+    def recovery(self) -> dict[str, Any]:
+        ours_runs, plugin_runs = (2, 1) if self.smoke else (40, 3)
+        result: dict[str, Any] = {}
+        ours = self.workload(
+            self.ours, "recovery", "ours-async", self.url, "503,503,200", str(ours_runs)
+        )
+        result["ours_503_503_200_s"] = statistics.median(ours["seconds"])
+        result["ours_503_503_200_max_s"] = max(ours["seconds"])
+        retry_after = self.workload(
+            self.ours, "recovery", "ours-async", self.url, "429:1,200", str(3 if self.smoke else 10)
+        )
+        result["ours_retry_after_1_s"] = statistics.median(retry_after["seconds"])
+        result["ours_retry_after_1_all_s"] = retry_after["seconds"]
+        if self.plugin:
+            plugin = self.workload(
+                self.plugin, "recovery", "plugin", self.url, "503,503,200", str(plugin_runs)
+            )
+            result["plugin_503_503_200_s"] = statistics.median(plugin["seconds"])
+        return result
+
+    # -- (f) memory -------------------------------------------------------------------------
+
+    def memory(self) -> dict[str, Any]:
+        calls = 500 if self.smoke else 10_000
+        result: dict[str, Any] = self.workload(self.ours, "memory", self.url, str(calls))
+        result["calls"] = calls
+        result["rss_growth"] = result["rss_end_kib"] / result["rss_2000_kib"] - 1
+        return result
+
+
+def versions(plugin_python: str | None) -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in ("httpx", "aiohttp", "attrs", "backoff"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    if plugin_python:
+        out = subprocess.run(
+            [
+                plugin_python,
+                "-c",
+                "from importlib import metadata as m;"
+                "print(m.version('livekit-plugins-avatario'), m.version('livekit-agents'))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        found["livekit-plugins-avatario"], found["livekit-agents"] = out.stdout.split()
+    return found
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = {
+        "ours-async": "avatario_wrapper async (aiohttp sender)",
+        "ours-async-httpx": "avatario_wrapper async (httpx.AsyncClient)",
+        "httpx-async": "raw httpx.AsyncClient",
+        "aiohttp": "raw aiohttp",
+        "plugin": "old plugin (livekit-plugins-avatario)",
+    }
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    for kind, by_c in results["throughput"].items():
+        xs = [int(c) for c in by_c]
+        ax.plot(xs, [by_c[str(c)] for c in xs], marker="o", label=labels.get(kind, kind))
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(CONCURRENCY), [str(c) for c in CONCURRENCY])
+    ax.set_xlabel("requests in flight")
+    ax.set_ylabel("start-session calls per second (loopback)")
+    ax.set_title("Async throughput against requests in flight")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, metadata={"Software": None})
+    plt.close(fig)
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}×" if a is not None and b else "n/a"
+
+
+def render(results: dict[str, Any], png_name: str) -> str:
+    cold = results["cold_start"]
+    lat = results["latency"]
+    tp = results["throughput"]
+    rec = results["recovery"]
+    mem = results["memory"]
+    plugin_cold = cold.get("plugin")
+    plugin_tp = tp.get("plugin")
+
+    def goal(ok: bool) -> str:
+        return "met" if ok else "**missed**"
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Measured {results['date']} on {results['machine']} by `{results['command']}`",
+        f"({'smoke run: tiny counts, not for reading' if results['smoke'] else 'full run'}).",
+        "Every figure is a median over repeated runs taken side by side in one run, clients",
+        "taking turns; ratios compare against the old plugin or the raw transport. The server",
+        "is a minimal asyncio HTTP/1.1 server on 127.0.0.1 in its own process",
+        "(`benchmarks/server.py`). Versions: "
+        + ", ".join(f"{k} {v}" for k, v in results["versions"].items())
+        + ".",
+        "",
+        "## (a) Cold start: a new process that imports the client and makes one call",
+        "",
+        "| client | wall | vs plugin | peak RSS | vs plugin |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for kind, figures in cold.items():
+        lines.append(
+            f"| {kind} | {figures['wall_s']:.3f} s | "
+            f"{ratio(figures['wall_s'], plugin_cold and plugin_cold['wall_s'])} | "
+            f"{figures['rss_mib']:.1f} MiB | "
+            f"{ratio(figures['rss_mib'], plugin_cold and plugin_cold['rss_mib'])} |"
+        )
+    if plugin_cold:
+        for kind in ("ours-sync", "ours-async"):
+            w = cold[kind]["wall_s"] / plugin_cold["wall_s"]
+            r = cold[kind]["rss_mib"] / plugin_cold["rss_mib"]
+            lines.append("")
+            lines.append(
+                f"Goal for {kind} (≤ 0.25× wall, ≤ 0.35× RSS): wall {w:.2f}× {goal(w <= 0.25)}, "
+                f"RSS {r:.2f}× {goal(r <= 0.35)}."
+            )
+    imp = results["import"]
+    lines += [
+        "",
+        "## (b) `import avatario_wrapper`",
+        "",
+        f"{imp['seconds'] * 1000:.1f} ms; heavy modules loaded by it: "
+        + (
+            ", ".join(imp["loaded"])
+            or "none (no aiohttp, starlette, uvicorn, rich, click, livekit, jsonschema or yaml)"
+        )
+        + ".",
+        "",
+        "## (c) Warm latency, one call in flight on a pooled connection",
+        "",
+        "| client | p50 | p99 | p50 vs its raw transport |",
+        "| --- | --- | --- | --- |",
+    ]
+    pairs = {
+        "ours-sync": "httpx-sync",
+        "ours-async": "aiohttp",
+        "ours-async-httpx": "httpx-async",
+    }
+    for kind, figures in lat.items():
+        raw = pairs.get(kind)
+        vs = f"{ratio(figures['p50_us'], lat[raw]['p50_us'])} ({raw})" if raw else "(raw)"
+        lines.append(f"| {kind} | {figures['p50_us']:.0f} µs | {figures['p99_us']:.0f} µs | {vs} |")
+    for kind, raw in pairs.items():
+        value = lat[kind]["p50_us"] / lat[raw]["p50_us"]
+        lines.append("")
+        lines.append(f"Goal p50 ≤ 1.10× for {kind} vs {raw}: {value:.2f}× {goal(value <= 1.10)}.")
+    lines += [
+        "",
+        "## (d) Async throughput against requests in flight",
+        "",
+        f"![throughput against requests in flight]({png_name})",
+        "",
+        "| client | " + " | ".join(f"{c} in flight" for c in CONCURRENCY) + " | at 128 vs at 1 |",
+        "| --- | " + " | ".join("---" for _ in CONCURRENCY) + " | --- |",
+    ]
+    for kind, by_c in tp.items():
+        cells = []
+        for c in CONCURRENCY:
+            cell = f"{by_c[str(c)]:,.0f}/s"
+            if plugin_tp and kind != "plugin":
+                cell += f" ({ratio(by_c[str(c)], plugin_tp[str(c)])} plugin)"
+            cells.append(cell)
+        lines.append(f"| {kind} | " + " | ".join(cells) + f" | {ratio(by_c['128'], by_c['1'])} |")
+    ours_tp = tp["ours-async"]
+    collapse = ours_tp["128"] / ours_tp["1"]
+    lines.append("")
+    if plugin_tp:
+        at32 = ours_tp["32"] / plugin_tp["32"]
+        lines.append(f"Goal ≥ 0.8× the plugin at 32 in flight: {at32:.2f}× {goal(at32 >= 0.8)}.")
+    lines.append(
+        f"Goal at 128 ≥ 0.9× of at 1 (no collapse): {collapse:.2f}× {goal(collapse >= 0.9)}."
+    )
+    lines += [
+        "",
+        "## (e) Recovery",
+        "",
+        "| scenario | ours | old plugin |",
+        "| --- | --- | --- |",
+        f"| 503, 503, 200 with the default policy (median) | {rec['ours_503_503_200_s']:.2f} s "
+        f"(worst {rec['ours_503_503_200_max_s']:.2f} s) | "
+        + (
+            f"{rec['plugin_503_503_200_s']:.2f} s (fixed 2 × 2.0 s)"
+            if "plugin_503_503_200_s" in rec
+            else "n/a"
+        )
+        + " |",
+        f"| 429 with `Retry-After: 1`, then 200 (median) | {rec['ours_retry_after_1_s']:.3f} s | "
+        "ignores Retry-After |",
+    ]
+    waited = rec["ours_retry_after_1_s"]
+    lines.append("")
+    lines.append(
+        f"Goal Retry-After: 1 waited within ±10 %: {waited:.3f} s {goal(0.9 <= waited <= 1.1)}."
+    )
+    if "plugin_503_503_200_s" in rec:
+        versus = ratio(rec["ours_503_503_200_s"], rec["plugin_503_503_200_s"])
+        lines.append(f"Recovery vs the plugin: {versus}.")
+    lines += [
+        "",
+        "## (f) Memory and sockets over many calls (every 7th call meets a 503 first)",
+        "",
+        f"{mem['calls']:,} calls on the async client: RSS {mem['rss_2000_kib'] / 1024:.1f} MiB "
+        f"after {min(2000, mem['calls'] // 5):,} calls, "
+        f"{mem['rss_end_kib'] / 1024:.1f} MiB at the end "
+        f"({mem['rss_growth'] * 100:+.1f} %, goal ≤ 5 %: {goal(mem['rss_growth'] <= 0.05)}); open "
+        f"file descriptors {mem['fds_start']} at the start, {mem['fds_2000']} then, "
+        f"{mem['fds_end']} at the end ({goal(mem['fds_end'] <= mem['fds_start'])}), "
+        f"{mem['fds_closed']} after close.",
+        "",
+        "## Reproduce",
+        "",
+        "`scripts/bench` (creates `.bench/ours` and `.bench/plugin` from",
+        "`requirements/bench-*.txt`, then runs `benchmarks/run.py`). `scripts/bench --smoke`",
+        "runs the same code with tiny counts.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny counts; seconds, not figures")
+    parser.add_argument("--plugin-python", help="python of an environment with the old plugin")
+    parser.add_argument("--out", default=str(ROOT / "docs"), help="folder for benchmarks.*")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}",
+        "command": "scripts/bench" + (" --smoke" if args.smoke else ""),
+        "smoke": args.smoke,
+        "versions": versions(args.plugin_python),
+    }
+    with loopback_server() as url:
+        bench = Bench(args, url)
+        for name, step in (
+            ("cold_start", bench.cold_start),
+            ("import", bench.import_time),
+            ("latency", bench.latency),
+            ("throughput", bench.throughput),
+            ("recovery", bench.recovery),
+            ("memory", bench.memory),
+        ):
+            started = time.perf_counter()
+            results[name] = step()
+            print(f"bench: {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    (out / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out / "benchmarks.png")
+    (out / "benchmarks.md").write_text(render(results, "benchmarks.png"))
+    print(f"bench: wrote {out / 'benchmarks.md'}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""What each measured process runs. Invoked by benchmarks/run.py, one workload per process:
+
+    python benchmarks/workloads.py cold KIND URL           # import + one call, then exit
+    python benchmarks/workloads.py import                   # time `import avatario_wrapper`
+    python benchmarks/workloads.py latency URL N ROUNDS     # sequential calls, per-call times
+    python benchmarks/workloads.py throughput KIND URL CONC SECONDS
+    python benchmarks/workloads.py recovery KIND URL SCRIPT RUNS
+    python benchmarks/workloads.py memory URL CALLS
+
+Results are one JSON line on stdout. KIND is one of CLIENTS below; "plugin" needs the old
+livekit-plugins-avatario installed (its own environment), the others this project.
+Only the loopback benchmark server is ever contacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+KEY = "bench-key-0123456789"
+TOKEN = "bench.token.value"
+CALL = {
+    "avatar_id": "face_bench",
+    "agent_identity": "agent-bench",
+    "livekit_url": "wss://rooms.example.com",
+    "livekit_token": TOKEN,
+}
+PAYLOAD = json.dumps(
+    {
+        "avatario_face_id": "face_bench",
+        "agent_id": "agent-bench",
+        "livekit": {"url": "wss://rooms.example.com", "token": TOKEN},
+        "video_height": 720,
+        "video_width": 1280,
+    }
+).encode()
+# The raw transports send the same request the wrapper sends (its headers included, a fresh
+# idempotency key per call), so a ratio measures the wrapper's own cost.
+BASE_HEADERS = {
+    "content-type": "application/json",
+    "accept": "application/json",
+    "user-agent": "avatario-wrapper/bench",
+    "x-api-key": KEY,
+}
+
+
+def headers() -> dict[str, str]:
+    return {**BASE_HEADERS, "idempotency-key": str(uuid.uuid4())}
+
+
+SYNC_CLIENTS = ("ours-sync", "httpx-sync")
+ASYNC_CLIENTS = ("ours-async", "ours-async-httpx", "httpx-async", "aiohttp", "plugin")
+CLIENTS = SYNC_CLIENTS + ASYNC_CLIENTS + ("generated",)
+
+
+# The wrapper logs each retry at WARNING; keep that off the benchmark's output.
+logging.getLogger("avatario_wrapper").addHandler(logging.NullHandler())
+logging.getLogger("avatario_wrapper").propagate = False
+
+
+def _print(result: dict[str, Any]) -> None:
+    print(json.dumps(result), flush=True)
+
+
+# -- one call with each client --------------------------------------------------------------
+
+
+def make_sync(kind: str, url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """A function making one call, and one closing the client."""
+    if kind == "ours-sync":
+        from avatario_wrapper import AvatarioClient
+
+        client = AvatarioClient(KEY, base_url=url)
+        return (lambda: client.start_session(**CALL)), client.close
+    if kind == "httpx-sync":
+        import httpx
+
+        http = httpx.Client()
+
+        def call() -> Any:
+            response = http.post(f"{url}/start-session", content=PAYLOAD, headers=headers())
+            return response.json()
+
+        return call, http.close
+    if kind == "generated":
+        from avatario_client import AuthenticatedClient
+        from avatario_client.api.sessions import start_session
+        from avatario_client.models import StartSessionRequest
+
+        gen = AuthenticatedClient(base_url=url, token=KEY, auth_header_name="x-api-key", prefix="")
+        body = StartSessionRequest.from_dict(json.loads(PAYLOAD))
+        return (lambda: start_session.sync(client=gen, body=body)), gen.get_httpx_client().close
+    raise SystemExit(f"unknown sync client {kind}")
+
+
+async def make_async(
+    kind: str, url: str
+) -> tuple[Callable[[], Awaitable[Any]], Callable[[], Awaitable[None]]]:
+    if kind in ("ours-async", "ours-async-httpx"):
+        import httpx
+
+        from avatario_wrapper import AsyncAvatarioClient
+
+        http = httpx.AsyncClient() if kind == "ours-async-httpx" else None
+        client = AsyncAvatarioClient(KEY, base_url=url, http_client=http)
+
+        async def close() -> None:
+            await client.aclose()
+            if http is not None:
+                await http.aclose()
+
+        return (lambda: client.start_session(**CALL)), close
+    if kind == "httpx-async":
+        import httpx
+
+        ahttp = httpx.AsyncClient()
+
+        async def call() -> Any:
+            response = await ahttp.post(f"{url}/start-session", content=PAYLOAD, headers=headers())
+            return response.json()
+
+        return call, ahttp.aclose
+    if kind == "aiohttp":
+        import aiohttp
+
+        session = aiohttp.ClientSession()
+
+        async def call_aiohttp() -> Any:
+            async with session.post(
+                f"{url}/start-session", data=PAYLOAD, headers=headers()
+            ) as response:
+                return await response.json()
+
+        return call_aiohttp, session.close
+    if kind == "plugin":
+        import livekit.plugins.avatario.api as plugin_api
+
+        plugin_api.DEFAULT_API_URL = url  # the old plugin hard-codes production
+        api = plugin_api.AvatarioAPI(KEY, "face_bench", {"video_height": 720, "video_width": 1280})
+        await api.__aenter__()
+        properties = {"url": "wss://rooms.example.com", "token": TOKEN}
+
+        async def call_plugin() -> Any:
+            return await api.start_session(
+                livekit_agent_identity="agent-bench", properties=properties
+            )
+
+        async def close_plugin() -> None:
+            await api.__aexit__(None, None, None)
+
+        return call_plugin, close_plugin
+    raise SystemExit(f"unknown async client {kind}")
+
+
+# -- workloads -----------------------------------------------------------------------------
+
+
+def cold(kind: str, url: str) -> None:
+    if kind in ASYNC_CLIENTS:
+
+        async def main() -> None:
+            call, close = await make_async(kind, url)
+            await call()
+            await close()
+
+        asyncio.run(main())
+    else:
+        call, close = make_sync(kind, url)
+        call()
+        close()
+
+
+def import_time() -> None:
+    started = time.perf_counter()
+    import avatario_wrapper  # noqa: F401
+
+    seconds = time.perf_counter() - started
+    heavy = ("aiohttp", "starlette", "uvicorn", "rich", "click", "livekit", "jsonschema", "yaml")
+    _print({"seconds": seconds, "loaded": [m for m in heavy if m in sys.modules]})
+
+
+def latency(url: str, n: int, rounds: int) -> None:
+    """Sequential calls, the clients taking turns round by round; per-call seconds."""
+    times: dict[str, list[float]] = {kind: [] for kind in CLIENTS if kind not in ("plugin",)}
+    times.pop("generated")
+    sync = {kind: make_sync(kind, url) for kind in SYNC_CLIENTS}
+
+    async def run_async_round(kind: str, call: Callable[[], Awaitable[Any]]) -> None:
+        for _ in range(n):
+            started = time.perf_counter()
+            await call()
+            times[kind].append(time.perf_counter() - started)
+
+    async def main() -> None:
+        clients = {kind: await make_async(kind, url) for kind in ASYNC_CLIENTS if kind != "plugin"}
+        for call, _ in clients.values():  # warm the pools
+            await call()
+        for call, _ in sync.values():
+            call()
+        for r in range(rounds):
+            order = list(times)
+            order = order[r % len(order) :] + order[: r % len(order)]
+            for kind in order:
+                if kind in clients:
+                    await run_async_round(kind, clients[kind][0])
+                else:
+                    call = sync[kind][0]
+                    for _ in range(n):
+                        started = time.perf_counter()
+                        call()
+                        times[kind].append(time.perf_counter() - started)
+        for _, close in clients.values():
+            await close()
+
+    asyncio.run(main())
+    for _, close in sync.values():
+        close()
+    _print(times)
+
+
+def throughput(kind: str, url: str, concurrency: int, seconds: float) -> None:
+    async def main() -> dict[str, Any]:
+        call, close = await make_async(kind, url)
+        for _ in range(min(concurrency, 16)):  # warm-up
+            await call()
+        done = 0
+        deadline = 0.0
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < deadline:
+                await call()
+                done += 1
+
+        started = time.perf_counter()
+        deadline = started + seconds
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        await close()
+        return {"rps": done / elapsed, "calls": done}
+
+    _print(asyncio.run(main()))
+
+
+def recovery(kind: str, url: str, script: str, runs: int) -> None:
+    """Seconds for one call that meets `script` (e.g. "503,503,200"), `runs` times."""
+    import urllib.request
+
+    def set_script(name: str) -> None:
+        request = urllib.request.Request(
+            f"{url}/script/{name}", data=script.encode(), method="POST"
+        )
+        urllib.request.urlopen(request, timeout=5).read()
+
+    async def main() -> list[float]:
+        results = []
+        for run in range(runs):
+            name = f"{kind}-{os.getpid()}-{run}"
+            set_script(name)
+            call, close = await make_async(kind, f"{url}/s/{name}")
+            started = time.perf_counter()
+            await call()
+            results.append(time.perf_counter() - started)
+            await close()
+        return results
+
+    _print({"seconds": asyncio.run(main())})
+
+
+def memory(url: str, calls: int) -> None:
+    """RSS and open file descriptors while making `calls` calls, every 7th meeting a 503."""
+    from avatario_wrapper import AsyncAvatarioClient, AvatarioError, RetryPolicy
+
+    def rss_kib() -> int:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    policy = RetryPolicy(initial_delay=0.001, max_delay=0.002)
+    samples: dict[str, Any] = {}
+
+    async def main() -> None:
+        async with AsyncAvatarioClient(KEY, base_url=url, retry=policy) as client:
+            await client.start_session(**CALL)
+            samples["fds_start"] = fds()
+            for i in range(1, calls + 1):
+                # Every 7th call meets a 503 first (scripted by its idempotency key).
+                key = f"s-503.200-{i}" if i % 7 == 0 else None
+                try:
+                    await client.start_session(**CALL, idempotency_key=key)
+                except AvatarioError:
+                    samples["errors"] = samples.get("errors", 0) + 1
+                if i == min(2000, calls // 5):
+                    samples["rss_2000_kib"] = rss_kib()
+                    samples["fds_2000"] = fds()
+            samples["rss_end_kib"] = rss_kib()
+            samples["fds_end"] = fds()
+        samples["fds_closed"] = fds()
+
+    asyncio.run(main())
+    _print(samples)
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    if command == "cold":
+        cold(args[0], args[1])
+    elif command == "import":
+        import_time()
+    elif command == "latency":
+        latency(args[0], int(args[1]), int(args[2]))
+    elif command == "throughput":
+        throughput(args[0], args[1], int(args[2]), float(args[3]))
+    elif command == "recovery":
+        recovery(args[0], args[1], args[2], int(args[3]))
+    elif command == "memory":
+        memory(args[0], int(args[1]))
+    else:
+        raise SystemExit(__doc__)

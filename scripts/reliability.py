@@ -1,0 +1,254 @@
+"""Write docs/reliability.md: the fault matrix, measured against the fake server, and the soak.
+
+    scripts/reliability                  # full: every scenario with the default policy + soak
+    scripts/reliability --quick --out /tmp/r   # seconds (the stall scenario with a 2 s deadline,
+                                               # a short soak); used by the tests
+
+Each scenario is one real call over loopback with `AvatarioClient` and the default
+`RetryPolicy`; the old plugin's column repeats what DESIGN.md measured on 1.8.9.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+
+from avatario_wrapper import AvatarioClient, AvatarioError, RetryPolicy, StartSessionResult
+from avatario_wrapper.compat import AvatarioAPI
+from avatario_wrapper.testing import run_fake_server
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "reliability-key-0001"
+CALL = {
+    "avatar_id": "face_1",
+    "agent_identity": "agent-7",
+    "livekit_url": "wss://rooms.example.com",
+    "livekit_token": "reliability.token",
+}
+
+
+@attrs.frozen
+class Scenario:
+    name: str
+    faults: str
+    plugin: str
+    overrides: dict[str, Any] = attrs.field(factory=dict)
+    policy: RetryPolicy = attrs.field(factory=RetryPolicy)
+    key: str = KEY
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    stall_policy = RetryPolicy(max_elapsed=2.0) if quick else RetryPolicy()
+    return [
+        Scenario("success", "", "1 request, result discarded"),
+        Scenario("503, 503, then 200", "503*2", "3 requests, 4.0 s of fixed sleeps"),
+        Scenario("persistent 503", "503*5", "3 requests, 4.0 s, then the 503"),
+        Scenario("connection reset ×3", "reset*3", "APIConnectionError, cause lost"),
+        Scenario(
+            "response lost after the session started",
+            "lost",
+            "resent without an idempotency key: a second avatar",
+        ),
+        Scenario(
+            f"stalled server (deadline {stall_policy.max_elapsed:g} s)",
+            "stall*5",
+            "28.9 s, then a generic 'Failed … after all retries'",
+            policy=stall_policy,
+        ),
+        Scenario("200 with a non-JSON body", "malformed*3", "sent 3 times: three avatars may join"),
+        Scenario("429, Retry-After: 1", "429:retry-after=1", "Retry-After ignored (2.0 s fixed)"),
+        Scenario("429, Retry-After: 120", "429:retry-after=120", "waits 2.0 s and retries"),
+        Scenario("401 (wrong key)", "", "not retried", key="wrong-key-0001"),
+        Scenario(
+            "missing avatar id",
+            "",
+            "no request; 4.0 s of sleeps, then a misleading connection error",
+            overrides={"avatar_id": None},
+        ),
+        Scenario(
+            "missing agent identity",
+            "",
+            "AvatarioException, no request",
+            overrides={"agent_identity": ""},
+        ),
+    ]
+
+
+def play(scenario: Scenario, url: str, server: Any) -> list[str]:
+    server.add_faults(scenario.faults)
+    before_requests, before_sessions = len(server.requests), len(server.sessions)
+    started = time.monotonic()
+    outcome: StartSessionResult | Exception
+    try:
+        with AvatarioClient(scenario.key, base_url=url, retry=scenario.policy) as client:
+            outcome = client.start_session(**{**CALL, **scenario.overrides})
+    except (AvatarioError, TypeError) as error:
+        outcome = error
+    seconds = time.monotonic() - started
+    server.app.clear_faults()
+    requests = len(server.requests) - before_requests
+    sessions = len(server.sessions) - before_sessions
+    if isinstance(outcome, StartSessionResult):
+        behaviour, attempts = "StartSessionResult", str(outcome.attempts)
+    else:
+        behaviour = type(outcome).__name__
+        attempts = str(getattr(outcome, "attempts", "–"))
+        if getattr(outcome, "retry_after", None) is not None:
+            behaviour += f" (retry_after={outcome.retry_after:g})"  # type: ignore[attr-defined]
+        if outcome.__cause__ is not None:
+            behaviour += f", cause {type(outcome.__cause__).__name__}"
+    return [
+        scenario.name,
+        behaviour,
+        attempts,
+        f"{requests} / {sessions}",
+        f"{seconds:.2f} s",
+        scenario.plugin,
+    ]
+
+
+def compat_rows() -> list[list[str]]:
+    rows = []
+    try:
+        AvatarioAPI(KEY, "face_1", {"avatario_face_id": "other"})
+        behaviour = "accepted"
+    except AvatarioError as error:
+        behaviour = type(error).__name__
+    rows.append(
+        [
+            "video_info overwriting avatario_face_id",
+            behaviour,
+            "–",
+            "0 / 0",
+            "0.00 s",
+            "payload silently overwritten",
+        ]
+    )
+    return rows
+
+
+def huge_body_row(url: str) -> list[str]:
+    big = "x" * 5_000_000
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(400, text=big)
+
+    http = httpx.Client(transport=httpx.MockTransport(handler))
+    started = time.monotonic()
+    with AvatarioClient(KEY, base_url=url, http_client=http) as client:
+        try:
+            client.start_session(**CALL)
+            kept = "?"
+        except AvatarioError as error:
+            kept = f"{type(error).__name__}, body kept: {len(getattr(error, 'body', '')):,} chars"
+    return [
+        "5 MB error body",
+        kept,
+        "1",
+        "1 / 0",
+        f"{time.monotonic() - started:.2f} s",
+        "the whole body kept",
+    ]
+
+
+def soak(quick: bool) -> tuple[str, str]:
+    args = ["--calls", "300", "--seconds", "30"] if quick else []
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "soak.py"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip(), str(out.returncode)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "docs"))
+    args = parser.parse_args()
+    rows: list[list[str]] = []
+    with run_fake_server(api_key=KEY) as server:
+        for scenario in scenarios(args.quick):
+            rows.append(play(scenario, server.url, server))
+        rows.append(huge_body_row(server.url))
+    rows += compat_rows()
+    soak_output, soak_status = soak(args.quick)
+    header = [
+        "scenario",
+        "behaviour",
+        "attempts",
+        "requests / sessions seen",
+        "time",
+        "old plugin 1.8.9 (DESIGN.md)",
+    ]
+    table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    table += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    last = soak_output.splitlines()[-1] if soak_output else "soak produced no output"
+    text = f"""# Reliability
+
+Measured {datetime.date.today().isoformat()} on {os.cpu_count()} cores, Python
+{platform.python_version()}, by `scripts/reliability{" --quick" if args.quick else ""}`.
+
+## Fault matrix
+
+One real call per row over loopback against the fake Avatario
+(`avatario_wrapper.testing`), with `AvatarioClient` and the default `RetryPolicy`
+(3 attempts, full jitter from 0.5 s up to 8 s, 30 s deadline, 10 s per attempt); the last
+column is what DESIGN.md measured for the old plugin on a loopback fault server.
+
+{chr(10).join(table)}
+
+Times include the jittered backoff, so they vary from run to run; attempts and outcomes do not.
+
+## Soak
+
+`scripts/soak{" --calls 300 --seconds 30" if args.quick else ""}`: async calls (over the aiohttp
+sender and over httpx) and threaded sync calls at once against the fake, which plays a random
+mix of 5xx, resets, lost responses, stalls, 429s (short and over the limit) and malformed 2xx.
+Every call is checked (typed outcome, attempts ≤ max_attempts, elapsed ≤ max_elapsed + 0.5 s,
+at most one session per call), then open descriptors against the baseline and every captured
+log line (DEBUG, all loggers) and error text for the key and the token. Exit status
+{soak_status}.
+
+```
+{soak_output}
+```
+
+Closing line: `{last}`.
+
+## What is tested on every run
+
+- `tests/test_hostile.py`: hypothesis feeds every argument and constructor field arbitrary
+  values (empty, blank, control characters, huge, non-ASCII, wrong types, None): always a
+  spec-valid request or an `AvatarioConfigError`/`TypeError` before any I/O; and arbitrary
+  statuses, `Retry-After` values, bodies (non-JSON, huge, deeply nested, wrongly typed) and
+  cut-off streams: always a typed result or error, within the deadline, never a resend after
+  a 2xx.
+- `tests/test_tls.py`: certificates made at test time with trustme; verification is on by
+  default (sync and both async senders), a custom CA through `http_client` works, plain http to
+  a remote host is refused before any I/O.
+- `tests/test_secrets.py`: the wrapper, the CLI and the demo at DEBUG logging with a
+  recognisable key and token; neither appears in any output, log record, repr or error.
+- `tests/test_soak.py`: a short soak with the same invariants.
+"""
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "reliability.md").write_text(text)
+    print(f"wrote {out / 'reliability.md'}", file=sys.stderr)
+    return 0 if soak_status == "0" and re.search(r"violations=0 ", last) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
