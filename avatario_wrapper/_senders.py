@@ -8,9 +8,41 @@ and, when an `httpx.AsyncClient` is given or aiohttp is not installed, the async
 
 from __future__ import annotations
 
+import asyncio
+import time
+from typing import Any
+
 import httpx
 
 from ._core import BodyReader, PreparedCall, Reply
+
+#: The shortest timeout a phase is given when the attempt's time is nearly used up.
+_MIN_PHASE_TIMEOUT = 0.001
+
+
+class _PhaseDeadline:
+    """Keeps a sync httpx attempt within its timeout.
+
+    httpx applies a timeout to each phase (connect, send, wait for headers, each body read),
+    so an attempt could take a multiple of it. httpcore announces each phase through the
+    request's ``trace`` extension before it reads its timeout; this cuts the request's
+    timeouts to the time left at that moment. (A server that trickles bytes inside one phase
+    can still stretch it: httpx has no total timeout. The async senders have one.)
+    """
+
+    def __init__(self, request: httpx.Request, timeout: float) -> None:
+        self.ends = time.monotonic() + timeout
+        self.timeouts: dict[str, float | None] = request.extensions["timeout"]
+        request.extensions["trace"] = self.trace
+
+    def left(self) -> float:
+        return self.ends - time.monotonic()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".started"):
+            left = max(_MIN_PHASE_TIMEOUT, self.left())
+            for phase in self.timeouts:
+                self.timeouts[phase] = left
 
 
 class HttpxSender:
@@ -26,6 +58,7 @@ class HttpxSender:
         request = self.http.build_request(
             call.method, call.url, content=call.content, headers=call.headers, timeout=timeout
         )
+        deadline = _PhaseDeadline(request, timeout)
         try:
             response = self.http.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -35,6 +68,9 @@ class HttpxSender:
         try:
             for chunk in response.iter_bytes():
                 if body.feed(chunk):
+                    break
+                if deadline.left() <= 0:
+                    body.fail(httpx.ReadTimeout("the attempt's time ran out during the body"))
                     break
         except httpx.HTTPError as exc:
             body.fail(exc)
@@ -60,15 +96,20 @@ class AsyncHttpxSender:
         request = self.http.build_request(
             call.method, call.url, content=call.content, headers=call.headers, timeout=timeout
         )
+        ends = time.monotonic() + timeout
         try:
-            response = await self.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            timed_out = isinstance(exc, httpx.TimeoutException)
+            # httpx times each phase; wait_for bounds the whole exchange up to the headers.
+            response = await asyncio.wait_for(self.http.send(request, stream=True), timeout)
+        except (httpx.HTTPError, asyncio.TimeoutError) as exc:
+            timed_out = isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError))
             raise call.connection_error(exc, attempts, timed_out=timed_out) from exc
         body = BodyReader(response.status_code)
         try:
             async for chunk in response.aiter_bytes():
                 if body.feed(chunk):
+                    break
+                if time.monotonic() >= ends:
+                    body.fail(httpx.ReadTimeout("the attempt's time ran out during the body"))
                     break
         except httpx.HTTPError as exc:
             body.fail(exc)

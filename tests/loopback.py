@@ -12,7 +12,9 @@ import socket
 import ssl
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+
+Behaviour = bytes | str | Callable[[socket.socket], None]
 
 
 def http_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> bytes:
@@ -22,7 +24,7 @@ def http_response(status: int, body: bytes, headers: dict[str, str] | None = Non
 
 
 class LoopbackServer:
-    def __init__(self, behaviours: list[bytes | str], tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, behaviours: list[Behaviour], tls: ssl.SSLContext | None = None) -> None:
         self.behaviours = behaviours
         self.tls = tls
         self.handshake_failures = 0
@@ -87,6 +89,11 @@ class LoopbackServer:
                 conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 conn.close()
                 continue
+            if callable(behaviour):
+                with contextlib.suppress(OSError):
+                    behaviour(conn)
+                conn.close()
+                continue
             assert isinstance(behaviour, bytes)
             with contextlib.suppress(OSError):
                 conn.sendall(behaviour)
@@ -105,8 +112,6 @@ class LoopbackServer:
 
 
 @contextlib.contextmanager
-def loopback(
-    *behaviours: bytes | str, tls: ssl.SSLContext | None = None
-) -> Iterator[LoopbackServer]:
+def loopback(*behaviours: Behaviour, tls: ssl.SSLContext | None = None) -> Iterator[LoopbackServer]:
     with LoopbackServer(list(behaviours), tls=tls) as server:
         yield server

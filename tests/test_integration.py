@@ -6,6 +6,7 @@ These tests really wait (short timeouts); they are integration tests, not unit t
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 
@@ -121,3 +122,22 @@ def test_connection_refused_is_a_connection_error(kind: str) -> None:
         call(kind, url, retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
     assert caught.value.attempts == 2
     assert isinstance(caught.value.__cause__, TRANSPORT_ERRORS)
+
+
+def trickle(conn: socket.socket) -> None:
+    """A 200 whose body arrives one byte every 0.1 s for about 3 s."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 30\r\nConnection: close\r\n\r\n")
+    for byte in b'{"session_id": "s-trickle"}   ':
+        time.sleep(0.1)
+        conn.sendall(bytes([byte]))
+
+
+def test_a_trickling_body_cannot_stretch_an_attempt_past_its_timeout(kind: str) -> None:
+    policy = RetryPolicy(max_attempts=3, max_elapsed=5.0)
+    with loopback(trickle, OK) as server:
+        started = time.monotonic()
+        with pytest.raises(APIResponseValidationError, match="cut off"):
+            call(kind, server.url, retry=policy, timeout=0.5)
+        elapsed = time.monotonic() - started
+    assert len(server.requests) == 1  # a 2xx: never sent again
+    assert elapsed < 0.5 + 0.4  # each byte came within the read timeout; the attempt did not
