@@ -32,7 +32,7 @@ class AiohttpSender:
 
     owns = True
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._proxies: dict[str, str | None] = {}
 

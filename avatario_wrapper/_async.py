@@ -34,7 +34,7 @@ class AsyncAvatarioClient(ClientBase[httpx.AsyncClient, AsyncSender]):
         if http_client is None and importlib.util.find_spec("aiohttp") is not None:
             from ._aiohttp import AiohttpSender  # noqa: PLC0415 - aiohttp only when used
 
-            return AiohttpSender(self._settings.timeout)
+            return AiohttpSender()
         return AsyncHttpxSender(http_client, self._settings.timeout)
 
     async def start_session(

@@ -1,8 +1,9 @@
 """The decisions shared by the sync and async clients, free of I/O.
 
 Building the request (from the generated model and request builder), reading a bounded body,
-turning a response into a `StartSessionResult` or an error, mapping every httpx exception,
-and reading Retry-After all happen here. The clients only send, read chunks and sleep.
+turning a reply into a `StartSessionResult` or an error, turning a transport's exception into
+ours, and reading Retry-After all happen here. The senders only send and read chunks; the
+clients only add the retry loop.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .errors import (
     status_error_class,
 )
 
-USER_AGENT = f"avatario-wrapper/{__version__} (python; httpx)"
+USER_AGENT = f"avatario-wrapper/{__version__} (python)"
 #: Success bodies larger than this are not read whole; the call fails without a resend.
 MAX_SUCCESS_BODY_BYTES = 1024 * 1024
 #: Enough bytes for MAX_ERROR_BODY_CHARS characters of UTF-8.

@@ -9,15 +9,28 @@ and, when an `httpx.AsyncClient` is given or aiohttp is not installed, the async
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import httpx
 
 from ._core import BodyReader, PreparedCall, Reply
 
+T = TypeVar("T")
+
 #: The shortest timeout a phase is given when the attempt's time is nearly used up.
 _MIN_PHASE_TIMEOUT = 0.001
+
+
+async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+    """`awaitable`, cancelled with TimeoutError after `seconds` (asyncio.timeout needs no
+    extra task; Python 3.10 has only wait_for)."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
 class _PhaseDeadline:
@@ -98,8 +111,8 @@ class AsyncHttpxSender:
         )
         ends = time.monotonic() + timeout
         try:
-            # httpx times each phase; wait_for bounds the whole exchange up to the headers.
-            response = await asyncio.wait_for(self.http.send(request, stream=True), timeout)
+            # httpx times each phase; this bounds the whole exchange up to the headers.
+            response = await _within(self.http.send(request, stream=True), timeout)
         except (httpx.HTTPError, asyncio.TimeoutError) as exc:
             timed_out = isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError))
             raise call.connection_error(exc, attempts, timed_out=timed_out) from exc
