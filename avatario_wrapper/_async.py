@@ -53,12 +53,7 @@ class AsyncAvatarioClient(ClientBase[httpx.AsyncClient, AsyncSender]):
         `RetryPolicy` with one idempotency key. Raises an `AvatarioError` subclass.
         """
         call, state = self._prepare(
-            avatar_id=avatar_id,
-            agent_identity=agent_identity,
-            livekit_url=livekit_url,
-            livekit_token=livekit_token,
-            video=video,
-            idempotency_key=idempotency_key,
+            avatar_id, agent_identity, livekit_url, livekit_token, video, idempotency_key
         )
 
         async def attempt() -> StartSessionResult:

@@ -68,16 +68,8 @@ class ClientBase(Generic[HttpT, SenderT]):
 
         The copy never closes the pool; close the original when both are done.
         """
-        settings = _core.Settings.build(
-            self._settings.api_key,
-            base_url=self._settings.base_url,
-            timeout=self._settings.timeout if timeout is None else timeout,
-            retry=self._settings.retry if retry is None else retry,
-            allow_insecure_http=True,  # already checked when this client was made
-            clock=self._settings.clock,
-        )
         clone = object.__new__(type(self))
-        clone._settings = settings
+        clone._settings = self._settings.with_options(timeout=timeout, retry=retry)
         clone._sender = self._sender
         clone._owns_sender = False
         return clone
@@ -90,7 +82,6 @@ class ClientBase(Generic[HttpT, SenderT]):
 
     def _prepare(
         self,
-        *,
         avatar_id: str,
         agent_identity: str,
         livekit_url: str,
@@ -98,14 +89,15 @@ class ClientBase(Generic[HttpT, SenderT]):
         video: VideoOptions | None,
         idempotency_key: str | None,
     ) -> tuple[_core.PreparedCall, CallState]:
+        """The checked, serialised call (raising before any I/O) and its retry state."""
         call = _core.prepare_call(
             self._settings,
-            avatar_id=avatar_id,
-            agent_identity=agent_identity,
-            livekit_url=livekit_url,
-            livekit_token=livekit_token,
-            video=video,
-            idempotency_key=idempotency_key,
+            avatar_id,
+            agent_identity,
+            livekit_url,
+            livekit_token,
+            video,
+            idempotency_key,
         )
         state = CallState(
             policy=self._settings.retry, timeout=self._settings.timeout, clock=self._settings.clock

@@ -65,15 +65,29 @@ class Settings:
         allow_insecure_http: bool,
         clock: Clock,
     ) -> Settings:
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
         return cls(
             api_key=_config.resolve_api_key(api_key),
             base_url=_config.resolve_base_url(base_url, allow_insecure_http=allow_insecure_http),
             timeout=_config.check_seconds("timeout", timeout, allow_zero=False),
-            retry=retry if retry is not None else RetryPolicy(),
+            retry=_check_retry(retry) if retry is not None else RetryPolicy(),
             clock=clock,
         )
+
+    def with_options(self, *, timeout: object, retry: RetryPolicy | None) -> Settings:
+        """These settings with another timeout and/or retry policy (checked like the originals)."""
+        return attrs.evolve(
+            self,
+            timeout=self.timeout
+            if timeout is None
+            else _config.check_seconds("timeout", timeout, allow_zero=False),
+            retry=self.retry if retry is None else _check_retry(retry),
+        )
+
+
+def _check_retry(retry: object) -> RetryPolicy:
+    if not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+    return retry
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:
@@ -195,7 +209,6 @@ def _error_summary(text: str) -> str:
 
 def prepare_call(
     settings: Settings,
-    *,
     avatar_id: object,
     agent_identity: object,
     livekit_url: object,
