@@ -1,10 +1,15 @@
 """Retries, built on `backoff`; the only module that imports it.
 
-`backoff.on_exception` drives the attempts: it counts them against ``max_attempts``, asks the
-give-up rule after each failure and calls the on-backoff handler before the next attempt. Its
-sync or async loop is picked by whether the attempt is a coroutine function.
+`backoff.on_exception` drives the attempts: after each `APIError` it asks the give-up rule,
+calls the on-backoff handler and tries again; any other exception passes straight through.
+Its sync or async loop is picked by whether the attempt is a coroutine function. The two
+decorated runners are built once; the call being retried reaches the give-up rule through a
+context variable, since backoff hands that rule only the exception.
 
-Three things are ours, because of how backoff 2.2.1 works:
+Four things are ours, because of how backoff 2.2.1 works:
+
+* The attempt count. The give-up rule (`plan_delay`) counts attempts against
+  ``max_attempts``, so one decorator serves every policy.
 
 * The deadline. backoff checks ``max_time`` only between attempts, against the wall clock, and
   then sleeps at most the time left, starting an attempt with no time for it. Here the give-up
