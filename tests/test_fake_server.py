@@ -323,3 +323,17 @@ def test_the_fake_compares_requests_with_defaults_filled_in(server: Any) -> None
 def test_bad_fault_scripts_say_what_is_wrong(script: str) -> None:
     with pytest.raises(FaultSyntaxError):
         parse_faults(script)
+
+
+def test_faults_can_be_inspected_cleared_and_the_fake_reset(server: Any) -> None:
+    server.add_faults("503*2,reset")
+    assert server.app.pending_faults == 3
+    server.app.clear_faults()
+    assert server.app.pending_faults == 0
+    assert post(server, **{"idempotency-key": "k-reset"}).status_code == 200
+    assert len(server.requests) == len(server.sessions) == 1
+    server.app.reset()
+    assert server.requests == [] and server.sessions == []
+    # The idempotency key is forgotten too: the same key starts a new session.
+    assert post(server, **{"idempotency-key": "k-reset"}).status_code == 200
+    assert len(server.sessions) == 1
