@@ -333,7 +333,8 @@ def test_faults_can_be_inspected_cleared_and_the_fake_reset(server: Any) -> None
     assert post(server, **{"idempotency-key": "k-reset"}).status_code == 200
     assert len(server.requests) == len(server.sessions) == 1
     server.app.reset()
-    assert server.requests == [] and server.sessions == []
+    assert server.requests == []
+    assert server.sessions == []
     # The idempotency key is forgotten too: the same key starts a new session.
     assert post(server, **{"idempotency-key": "k-reset"}).status_code == 200
     assert len(server.sessions) == 1
