@@ -131,8 +131,8 @@ def _play(scene: Scene, server: FakeServer, console: Console, token: str) -> Out
 
 def _summary(outcomes: list[Outcome]) -> Table:
     table = Table(title="avatario demo: summary")
-    for column in ("scene", "outcome", "attempts", "time", "requests", "sessions", "as promised"):
-        table.add_column(column, no_wrap=column == "outcome")
+    for column in ("scene", "outcome", "attempts", "time", "requests", "sessions", "promised"):
+        table.add_column(column, no_wrap=column in ("scene", "outcome"))
     for o in outcomes:
         table.add_row(
             o.scene.title,

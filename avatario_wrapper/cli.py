@@ -209,7 +209,7 @@ def demo() -> None:
     """Play the client's story against an embedded fake Avatario."""
     from ._demo import run_demo
 
-    sys.exit(run_demo(Console(highlight=False, width=max(100, Console().width))))
+    sys.exit(run_demo(Console(highlight=False, width=max(110, Console().width))))
 
 
 if __name__ == "__main__":  # pragma: no cover

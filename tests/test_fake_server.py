@@ -338,3 +338,34 @@ def test_faults_can_be_inspected_cleared_and_the_fake_reset(server: Any) -> None
     # The idempotency key is forgotten too: the same key starts a new session.
     assert post(server, **{"idempotency-key": "k-reset"}).status_code == 200
     assert len(server.sessions) == 1
+
+
+def test_a_client_that_leaves_before_its_body_arrives_is_recorded_not_crashed() -> None:
+    from avatario_wrapper.testing import FakeAvatario
+
+    fake = FakeAvatario(api_key=KEY, faults="503")
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/start-session",
+        "raw_path": b"/start-session",
+        "query_string": b"",
+        "headers": [(b"content-length", b"10")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 1),
+        "client": ("127.0.0.1", 2),
+        "root_path": "",
+    }
+    asyncio.run(fake(scope, receive, send))
+    [recorded] = fake.requests
+    assert recorded.status is None
+    assert fake.pending_faults == 1  # the fault is kept for a request that can take it

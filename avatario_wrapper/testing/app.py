@@ -30,7 +30,7 @@ import attrs
 import jsonschema
 import yaml
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
@@ -201,8 +201,12 @@ class FakeAvatario:
 
     async def _start_session(self, request: Request) -> Response:
         request_id = f"req_{uuid.uuid4().hex[:16]}"
+        try:
+            body = await self._read_body(request)
+        except ClientDisconnect:  # the client gave up before its body arrived: no one to answer
+            self._record(request, b"", None, None)
+            return Response(status_code=400)
         fault = self._next_fault()
-        body = await self._read_body(request)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
         if fault is not None and fault.what in ("stall", "reset"):
