@@ -399,7 +399,10 @@ def render(results: dict[str, Any], png_name: str) -> str:
         "  per call; between network operations it costs two to three times more. The old plugin",
         "  sends two headers, checks nothing and discards the response. On a real network (round",
         "  trips in milliseconds) it is a few per cent of a call; it caps one core at several",
-        "  thousand calls per second.",
+        "  thousand calls per second. Measured as client CPU time per call at 32 in flight: raw",
+        "  aiohttp 114 µs, the aiohttp sender alone 87 µs, plus preparing the call 39 µs (of",
+        "  it about 10 µs `json.dumps`, which the raw baselines skip: they post pre-serialised",
+        "  bytes), plus parsing the reply 15 µs, plus the retry loop 10 µs: 151 µs in all.",
         "- `import httpx` imports click and rich when they are installed (httpx's own command",
         "  line); these figures come from an environment without them, as a service has with",
         "  the core install.",
@@ -419,9 +422,17 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny counts; seconds, not figures")
     parser.add_argument("--plugin-python", help="python of an environment with the old plugin")
     parser.add_argument("--out", default=str(ROOT / "docs"), help="folder for benchmarks.*")
+    parser.add_argument(
+        "--render-only", action="store_true", help="rewrite the .md and .png from the .json"
+    )
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.render_only:
+        results = json.loads((out / "benchmarks.json").read_text())
+        plot(results, out / "benchmarks.png")
+        (out / "benchmarks.md").write_text(render(results, "benchmarks.png"))
+        return 0
     results: dict[str, Any] = {
         "date": datetime.date.today().isoformat(),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, Linux {platform.release()}",
