@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import httpx
 
 from ._core import BodyReader, PreparedCall, Reply
+from .errors import APIConnectionError
 
 T = TypeVar("T")
 
@@ -33,29 +34,49 @@ async def _within(awaitable: Awaitable[T], seconds: float) -> T:
     return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
-class _PhaseDeadline:
-    """Keeps a sync httpx attempt within its timeout.
+class _Exchange:
+    """One attempt over httpx: its request, its deadline, and the rules both senders share.
 
     httpx applies a timeout to each phase (connect, send, wait for headers, each body read),
-    so an attempt could take a multiple of it. httpcore announces each phase through the
-    request's ``trace`` extension before it reads its timeout; this cuts the request's
-    timeouts to the time left at that moment. (A server that trickles bytes inside one phase
-    can still stretch it: httpx has no total timeout. The async senders have one.)
+    so an attempt could take a multiple of it. Body reading stops when the attempt's time is
+    up (`keep`). On the sync sender, `cut_phases` also cuts every phase's timeout to the time
+    left when httpcore announces the phase through the request's ``trace`` extension (it does
+    so before reading the timeout). A server that trickles bytes inside one phase can still
+    stretch it there: httpx has no total timeout. The async sender bounds the exchange up to
+    the headers with `_within` instead.
     """
 
-    def __init__(self, request: httpx.Request, timeout: float) -> None:
+    def __init__(self, http: httpx.Client | httpx.AsyncClient, call: PreparedCall, timeout: float):
+        self.call = call
         self.ends = time.monotonic() + timeout
-        self.timeouts: dict[str, float | None] = request.extensions["timeout"]
-        request.extensions["trace"] = self.trace
+        self.request = http.build_request(
+            call.method, call.url, content=call.content, headers=call.headers, timeout=timeout
+        )
 
-    def left(self) -> float:
-        return self.ends - time.monotonic()
+    def cut_phases(self) -> None:
+        timeouts: dict[str, float | None] = self.request.extensions["timeout"]
 
-    def trace(self, event: str, info: dict[str, Any]) -> None:
-        if event.endswith(".started"):
-            left = max(_MIN_PHASE_TIMEOUT, self.left())
-            for phase in self.timeouts:
-                self.timeouts[phase] = left
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event.endswith(".started"):
+                left = max(_MIN_PHASE_TIMEOUT, self.ends - time.monotonic())
+                for phase in timeouts:
+                    timeouts[phase] = left
+
+        self.request.extensions["trace"] = trace
+
+    def failed(self, exc: Exception, attempts: int) -> APIConnectionError:
+        """No response: the call's connection error for `exc` (raise it `from exc`)."""
+        timed_out = isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError))
+        return self.call.connection_error(exc, attempts, timed_out=timed_out)
+
+    def keep(self, body: BodyReader, chunk: bytes) -> bool:
+        """Feed `chunk` to `body`; True when reading should stop (limit passed or time up)."""
+        if body.feed(chunk):
+            return True
+        if time.monotonic() >= self.ends:
+            body.fail(httpx.ReadTimeout("the attempt's time ran out during the body"))
+            return True
+        return False
 
 
 class HttpxSender:
@@ -68,22 +89,16 @@ class HttpxSender:
         )
 
     def send(self, call: PreparedCall, timeout: float, attempts: int) -> Reply:
-        request = self.http.build_request(
-            call.method, call.url, content=call.content, headers=call.headers, timeout=timeout
-        )
-        deadline = _PhaseDeadline(request, timeout)
+        exchange = _Exchange(self.http, call, timeout)
+        exchange.cut_phases()
         try:
-            response = self.http.send(request, stream=True)
+            response = self.http.send(exchange.request, stream=True)
         except httpx.HTTPError as exc:
-            timed_out = isinstance(exc, httpx.TimeoutException)
-            raise call.connection_error(exc, attempts, timed_out=timed_out) from exc
+            raise exchange.failed(exc, attempts) from exc
         body = BodyReader(response.status_code)
         try:
             for chunk in response.iter_bytes():
-                if body.feed(chunk):
-                    break
-                if deadline.left() <= 0:
-                    body.fail(httpx.ReadTimeout("the attempt's time ran out during the body"))
+                if exchange.keep(body, chunk):
                     break
         except httpx.HTTPError as exc:
             body.fail(exc)
@@ -106,23 +121,16 @@ class AsyncHttpxSender:
         )
 
     async def send(self, call: PreparedCall, timeout: float, attempts: int) -> Reply:
-        request = self.http.build_request(
-            call.method, call.url, content=call.content, headers=call.headers, timeout=timeout
-        )
-        ends = time.monotonic() + timeout
+        exchange = _Exchange(self.http, call, timeout)
         try:
             # httpx times each phase; this bounds the whole exchange up to the headers.
-            response = await _within(self.http.send(request, stream=True), timeout)
+            response = await _within(self.http.send(exchange.request, stream=True), timeout)
         except (httpx.HTTPError, asyncio.TimeoutError) as exc:
-            timed_out = isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError))
-            raise call.connection_error(exc, attempts, timed_out=timed_out) from exc
+            raise exchange.failed(exc, attempts) from exc
         body = BodyReader(response.status_code)
         try:
             async for chunk in response.aiter_bytes():
-                if body.feed(chunk):
-                    break
-                if time.monotonic() >= ends:
-                    body.fail(httpx.ReadTimeout("the attempt's time ran out during the body"))
+                if exchange.keep(body, chunk):
                     break
         except httpx.HTTPError as exc:
             body.fail(exc)
