@@ -3,13 +3,22 @@
     python scripts/codegen.py generate   # rewrite generated/ in place
     python scripts/codegen.py check      # regenerate into a temporary folder and diff
 
-Both run the pinned openapi-python-client with codegen/config.yml, then the pinned ruff with
-fixed command-line settings (never a config file found on disk), so the output is the same on
-every machine. Paths are relative to this script's checkout, so a copy of the tree works too.
+Both run the pinned openapi-python-client with codegen/config.yml, then two post-processing
+steps, then the pinned ruff with fixed command-line settings (never a config file found on disk),
+so the output is the same on every machine. Paths are relative to this script's checkout, so a
+copy of the tree works too.
+
+Post-processing (covered by the drift check, since `check` renders the same way):
+
+- Python 3.10: the generator imports `typing.Self` (3.11+) at run time. Modules that do get
+  `from __future__ import annotations` and import `Self` only for type checkers, from
+  `typing_extensions` (bundled with every type checker), so nothing new is needed at run time.
+- `py.typed` is written into the package, so type checkers read its annotations (PEP 561).
 """
 
 from __future__ import annotations
 
+import ast
 import difflib
 import filecmp
 import shutil
@@ -46,9 +55,47 @@ def render(dest: Path) -> None:
         "--overwrite",
         "--fail-on-warning",
     )
+    for module in sorted(dest.rglob("*.py")):
+        module.write_text(backport_self(module.read_text()))
+    (dest / "py.typed").write_text("")
     ruff = BIN / "ruff"
     _run(ruff, "check", *RUFF_FIXED, "--select", "I,F401", "--fix", "--quiet", dest)
     _run(ruff, "format", *RUFF_FIXED, "--quiet", dest)
+
+
+def backport_self(source: str) -> str:
+    """Rewrite a module importing `typing.Self` so that it imports on Python 3.10.
+
+    `Self` then appears only in annotations, which `from __future__ import annotations` leaves
+    unevaluated, so it is imported under `TYPE_CHECKING` alone, after the module's imports.
+    Modules that do not import it are returned unchanged.
+    """
+    tree = ast.parse(source)
+    imports = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    found = next(
+        (
+            n
+            for n in imports
+            if isinstance(n, ast.ImportFrom)
+            and n.module == "typing"
+            and any(a.name == "Self" and a.asname is None for a in n.names)
+        ),
+        None,
+    )
+    if found is None:
+        return source
+    lines = source.splitlines(keepends=True)
+    rest = [a.name for a in found.names if a.name != "Self"]
+    last = imports[-1].end_lineno or 0
+    lines[last:last] = ["\nif TYPE_CHECKING:\n", "    from typing_extensions import Self\n"]
+    kept = f"from typing import {', '.join(['TYPE_CHECKING', *rest])}\n"
+    lines[found.lineno - 1 : found.end_lineno] = [kept]
+    has_future = any(isinstance(n, ast.ImportFrom) and n.module == "__future__" for n in imports)
+    if not has_future:
+        docstring = ast.get_docstring(tree, clean=False) is not None
+        at = (tree.body[0].end_lineno or 0) if docstring else 0
+        lines[at:at] = ["from __future__ import annotations\n"]
+    return "".join(lines)
 
 
 def _files(folder: Path) -> dict[str, Path]:

@@ -1,8 +1,13 @@
+from __future__ import annotations
+
 import ssl
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from attrs import define, evolve, field
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 
 @define
