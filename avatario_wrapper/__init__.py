@@ -14,10 +14,10 @@ Every failure is an `AvatarioError` subclass (see `avatario_wrapper.errors`); re
 `RetryPolicy`; `AsyncAvatarioClient` is the same for asyncio.
 """
 
-from ._async import AsyncAvatarioClient
+from ._clients import AsyncAvatarioClient, AvatarioClient
 from ._clock import Clock
-from ._models import RetryPolicy, StartSessionResult, VideoOptions
-from ._sync import AvatarioClient
+from ._operations import StartSessionResult
+from ._settings import RetryPolicy, VideoOptions
 from ._version import __version__
 from .errors import (
     APIConnectionError,
@@ -30,10 +30,12 @@ from .errors import (
     AvatarioError,
     AvatarioException,
     BadRequestError,
+    ClientClosedError,
     ConflictError,
     InternalServerError,
     MissingAgentIdentityError,
     NotFoundError,
+    Outcome,
     PermissionDeniedError,
     RateLimitError,
     UnprocessableEntityError,
@@ -52,11 +54,13 @@ __all__ = [
     "AvatarioError",
     "AvatarioException",
     "BadRequestError",
+    "ClientClosedError",
     "Clock",
     "ConflictError",
     "InternalServerError",
     "MissingAgentIdentityError",
     "NotFoundError",
+    "Outcome",
     "PermissionDeniedError",
     "RateLimitError",
     "RetryPolicy",

@@ -16,9 +16,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._models import RetryPolicy, StartSessionResult
-from ._sync import AvatarioClient
-from .cli import RetryLogHandler
+from ._clients import AvatarioClient
+from ._console import RetryLogHandler
+from ._operations import StartSessionResult
+from ._settings import RetryPolicy
 from .errors import APIError, AuthenticationError, AvatarioError, MissingAgentIdentityError
 from .testing import FakeServer, run_fake_server
 

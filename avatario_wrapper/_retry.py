@@ -1,51 +1,66 @@
-"""Retries, built on `backoff`; the only module that imports it.
+"""The retry decision in one place: what a failure means, whether to retry, when, and until when.
 
-`backoff.on_exception` drives the attempts: after each `APIError` it asks the give-up rule,
-calls the on-backoff handler and tries again; any other exception passes straight through.
-Its sync or async loop is picked by whether the attempt is a coroutine function. The two
-decorated runners are built once; the call being retried reaches the give-up rule through a
-context variable, since backoff hands that rule only the exception.
+Every failed attempt is classified by what Avatario may have done (`errors.Outcome`):
 
-Four things are ours, because of how backoff 2.2.1 works:
+    not sent   DNS, refused, connect/TLS/pool failure, or a reused keep-alive connection that
+               the server had closed before any response byte   -> retried
+    refused    a status: 408, 429 and 503 may be retried (if in `retry_statuses`); other 4xx
+               are final                                          -> retried if listed
+    unknown    read timeout or reset after the request went out, 500, 502, 504 (and any other
+               5xx)                                               -> retried only with
+                                                                     retry_unknown_outcome
+    started    any 2xx, even with a bad body                      -> never
 
-* The attempt count. The give-up rule (`plan_delay`) counts attempts against
-  ``max_attempts``, so one decorator serves every policy.
-
-* The deadline. backoff checks ``max_time`` only between attempts, against the wall clock, and
-  then sleeps at most the time left, starting an attempt with no time for it. Here the give-up
-  rule plans the next delay first and gives up when it would not leave time for an attempt,
-  and each attempt's timeout is cut to the time left (`CallState.begin_attempt`).
-* The delay. backoff applies jitter to whatever its wait generator yields, which would jitter a
-  server's Retry-After. The delay is planned by `plan_delay` (full jitter, or Retry-After as is)
-  in the give-up rule, which backoff runs before it asks for the wait.
-* The sleep. backoff calls ``time.sleep`` / ``asyncio.sleep`` itself, which no test can replace.
-  The on-backoff handler sleeps the planned delay on the client's `Clock` (cancellable on the
-  async path) and backoff is handed a wait of zero.
+`decide` applies that table, the attempt count, the deadline (`max_elapsed`), Retry-After and
+the retry budget to one error, and records the verdict on it: `error.retryable`,
+`error.not_retried_because`, and the planned delay. `backoff` (imported only here) drives the
+loop: its give-up rule and on-backoff handler only read that verdict; the handler logs the
+WARNING and sleeps on the client's `Clock`, and backoff itself is told to wait zero seconds.
 """
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
-import attrs
 import backoff
 
+from ._budget import RetryBudget
 from ._clock import Clock
-from ._models import RetryPolicy
-from .errors import APIError, APIStatusError
+from ._settings import RetryPolicy
+from .errors import APIError, APIStatusError, Outcome
 
 logger = logging.getLogger("avatario_wrapper")
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 #: The shortest timeout an attempt is given when the deadline is that close.
 MIN_ATTEMPT_TIMEOUT = 0.001
 #: Exponential growth stops here (2**62 is already far past any max_delay).
 _MAX_EXPONENT = 62
+#: Statuses that say the server did not act on the request, though it may later.
+_REFUSED_5XX = frozenset({503})
+
+
+def status_outcome(status: int) -> Outcome:
+    """What a non-2xx status says Avatario did: 4xx and 503 refused, other statuses unknown."""
+    if 200 <= status < 300:
+        return Outcome.STARTED
+    if 400 <= status < 500 or status in _REFUSED_5XX or 300 <= status < 400:
+        return Outcome.REFUSED
+    return Outcome.UNKNOWN
+
+
+def is_retryable(error: BaseException, policy: RetryPolicy, *, idempotent: bool) -> bool:
+    """The table above: may this failure be sent again under `policy`? Pure."""
+    if not isinstance(error, APIError) or error.outcome is Outcome.STARTED:
+        return False
+    if isinstance(error, APIStatusError) and error.status_code not in policy.retry_statuses:
+        return False
+    if error.outcome is Outcome.UNKNOWN:
+        return policy.retry_unknown_outcome or idempotent
+    return True
 
 
 def plan_delay(
@@ -58,8 +73,8 @@ def plan_delay(
 ) -> float | None:
     """Seconds to wait before the next attempt, or None to give up and raise `error`.
 
-    `attempts` is how many attempts were made so far; `time_left` is what remains of the
-    call's `max_elapsed`. Pure: everything it needs is passed in.
+    `error.retryable` must already say whether the failure may be retried; `attempts` is how
+    many attempts were made so far; `time_left` is what remains of `max_elapsed`. Pure.
     """
     if not isinstance(error, APIError) or not error.retryable:
         return None
@@ -77,19 +92,40 @@ def plan_delay(
     return delay
 
 
-@attrs.define
-class CallState:
-    """The retry bookkeeping of one call: attempts so far, the deadline, the next delay."""
+class Call:
+    """The retry state of one call: its policy, attempts so far, deadline and budget."""
 
-    policy: RetryPolicy
-    timeout: float
-    clock: Clock
-    started: float = attrs.field(init=False)
-    attempts: int = attrs.field(init=False, default=0)
-    delay: float = attrs.field(init=False, default=0.0)
+    __slots__ = (
+        "attempts",
+        "budget",
+        "clock",
+        "delay",
+        "idempotent",
+        "name",
+        "policy",
+        "started",
+        "timeout",
+    )
 
-    def __attrs_post_init__(self) -> None:
-        self.started = self.clock.monotonic()
+    def __init__(
+        self,
+        *,
+        name: str,
+        policy: RetryPolicy,
+        timeout: float,
+        clock: Clock,
+        budget: RetryBudget,
+        idempotent: bool,
+    ) -> None:
+        self.name = name
+        self.policy = policy
+        self.timeout = timeout
+        self.clock = clock
+        self.budget = budget
+        self.idempotent = idempotent
+        self.attempts = 0
+        self.delay: float | None = None
+        self.started = clock.monotonic()
 
     def time_left(self) -> float:
         return self.policy.max_elapsed - (self.clock.monotonic() - self.started)
@@ -97,76 +133,97 @@ class CallState:
     def begin_attempt(self) -> float:
         """Count an attempt and return its timeout: the client's, cut to the time left."""
         self.attempts += 1
+        if self.attempts == 1 and self.policy.retry_budget is not None:
+            self.budget.deposit()
         return max(MIN_ATTEMPT_TIMEOUT, min(self.timeout, self.time_left()))
 
-    def give_up(self, error: Exception) -> bool:
-        """backoff's give-up rule: plans the next delay, or says to give up."""
+    def decide(self, error: APIError) -> None:
+        """Record on `error` whether it is retried and after how long (`self.delay`)."""
+        policy = self.policy
+        error.retryable = is_retryable(error, policy, idempotent=self.idempotent)
         delay = plan_delay(
-            self.policy,
+            policy,
             error,
             attempts=self.attempts,
             time_left=self.time_left(),
             uniform=self.clock.uniform,
         )
-        if delay is None:
-            return True
+        if (
+            delay is not None
+            and policy.retry_budget is not None
+            and not self.budget.try_withdraw(policy.retry_budget)
+        ):
+            error.not_retried_because = (
+                f"the retry budget is spent (retries are capped at {policy.retry_budget:.0%} "
+                "of this client's recent calls while Avatario is failing)"
+            )
+            self._log(error, "not retried: the retry budget is spent")
+            delay = None
         self.delay = delay
-        return False
 
-    def log_retry(self, error: BaseException) -> None:
-        """One WARNING per retry; the error text never holds a secret."""
+    def log_retry(self, error: APIError) -> None:
+        """One WARNING per retry; the error text never holds a secret or raw server text."""
+        self._log(error, f"retrying in {self.delay or 0.0:.2f}s")
+
+    def _log(self, error: APIError, what_next: str) -> None:
         status = getattr(error, "status_code", None)
         request_id = getattr(error, "request_id", None)
-        detail = error.message if isinstance(error, APIError) else str(error)
-        what = f"HTTP {status}" if status is not None else f"{type(error).__name__}: {detail}"
+        what = (
+            f"HTTP {status}" if status is not None else f"{type(error).__name__}: {error.message}"
+        )
         logger.warning(
-            "Avatario start-session attempt %d/%d failed (%s, request id %s); retrying in %.2fs",
+            "Avatario %s attempt %d/%d failed (%s, request id %s); %s",
+            self.name,
             self.attempts,
             self.policy.max_attempts,
             what,
             request_id or "none",
-            self.delay,
+            what_next,
             extra={
+                "avatario_operation": self.name,
                 "avatario_attempt": self.attempts,
                 "avatario_max_attempts": self.policy.max_attempts,
                 "avatario_status_code": status,
                 "avatario_request_id": request_id,
-                "avatario_delay": self.delay,
+                "avatario_outcome": error.outcome.value,
+                "avatario_delay": self.delay if what_next.startswith("retrying") else None,
             },
         )
 
 
+# -- the loop, driven by backoff ----------------------------------------------------------------
+
+
 def _zero_waits() -> Generator[float, Any, None]:
-    # The delay is planned in CallState.give_up and slept by the on-backoff handler.
+    # The delay is planned by Call.decide and slept on the client's clock by _sleep / _asleep.
     while True:
         yield 0.0
 
 
-#: The call being retried in this thread or task. backoff hands its give-up rule only the
-#: exception, so the rule finds the call's state here; the decorated runners below are built
-#: once, not per call.
-_STATE: contextvars.ContextVar[CallState] = contextvars.ContextVar("avatario_call_state")
+#: Where a failed attempt's error carries its call (and so its verdict) to backoff's hooks.
+_CALL = "_avatario_call"
 
 
 def _give_up(error: Exception) -> bool:
-    return _STATE.get().give_up(error)
+    call: Call = error.__dict__[_CALL]
+    return call.delay is None
 
 
 def _sleep(details: Any) -> None:
-    state: CallState = details["args"][1]
-    state.log_retry(details["exception"])
-    state.clock.sleep(state.delay)
+    call: Call = details["exception"].__dict__[_CALL]
+    call.log_retry(details["exception"])
+    call.clock.sleep(call.delay or 0.0)
 
 
 async def _asleep(details: Any) -> None:
-    state: CallState = details["args"][1]
-    state.log_retry(details["exception"])
-    await state.clock.asleep(state.delay)
+    call: Call = details["exception"].__dict__[_CALL]
+    call.log_retry(details["exception"])
+    await call.clock.asleep(call.delay or 0.0)
 
 
-def _retrying(on_backoff: Any) -> Callable[[F], F]:
-    # Attempts are counted against max_attempts by the give-up rule (plan_delay).
-    decorate: Callable[[F], F] = backoff.on_exception(
+def _retrying(on_backoff: Any) -> Any:
+    # Attempts, the deadline and the delays are counted by Call.decide, not by backoff.
+    return backoff.on_exception(
         _zero_waits,
         APIError,
         max_tries=None,
@@ -177,32 +234,51 @@ def _retrying(on_backoff: Any) -> Callable[[F], F]:
         raise_on_giveup=True,
         logger=None,
     )
-    return decorate
 
 
-@_retrying(_sleep)
-def _attempts(attempt: Callable[[], T], state: CallState) -> T:
-    return attempt()
-
-
-@_retrying(_asleep)
-async def _async_attempts(attempt: Callable[[], Awaitable[T]], state: CallState) -> T:
-    return await attempt()
-
-
-def run_sync(attempt: Callable[[], T], state: CallState) -> T:
-    """Run `attempt` until it succeeds or the policy gives up, sleeping on the state's clock."""
-    token = _STATE.set(state)
+def _sync_attempt(call: Call, attempt: Callable[[float], T]) -> T:
     try:
-        return _attempts(attempt, state)
-    finally:
-        _STATE.reset(token)
+        return attempt(call.begin_attempt())
+    except APIError as error:
+        _decided(call, error)
+        raise
 
 
-async def run_async(attempt: Callable[[], Awaitable[T]], state: CallState) -> T:
+async def _async_attempt(call: Call, attempt: Callable[[float], Awaitable[T]]) -> T:
+    try:
+        return await attempt(call.begin_attempt())
+    except APIError as error:
+        _decided(call, error)
+        raise
+
+
+def _decided(call: Call, error: APIError) -> None:
+    error.attempts = call.attempts
+    call.decide(error)
+    error.__dict__[_CALL] = call  # how backoff's hooks find the verdict: the one way in
+
+
+_retry_sync: Callable[[Call, Callable[[float], Any]], Any] = _retrying(_sleep)(_sync_attempt)
+_retry_async: Callable[[Call, Callable[[float], Awaitable[Any]]], Awaitable[Any]] = _retrying(
+    _asleep
+)(_async_attempt)
+
+
+def run_sync(call: Call, attempt: Callable[[float], T]) -> T:
+    """Run `attempt(timeout)` until it succeeds or `call` gives up, sleeping on its clock."""
+    try:
+        result: T = _retry_sync(call, attempt)
+    except APIError as error:
+        error.__dict__.pop(_CALL, None)
+        raise
+    return result
+
+
+async def run_async(call: Call, attempt: Callable[[float], Awaitable[T]]) -> T:
     """The same as `run_sync` for a coroutine; cancellation during a sleep ends the call."""
-    token = _STATE.set(state)
     try:
-        return await _async_attempts(attempt, state)
-    finally:
-        _STATE.reset(token)
+        result: T = await _retry_async(call, attempt)
+    except APIError as error:
+        error.__dict__.pop(_CALL, None)
+        raise
+    return result

@@ -23,9 +23,9 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from ._config import API_KEY_ENV
-from ._models import RetryPolicy, VideoOptions
-from ._sync import AvatarioClient
+from ._clients import AvatarioClient
+from ._console import RetryLogHandler
+from ._settings import API_KEY_ENV, RetryPolicy, VideoOptions
 from .errors import (
     APIConnectionError,
     APIResponseValidationError,
@@ -61,29 +61,6 @@ def exit_code(error: AvatarioError) -> int:
     if isinstance(error, APIResponseValidationError):
         return EXIT_INVALID_RESPONSE
     return EXIT_OTHER
-
-
-class RetryLogHandler(logging.Handler):
-    """Shows the client's retry warnings as one line each on a rich console."""
-
-    def __init__(self, console: Console, indent: str = "") -> None:
-        super().__init__(logging.WARNING)
-        self.console = console
-        self.indent = indent
-
-    def emit(self, record: logging.LogRecord) -> None:
-        attempt = getattr(record, "avatario_attempt", None)
-        if attempt is None:
-            self.console.print(f"{self.indent}[yellow]{escape(record.getMessage())}[/]")
-            return
-        status = getattr(record, "avatario_status_code", None)
-        what = f"HTTP {status}" if status is not None else "no response"
-        total = getattr(record, "avatario_max_attempts", "?")
-        delay = getattr(record, "avatario_delay", 0.0)
-        self.console.print(
-            f"{self.indent}[yellow]↻ attempt {attempt}/{total} failed ({what}); "
-            f"backing off {delay:.2f} s[/]"
-        )
 
 
 def _read_token(token_env: str, from_stdin: bool) -> str:

@@ -22,9 +22,9 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, Protocol
 
-from ._async import AsyncAvatarioClient
-from ._config import check_agent_identity, check_text_id
-from ._models import RetryPolicy, StartSessionResult, VideoOptions
+from ._clients import AsyncAvatarioClient
+from ._operations import StartSessionResult
+from ._settings import RetryPolicy, VideoOptions, check_agent_identity, check_text_id
 from .errors import AvatarioConfigError, AvatarioException
 
 __all__ = ["AvatarioAPI", "AvatarioException", "ConnectOptions"]

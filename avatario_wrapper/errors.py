@@ -3,7 +3,9 @@
     AvatarioError                      (AvatarioException is an alias, for the old plugin's code)
     ├── AvatarioConfigError            also a ValueError; raised before any I/O; names the field
     │   └── MissingAgentIdentityError  agent identity missing, empty or blank
-    └── APIError                       .message .attempts .retryable
+    ├── ClientClosedError              also a RuntimeError; the client was closed, nothing sent
+    └── APIError                       .message .attempts .retryable .outcome .may_have_started
+        │                              .idempotency_key
         ├── APIConnectionError         no response (refused, reset, DNS, protocol); __cause__ kept
         │   └── APITimeoutError
         ├── APIStatusError             .status_code .body .request_id .headers .retry_after
@@ -13,12 +15,19 @@
         │   └── InternalServerError 5xx
         └── APIResponseValidationError a 2xx whose body is not the documented JSON object
 
+Every `APIError` says what Avatario may have done (`outcome`, an `Outcome`): the request was
+not sent, it was refused, its outcome is unknown (the avatar may have started), or it started.
+`may_have_started` is True for the last two; `idempotency_key` is the key the call sent, so the
+same logical call can be retried by hand.
+
 Any other exception (a bug, a wrong type) is not wrapped: it propagates unchanged and is never
-retried. No message here ever contains the API key or a LiveKit token.
+retried. No message here ever contains the API key or a LiveKit token, and text that came from
+the server reaches a message only as one printable line.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 
 __all__ = [
@@ -32,10 +41,12 @@ __all__ = [
     "AvatarioError",
     "AvatarioException",
     "BadRequestError",
+    "ClientClosedError",
     "ConflictError",
     "InternalServerError",
     "MissingAgentIdentityError",
     "NotFoundError",
+    "Outcome",
     "PermissionDeniedError",
     "RateLimitError",
     "UnprocessableEntityError",
@@ -79,30 +90,72 @@ class MissingAgentIdentityError(AvatarioConfigError):
         )
 
 
+class ClientClosedError(AvatarioError, RuntimeError):
+    """The client (or the connection pool it was given) is closed; no request was sent."""
+
+
+class Outcome(str, enum.Enum):
+    """What Avatario may have done with a failed attempt (see docs/retries.md)."""
+
+    #: The request never reached Avatario whole: DNS, refused, connect or TLS failure, or a
+    #: reused keep-alive connection the server had closed before any response byte.
+    NOT_SENT = "not_sent"
+    #: Avatario (or a proxy) answered with a status saying it did not act: 4xx, 503.
+    REFUSED = "refused"
+    #: The request went out and no answer says what happened: read timeout, reset, 500/502/504.
+    UNKNOWN = "unknown"
+    #: A 2xx arrived: the session started, whatever the body says.
+    STARTED = "started"
+
+
 class APIError(AvatarioError):
-    """A call to Avatario failed. `attempts` counts every attempt made, the first included."""
+    """A call to Avatario failed. `attempts` counts every attempt made, the first included.
 
-    #: Whether this kind of failure is retried by the client's retry policy.
+    `outcome` says what Avatario may have done with the last attempt; `may_have_started` is
+    True when the avatar may already be on its way (unknown outcome, or a 2xx with a bad body),
+    and `idempotency_key` is the key the call sent: pass it again as ``idempotency_key=`` to
+    retry the same logical call by hand where the deployment deduplicates by key.
+    """
+
+    #: Whether the client's retry policy would retry this failure (set when it gives up).
     retryable: bool = False
+    #: Why a retryable failure was not retried (for example the retry budget), or None.
+    not_retried_because: str | None = None
 
-    def __init__(self, message: str, *, attempts: int = 1) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: int = 1,
+        outcome: Outcome = Outcome.UNKNOWN,
+        idempotency_key: str | None = None,
+    ) -> None:
         self.message = message
         self.attempts = attempts
+        self.outcome = outcome
+        self.idempotency_key = idempotency_key
         super().__init__(message)
 
+    @property
+    def may_have_started(self) -> bool:
+        """True when Avatario may have started the session despite this error."""
+        return self.outcome in (Outcome.UNKNOWN, Outcome.STARTED)
+
     def __str__(self) -> str:
+        text = self.message
         if self.attempts > 1:
-            return f"{self.message} (after {self.attempts} attempts)"
-        return self.message
+            text += f" (after {self.attempts} attempts)"
+        if self.not_retried_because:
+            text += f"; not retried: {self.not_retried_because}"
+        return text
 
 
 class APIConnectionError(APIError):
     """No response arrived: refused, reset, DNS failure, TLS failure or a protocol error.
 
-    The transport's own exception is kept as ``__cause__``.
+    The transport's own exception is kept as ``__cause__``. `outcome` is `Outcome.NOT_SENT`
+    when the request cannot have reached Avatario, else `Outcome.UNKNOWN`.
     """
-
-    retryable = True
 
 
 class APITimeoutError(APIConnectionError):
@@ -125,16 +178,18 @@ class APIStatusError(APIError):
         request_id: str | None,
         headers: Mapping[str, str],
         retry_after: float | None = None,
-        retryable: bool = False,
         attempts: int = 1,
+        outcome: Outcome = Outcome.REFUSED,
+        idempotency_key: str | None = None,
     ) -> None:
-        super().__init__(message, attempts=attempts)
+        super().__init__(
+            message, attempts=attempts, outcome=outcome, idempotency_key=idempotency_key
+        )
         self.status_code = status_code
         self.body = body[:MAX_ERROR_BODY_CHARS]
         self.request_id = request_id
         self.headers = headers
         self.retry_after = retry_after
-        self.retryable = retryable
 
 
 class BadRequestError(APIStatusError):
@@ -172,8 +227,9 @@ class InternalServerError(APIStatusError):
 class APIResponseValidationError(APIError):
     """A 2xx arrived but its body is not the documented JSON object.
 
-    Never retried: the session may already have started, and sending again could start a
-    second avatar. `body` holds at most 4096 characters of what arrived.
+    Never retried: the session may already have started (`outcome` is `Outcome.STARTED`), and
+    sending again could start a second avatar. `body` holds at most 4096 characters of what
+    arrived.
     """
 
     def __init__(
@@ -184,8 +240,11 @@ class APIResponseValidationError(APIError):
         body: str,
         request_id: str | None,
         attempts: int = 1,
+        idempotency_key: str | None = None,
     ) -> None:
-        super().__init__(message, attempts=attempts)
+        super().__init__(
+            message, attempts=attempts, outcome=Outcome.STARTED, idempotency_key=idempotency_key
+        )
         self.status_code = status_code
         self.body = body[:MAX_ERROR_BODY_CHARS]
         self.request_id = request_id

@@ -27,6 +27,7 @@ from avatario_wrapper import (
     InternalServerError,
     MissingAgentIdentityError,
     NotFoundError,
+    Outcome,
     PermissionDeniedError,
     RateLimitError,
     RetryPolicy,
@@ -89,11 +90,11 @@ def test_video_options_and_idempotency_key_are_sent(run, clock) -> None:
         (408, APIStatusError, True),
         (418, APIStatusError, False),
         (302, APIStatusError, False),
-        (500, InternalServerError, True),
+        (500, InternalServerError, False),
         (501, InternalServerError, False),
-        (502, InternalServerError, True),
+        (502, InternalServerError, False),
         (503, InternalServerError, True),
-        (504, InternalServerError, True),
+        (504, InternalServerError, False),
         (599, InternalServerError, False),
     ],
 )
@@ -112,10 +113,30 @@ def test_each_status_maps_to_its_class_and_retry_rule(run, clock, status, cls, r
     assert len(script.requests) == err.attempts == (3 if retried else 1)
     assert f"HTTP {status}" in str(err)
     assert "req-9" in str(err)
+    assert err.may_have_started is (status >= 500 and status != 503)
+    assert err.idempotency_key == script.requests[0].headers["idempotency-key"]
+
+
+@pytest.mark.parametrize("status", [500, 502, 504])
+def test_unknown_outcome_statuses_are_retried_only_when_the_policy_says_so(
+    run, clock, status
+) -> None:
+    script = Script(error(status), ok())
+    with pytest.raises(InternalServerError) as caught:
+        run(script, clock)
+    assert caught.value.outcome is Outcome.UNKNOWN
+    assert caught.value.may_have_started is True
+    assert len(script.requests) == 1
+
+    script = Script(error(status), ok())
+    result = run(script, clock, RetryPolicy(retry_unknown_outcome=True))
+    assert result.attempts == 2
+    keys = {r.headers["idempotency-key"] for r in script.requests}
+    assert keys == {result.idempotency_key}
 
 
 def test_a_recovered_call_reports_its_attempts(run, clock) -> None:
-    script = Script(error(503), error(502), ok())
+    script = Script(error(503), error(429), ok())
     result = run(script, clock)
     assert result.attempts == 3
     assert len(clock.sleeps) == 2
@@ -161,27 +182,40 @@ def test_error_bodies_are_bounded(run, clock) -> None:
 def test_an_html_502_from_a_proxy_is_an_internal_server_error(run, clock) -> None:
     page = httpx.Response(502, content=b"<html><body>Bad gateway</body></html>")
     script = Script(page, page, ok())
-    assert run(script, clock).attempts == 3
+    assert run(script, clock, RetryPolicy(retry_unknown_outcome=True)).attempts == 3
 
 
 @pytest.mark.parametrize(
-    ("exc", "cls"),
+    ("exc", "cls", "outcome"),
     [
-        (httpx.ConnectError("[Errno 111] Connection refused"), APIConnectionError),
-        (httpx.ReadError("connection reset by peer"), APIConnectionError),
-        (httpx.RemoteProtocolError("server disconnected"), APIConnectionError),
-        (httpx.ConnectTimeout("timed out"), APITimeoutError),
-        (httpx.ReadTimeout("timed out"), APITimeoutError),
+        (httpx.ConnectError("[Errno 111] Connection refused"), APIConnectionError, "not_sent"),
+        (httpx.ReadError("connection reset by peer"), APIConnectionError, "unknown"),
+        (httpx.RemoteProtocolError("server disconnected"), APIConnectionError, "unknown"),
+        (httpx.ConnectTimeout("timed out"), APITimeoutError, "not_sent"),
+        (httpx.PoolTimeout("timed out"), APITimeoutError, "not_sent"),
+        (httpx.ReadTimeout("timed out"), APITimeoutError, "unknown"),
     ],
 )
-def test_transport_errors_are_mapped_retried_and_keep_their_cause(run, clock, exc, cls) -> None:
+def test_transport_errors_are_mapped_classified_and_keep_their_cause(
+    run, clock, exc, cls, outcome
+) -> None:
+    # A mock transport has no socket to watch: the exception's type alone classifies it.
     script = Script(exc)
     with pytest.raises(cls) as caught:
         run(script, clock)
     assert type(caught.value) is cls
     assert caught.value.__cause__ is exc
-    assert caught.value.attempts == len(script.requests) == 3
+    assert caught.value.outcome.value == outcome
+    retried = outcome == "not_sent"
+    assert caught.value.attempts == len(script.requests) == (3 if retried else 1)
+    assert caught.value.retryable is retried
+    assert caught.value.may_have_started is not retried
     assert type(exc).__name__ in str(caught.value)
+
+    script = Script(exc)
+    with pytest.raises(cls):
+        run(script, clock, RetryPolicy(retry_unknown_outcome=True))
+    assert len(script.requests) == 3
 
 
 def test_a_transport_error_then_success_recovers(run, clock) -> None:
@@ -200,7 +234,9 @@ def test_other_exceptions_propagate_unchanged_and_are_not_retried(run, clock) ->
 
 def test_full_jitter_stays_under_the_exponential_ceiling(run) -> None:
     clock = FakeClock(seed=3)
-    policy = RetryPolicy(max_attempts=6, initial_delay=0.5, max_delay=2.0, max_elapsed=1000)
+    policy = RetryPolicy(
+        max_attempts=6, initial_delay=0.5, max_delay=2.0, max_elapsed=1000, retry_budget=None
+    )
     with pytest.raises(InternalServerError):
         run(Script(error(503)), clock, policy)
     assert len(clock.sleeps) == 5

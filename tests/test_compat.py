@@ -15,7 +15,7 @@ from avatario_wrapper import (
     MissingAgentIdentityError,
     StartSessionResult,
 )
-from avatario_wrapper._senders import AsyncHttpxSender
+from avatario_wrapper._transports.httpx import AsyncHttpxTransport
 from avatario_wrapper.compat import AvatarioAPI
 
 from .conftest import API_KEY, TOKEN, Script, ok
@@ -32,7 +32,7 @@ class APIConnectOptions:  # the shape of livekit.agents.APIConnectOptions
 
 def _with_script(api: AvatarioAPI, script: Script) -> AvatarioAPI:
     http = httpx.AsyncClient(transport=httpx.MockTransport(script))
-    api._client._sender = AsyncHttpxSender(http, timeout=10.0)
+    api._client._transport = AsyncHttpxTransport(http, base_url="https://x.test", timeout=10.0)
     return api
 
 

@@ -109,7 +109,7 @@ def test_keys_that_cannot_be_a_header_are_refused_without_echo(key: str) -> None
 
 def test_tls_verification_is_on_for_owned_pools() -> None:
     with AvatarioClient(API_KEY) as client:
-        http = client._sender.http
+        http = client._transport.http
         pool = http._transport._pool  # type: ignore[attr-defined]
         assert pool._ssl_context.verify_mode.name == "CERT_REQUIRED"
         assert http.follow_redirects is False
@@ -128,13 +128,13 @@ def test_repr_hides_the_key() -> None:
 def test_with_options_shares_the_pool_and_never_closes_it() -> None:
     client = AvatarioClient(API_KEY, base_url="https://a.example")
     fast = client.with_options(timeout=1.5, retry=RetryPolicy(max_attempts=1))
-    assert fast._sender is client._sender
+    assert fast._transport is client._transport
     assert (fast.timeout, fast.retry.max_attempts) == (1.5, 1)
     assert (client.timeout, client.retry.max_attempts) == (10.0, 3)
     fast.close()
-    assert not client._sender.http.is_closed
+    assert not client._transport.http.is_closed
     client.close()
-    assert client._sender.http.is_closed
+    assert client._transport.http.is_closed
 
 
 def test_with_options_applies_its_own_settings_per_call() -> None:
@@ -156,12 +156,12 @@ def test_an_injected_pool_is_not_closed_by_the_client() -> None:
 
 
 def test_async_client_sends_over_aiohttp_when_installed_and_closes_it() -> None:
-    from avatario_wrapper._aiohttp import AiohttpSender
+    from avatario_wrapper._transports.aiohttp import AiohttpTransport
 
     async def main() -> None:
         async with AsyncAvatarioClient(API_KEY) as client:
-            sender = client._sender
-            assert isinstance(sender, AiohttpSender)
+            sender = client._transport
+            assert isinstance(sender, AiohttpTransport)
             session = sender._open()
         assert session.closed
 
@@ -169,12 +169,12 @@ def test_async_client_sends_over_aiohttp_when_installed_and_closes_it() -> None:
 
 
 def test_async_client_uses_a_given_httpx_pool_and_leaves_it_open() -> None:
-    from avatario_wrapper._senders import AsyncHttpxSender
+    from avatario_wrapper._transports.httpx import AsyncHttpxTransport
 
     async def main() -> None:
         async with httpx.AsyncClient() as http:
             async with AsyncAvatarioClient(API_KEY, http_client=http) as client:
-                assert isinstance(client._sender, AsyncHttpxSender)
+                assert isinstance(client._transport, AsyncHttpxTransport)
             assert not http.is_closed
 
     asyncio.run(main())

@@ -17,6 +17,7 @@ from avatario_wrapper import (
     APIResponseValidationError,
     APITimeoutError,
     InternalServerError,
+    Outcome,
     RetryPolicy,
 )
 
@@ -27,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 OK = http_response(200, json.dumps({"session_id": "s-1"}).encode(), {"x-request-id": "rid-1"})
 FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02)
+FAST_DEDUP = RetryPolicy(initial_delay=0.01, max_delay=0.02, retry_unknown_outcome=True)
 
 
 def call(kind: str, url: str, *, retry: RetryPolicy = FAST, timeout: float = 2.0) -> Any:
@@ -49,22 +51,56 @@ def test_success_over_a_real_socket(kind: str) -> None:
     assert json.loads(body)["agent_id"] == "agent-7"
 
 
-def test_a_reset_connection_is_retried_and_its_cause_kept(kind: str) -> None:
+def test_a_reset_after_the_request_went_out_is_not_resent_and_its_cause_kept(kind: str) -> None:
+    # A fresh connection, reset after the server read the request: Avatario may have started
+    # the avatar, so the default policy does not send it again.
     with loopback("reset", "reset", "reset") as server:
         with pytest.raises(APIConnectionError) as caught:
             call(kind, server.url)
-    assert len(server.requests) == 3
-    assert caught.value.attempts == 3
+    assert len(server.requests) == 1
+    assert caught.value.attempts == 1
+    assert caught.value.outcome is Outcome.UNKNOWN
+    assert caught.value.may_have_started is True
+    assert caught.value.idempotency_key is not None
     assert isinstance(caught.value.__cause__, TRANSPORT_ERRORS)
 
 
-def test_a_reset_then_success_recovers(kind: str) -> None:
+def test_a_reset_is_resent_when_the_deployment_deduplicates(kind: str) -> None:
+    with loopback("reset", "reset", "reset") as server:
+        with pytest.raises(APIConnectionError) as caught:
+            call(kind, server.url, retry=FAST_DEDUP)
+    assert len(server.requests) == caught.value.attempts == 3
     with loopback("reset", OK) as server:
-        assert call(kind, server.url).attempts == 2
+        assert call(kind, server.url, retry=FAST_DEDUP).attempts == 2
+
+
+def test_a_refused_connection_is_not_sent_and_is_retried(kind: str) -> None:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    with pytest.raises(APIConnectionError) as caught:
+        call(kind, f"http://127.0.0.1:{port}")
+    assert caught.value.outcome is Outcome.NOT_SENT
+    assert caught.value.may_have_started is False
+    assert caught.value.attempts == 3
 
 
 def test_a_stalled_server_times_out_within_the_deadline(kind: str) -> None:
-    policy = RetryPolicy(max_attempts=5, initial_delay=0.01, max_delay=0.02, max_elapsed=1.0)
+    # A read timeout after the request went out is an unknown outcome: one attempt by default.
+    with loopback("stall") as server:
+        with pytest.raises(APITimeoutError) as caught:
+            call(kind, server.url, timeout=0.3)
+    assert caught.value.attempts == len(server.requests) == 1
+    assert caught.value.may_have_started is True
+
+    policy = RetryPolicy(
+        max_attempts=5,
+        initial_delay=0.01,
+        max_delay=0.02,
+        max_elapsed=1.0,
+        retry_unknown_outcome=True,
+    )
     with loopback("stall") as server:
         started = time.monotonic()
         with pytest.raises(APITimeoutError) as caught:

@@ -119,6 +119,7 @@ def test_plan_delay_never_breaks_the_policy(policy, attempts, time_left, asked, 
     error: APIError
     if asked is None:
         error = APIConnectionError("x")
+        error.retryable = True
     else:
         error = RateLimitError(
             "x",
@@ -127,8 +128,8 @@ def test_plan_delay_never_breaks_the_policy(policy, attempts, time_left, asked, 
             request_id=None,
             headers={},
             retry_after=asked,
-            retryable=True,
         )
+        error.retryable = True
     delay = plan_delay(
         policy,
         error,
@@ -148,14 +149,14 @@ def test_plan_delay_never_breaks_the_policy(policy, attempts, time_left, asked, 
 
 def test_plan_delay_gives_up_on_what_is_not_retryable() -> None:
     policy = RetryPolicy()
-    not_retryable = InternalServerError(
-        "x", status_code=501, body="", request_id=None, headers={}, retryable=False
-    )
+    not_retryable = InternalServerError("x", status_code=501, body="", request_id=None, headers={})
     assert plan_delay(policy, not_retryable, attempts=1, time_left=30, uniform=min) is None
     assert plan_delay(policy, ValueError("bug"), attempts=1, time_left=30, uniform=min) is None
+    retryable = APIConnectionError("x")
+    retryable.retryable = True
     big = plan_delay(
         RetryPolicy(max_attempts=5000, max_delay=1.0),
-        APIConnectionError("x"),
+        retryable,
         attempts=4000,
         time_left=30,
         uniform=max,

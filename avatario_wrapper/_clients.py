@@ -1,0 +1,285 @@
+"""The public clients. Both share every decision; only sending and sleeping differ.
+
+`_ClientBase` holds the settings, the transport, the retry budget (shared with `with_options`
+copies) and `_prepare`, the start of the one request path: inputs checked and serialised by
+the operation, then the retry state. Each public method is one `self._request(OPERATION, ...)`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+import httpx
+
+from ._budget import RetryBudget
+from ._clock import SYSTEM_CLOCK, Clock
+from ._operations import START_SESSION, StartSessionResult
+from ._request import Operation, PreparedRequest, finish, prepare
+from ._retry import Call, run_async, run_sync
+from ._settings import RetryPolicy, Settings, VideoOptions, resolve_proxy
+from ._transports.base import CLOSED_MESSAGE, AsyncTransport, SyncTransport
+from ._transports.httpx import AsyncHttpxTransport, HttpxTransport
+from .errors import ClientClosedError
+
+HttpT = TypeVar("HttpT")
+TransportT = TypeVar("TransportT", SyncTransport, AsyncTransport)
+ClientT = TypeVar("ClientT", bound="_ClientBase[Any, Any]")
+ResultT = TypeVar("ResultT")
+
+
+class _ClientBase(Generic[HttpT, TransportT]):
+    """Configuration and call preparation; subclasses add sending and sleeping.
+
+    `HttpT` is the pool a user may pass as `http_client`; `TransportT` the transport over it.
+    """
+
+    _settings: Settings
+    _transport: TransportT
+    _owns_transport: bool
+    _budget: RetryBudget
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        http_client: HttpT | None = None,
+        allow_insecure_http: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        self._settings = Settings.build(
+            api_key,
+            base_url=base_url,
+            timeout=timeout,
+            retry=retry,
+            allow_insecure_http=allow_insecure_http,
+            clock=clock if clock is not None else SYSTEM_CLOCK,
+        )
+        self._owns_transport = True
+        self._budget = RetryBudget(self._settings.clock)
+        self._transport = self._new_transport(http_client)
+
+    def _new_transport(self, http_client: HttpT | None) -> TransportT:
+        raise NotImplementedError
+
+    @property
+    def base_url(self) -> str:
+        return self._settings.base_url
+
+    @property
+    def timeout(self) -> float:
+        return self._settings.timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return self._settings.retry
+
+    @property
+    def closed(self) -> bool:
+        """True once the client (or the pool it was given) is closed; it then refuses to send."""
+        return self._transport.closed
+
+    def with_options(
+        self: ClientT, *, timeout: float | None = None, retry: RetryPolicy | None = None
+    ) -> ClientT:
+        """A client with other settings that shares this one's connection pool and retry budget.
+
+        The copy never closes the pool; close the original when both are done.
+        """
+        clone = object.__new__(type(self))
+        clone._settings = self._settings.with_options(timeout=timeout, retry=retry)
+        clone._transport = self._transport
+        clone._budget = self._budget
+        clone._owns_transport = False
+        return clone
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(base_url={self.base_url!r}, timeout={self.timeout!r}, "
+            f"retry={self.retry!r}, api_key='***')"
+        )
+
+    def _prepare(
+        self, operation: Operation[ResultT], inputs: dict[str, Any]
+    ) -> tuple[PreparedRequest[ResultT], Call]:
+        """The checked, serialised request (raising before any I/O) and its retry state."""
+        if self._transport.closed:
+            raise ClientClosedError(CLOSED_MESSAGE)
+        settings = self._settings
+        request = prepare(settings, operation, inputs)
+        call = Call(
+            name=operation.name,
+            policy=settings.retry,
+            timeout=settings.timeout,
+            clock=settings.clock,
+            budget=self._budget,
+            idempotent=operation.idempotent,
+        )
+        return request, call
+
+
+class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
+    """A blocking Avatario client with one pooled `httpx.Client`, safe to share across threads.
+
+    ``AvatarioClient(api_key=None, *, base_url=None, timeout=10.0, retry=None,
+    http_client=None, allow_insecure_http=False)``: the key falls back to ``AVATARIO_API_KEY``,
+    the base URL to ``AVATARIO_BASE_URL`` and then production. A pool passed as `http_client`
+    is used as is (its TLS and proxy settings included; its redirects are never followed) and
+    not closed by `close()`.
+    """
+
+    def _new_transport(self, http_client: httpx.Client | None) -> SyncTransport:
+        if http_client is not None and not isinstance(http_client, httpx.Client):
+            raise TypeError(
+                f"http_client must be an httpx.Client, not {type(http_client).__name__}"
+            )
+        return HttpxTransport(
+            http_client, base_url=self._settings.base_url, timeout=self._settings.timeout
+        )
+
+    def _request(self, operation: Operation[ResultT], **inputs: Any) -> ResultT:
+        request, call = self._prepare(operation, inputs)
+        send, clock = self._transport.send, self._settings.clock
+
+        def attempt(timeout: float) -> ResultT:
+            return finish(request, send(request, timeout), call.attempts, clock.time())
+
+        return run_sync(call, attempt)
+
+    def start_session(
+        self,
+        *,
+        avatar_id: str,
+        agent_identity: str,
+        livekit_url: str,
+        livekit_token: str,
+        video: VideoOptions | None = None,
+        idempotency_key: str | None = None,
+    ) -> StartSessionResult:
+        """Send the avatar `avatar_id` into the LiveKit room at `livekit_url`.
+
+        Every input is checked before any I/O. A failure is retried only where Avatario cannot
+        have started the session (see `RetryPolicy`), with one idempotency key for every
+        attempt. Raises an `AvatarioError` subclass.
+        """
+        return self._request(
+            START_SESSION,
+            avatar_id=avatar_id,
+            agent_identity=agent_identity,
+            livekit_url=livekit_url,
+            livekit_token=livekit_token,
+            video=video,
+            idempotency_key=idempotency_key,
+        )
+
+    def close(self) -> None:
+        """Close the connection pool if this client made it; the client then refuses to send."""
+        if self._owns_transport:
+            self._transport.close()
+
+    def __enter__(self) -> AvatarioClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _is_aiohttp_session(value: object) -> bool:
+    return any(
+        c.__module__.startswith("aiohttp") and c.__name__ == "ClientSession"
+        for c in type(value).__mro__
+    )
+
+
+class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
+    """An asyncio Avatario client with one connection pool, safe to share across tasks.
+
+    The same constructor as `AvatarioClient`; `http_client` may be an `httpx.AsyncClient` or an
+    `aiohttp.ClientSession` (a LiveKit worker's shared session, say), used as is and not closed
+    by `aclose()`. Without one it sends over aiohttp when aiohttp is installed (the
+    ``aiohttp`` extra; much faster with many requests in flight, see docs/benchmarks.md),
+    else over an `httpx.AsyncClient`.
+    """
+
+    def _new_transport(self, http_client: Any) -> AsyncTransport:
+        base_url, timeout = self._settings.base_url, self._settings.timeout
+        if isinstance(http_client, httpx.AsyncClient):
+            return AsyncHttpxTransport(http_client, base_url=base_url, timeout=timeout)
+        if http_client is not None and not _is_aiohttp_session(http_client):
+            raise TypeError(
+                "http_client must be an httpx.AsyncClient or an aiohttp.ClientSession, "
+                f"not {type(http_client).__name__}"
+            )
+        if http_client is not None or _aiohttp_fits(base_url):
+            from ._transports.aiohttp import AiohttpTransport  # noqa: PLC0415 - only when used
+
+            return AiohttpTransport(http_client, base_url=base_url)
+        return AsyncHttpxTransport(None, base_url=base_url, timeout=timeout)
+
+    async def _request(self, operation: Operation[ResultT], **inputs: Any) -> ResultT:
+        request, call = self._prepare(operation, inputs)
+        send, clock = self._transport.send, self._settings.clock
+
+        async def attempt(timeout: float) -> ResultT:
+            return finish(request, await send(request, timeout), call.attempts, clock.time())
+
+        return await run_async(call, attempt)
+
+    async def start_session(
+        self,
+        *,
+        avatar_id: str,
+        agent_identity: str,
+        livekit_url: str,
+        livekit_token: str,
+        video: VideoOptions | None = None,
+        idempotency_key: str | None = None,
+    ) -> StartSessionResult:
+        """Send the avatar `avatar_id` into the LiveKit room at `livekit_url`.
+
+        Every input is checked before any I/O. A failure is retried only where Avatario cannot
+        have started the session (see `RetryPolicy`), with one idempotency key for every
+        attempt. Raises an `AvatarioError` subclass.
+        """
+        return await self._request(
+            START_SESSION,
+            avatar_id=avatar_id,
+            agent_identity=agent_identity,
+            livekit_url=livekit_url,
+            livekit_token=livekit_token,
+            video=video,
+            idempotency_key=idempotency_key,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool if this client made it; the client then refuses to send."""
+        if self._owns_transport:
+            await self._transport.aclose()
+
+    async def __aenter__(self) -> AsyncAvatarioClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _aiohttp_fits(base_url: str) -> bool:
+    """aiohttp is installed and the environment's proxy for `base_url` is not SOCKS."""
+    if importlib.util.find_spec("aiohttp") is None:
+        return False
+    proxy = resolve_proxy(base_url)
+    return proxy is None or not proxy[1].lower().startswith("socks")

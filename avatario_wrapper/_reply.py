@@ -1,0 +1,275 @@
+"""Reading a reply: a bounded, bounded-to-inflate body, then a JSON object or the error to raise.
+
+Transports hand over raw bytes as they arrive (`Body.feed`); nothing is decompressed beyond the
+limits that bound what is kept: 1 MiB for a success, `MAX_ERROR_BODY_BYTES` otherwise. Every
+piece of server text that reaches a message goes through `_text.one_line`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ._retry import status_outcome
+from ._text import decode_body, one_line, redact
+from .errors import (
+    MAX_ERROR_BODY_CHARS,
+    APIResponseValidationError,
+    status_error_class,
+)
+
+#: Success bodies larger than this (once inflated) are not read whole; the call fails.
+MAX_SUCCESS_BODY_BYTES = 1024 * 1024
+#: Enough bytes for MAX_ERROR_BODY_CHARS characters of UTF-8.
+MAX_ERROR_BODY_BYTES = MAX_ERROR_BODY_CHARS * 4
+#: Compressed layers a body may have (``Content-Encoding: gzip, gzip`` is two).
+MAX_ENCODINGS = 2
+
+
+def _inflater(encoding: str) -> Any:
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 16)
+    if encoding == "deflate":
+        return _Deflate()
+    return None
+
+
+class _Deflate:
+    """``deflate`` is zlib-wrapped by the RFC and raw in practice: try one, then the other."""
+
+    def __init__(self) -> None:
+        self._inner = zlib.decompressobj()
+        self._first = True
+        self.unconsumed_tail = b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._first:
+            self._first = False
+            try:
+                return self._run(data, max_length)
+            except zlib.error:
+                self._inner = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self._run(data, max_length)
+
+    def _run(self, data: bytes, max_length: int) -> bytes:
+        out = self._inner.decompress(data, max_length)
+        self.unconsumed_tail = self._inner.unconsumed_tail
+        return out
+
+
+class Body:
+    """Collects a body up to `limit` bytes after decoding its ``Content-Encoding``.
+
+    Compressed layers are inflated with `max_length`, so a small bomb never expands past the
+    limit in memory. An encoding this client does not decode leaves the body `undecodable`.
+    """
+
+    def __init__(self, status_code: int, content_encoding: str | None = None) -> None:
+        self.limit = MAX_SUCCESS_BODY_BYTES if 200 <= status_code < 300 else MAX_ERROR_BODY_BYTES
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.overflow = False
+        self.failure: Exception | None = None
+        self.undecodable: str | None = None
+        self._layers: list[Any] = []
+        if content_encoding:
+            codings = [c.strip().lower() for c in content_encoding.split(",")]
+            codings = [c for c in codings if c and c != "identity"]
+            if len(codings) > MAX_ENCODINGS:
+                self.undecodable = content_encoding
+            for coding in reversed(codings):  # the last one applied is undone first
+                layer = _inflater(coding)
+                if layer is None:
+                    self.undecodable = coding
+                self._layers.append(layer)
+            if self.undecodable is not None:
+                self.undecodable = one_line(self.undecodable, 40)
+                self._layers = []
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take raw bytes; True when reading should stop (the limit is passed)."""
+        if self.undecodable is not None:
+            return True
+        try:
+            for layer in self._layers:
+                chunk = layer.decompress(chunk, self.limit - self._size + 1)
+                if layer.unconsumed_tail:
+                    self.overflow = True
+        except zlib.error as exc:
+            self.failure = exc
+            return True
+        room = self.limit - self._size
+        self._chunks.append(chunk[:room])
+        self._size += min(len(chunk), room)
+        if len(chunk) > room:
+            self.overflow = True
+        return self.overflow
+
+    def fail(self, exc: Exception) -> None:
+        """The body broke off: keep what arrived and the reason."""
+        self.failure = exc
+
+    def raw(self) -> bytes:
+        return b"".join(self._chunks)
+
+    def text(self) -> str:
+        if self.undecodable is not None:
+            return f"(a body compressed with {self.undecodable}, not decoded)"
+        return decode_body(self.raw())[:MAX_ERROR_BODY_CHARS]
+
+
+@attrs.define(slots=True)
+class Reply:
+    """What a transport got back: status line, headers and the (bounded) body."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: Body
+
+
+def read_json(
+    reply: Reply,
+    *,
+    attempts: int,
+    idempotency_key: str | None,
+    secrets: tuple[str, ...],
+    now: float,
+) -> dict[str, Any]:
+    """The JSON object of a 2xx reply; else the error to raise (a status or validation error)."""
+    status, body = reply.status, reply.body
+    if not 200 <= status < 300:
+        raise _status_error(reply, attempts, idempotency_key, secrets, now)
+
+    def invalid(problem: str) -> APIResponseValidationError:
+        return validation_error(
+            reply, problem, attempts=attempts, idempotency_key=idempotency_key, secrets=secrets
+        )
+
+    if body.undecodable is not None:
+        raise invalid(f"the body is compressed with {body.undecodable}, which is not decoded")
+    if body.failure is not None:
+        raise invalid("the body was cut off or could not be inflated") from body.failure
+    if body.overflow:
+        raise invalid(f"the body is larger than {body.limit} bytes")
+    try:
+        data = json.loads(body.raw())
+    except (ValueError, RecursionError) as exc:
+        raise invalid("the body is not JSON") from exc
+    if not isinstance(data, dict):
+        raise invalid(f"the body is a JSON {type(data).__name__}, not an object")
+    return data
+
+
+def validation_error(
+    reply: Reply,
+    problem: str,
+    *,
+    attempts: int,
+    idempotency_key: str | None,
+    secrets: tuple[str, ...],
+) -> APIResponseValidationError:
+    """The error for a 2xx whose body is not what the spec documents (never resent)."""
+    request_id = request_id_of(reply)
+    return APIResponseValidationError(
+        f"Avatario answered HTTP {reply.status} but {problem}; the session may have started, "
+        "so the request is not sent again"
+        + (f" [request id {redact(request_id, secrets)}]" if request_id else ""),
+        status_code=reply.status,
+        body=redact(reply.body.text(), secrets),
+        request_id=request_id,
+        attempts=attempts,
+        idempotency_key=idempotency_key,
+    )
+
+
+def request_id_of(reply: Reply) -> str | None:
+    """The server's ``x-request-id``, as one printable line."""
+    value = reply.headers.get("x-request-id")
+    return None if value is None else one_line(value)
+
+
+def _status_error(
+    reply: Reply,
+    attempts: int,
+    idempotency_key: str | None,
+    secrets: tuple[str, ...],
+    now: float,
+) -> Exception:
+    status = reply.status
+    request_id = request_id_of(reply)
+    text = redact(reply.body.text(), secrets)
+    reason = one_line(redact(reply.reason, secrets), 60) or "error"
+    summary = one_line(redact(_error_summary(text), secrets))
+    message = f"Avatario answered HTTP {status} {reason}"
+    if summary:
+        message += f": {summary}"
+    if request_id:
+        message += f" [request id {redact(request_id, secrets)}]"
+    error = status_error_class(status)(
+        message,
+        status_code=status,
+        body=text,
+        request_id=request_id,
+        headers=reply.headers,
+        retry_after=parse_retry_after(reply.headers, now=now),
+        attempts=attempts,
+        outcome=status_outcome(status),
+        idempotency_key=idempotency_key,
+    )
+    error.__cause__ = reply.body.failure
+    return error
+
+
+def _error_summary(text: str) -> str:
+    """The `message` of a JSON error body (or its start), for one line."""
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError):
+        data = None
+    if isinstance(data, dict):
+        message = data.get("message") or data.get("error") or data.get("detail")
+        if isinstance(message, str):
+            return message
+    if text.lstrip().startswith("<"):  # an HTML page from a proxy says nothing useful
+        return ""
+    return text[:400]
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
+    """Seconds the server asked to wait: ``retry-after-ms``, else ``Retry-After`` as
+    seconds or an HTTP-date. None when absent, negative, not finite or unreadable."""
+    millis = headers.get("retry-after-ms")
+    if millis is not None:
+        seconds = _number(millis)
+        if seconds is not None:
+            return seconds / 1000.0
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    seconds = _number(value)
+    if seconds is not None:
+        return seconds
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # an HTTP-date is always GMT
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+def _number(text: str) -> float | None:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value

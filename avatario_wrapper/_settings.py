@@ -1,0 +1,378 @@
+"""What a user configures, checked before any I/O: input checks, env fallbacks, settings.
+
+Each check raises `AvatarioConfigError` naming the argument (or environment variable), or
+`TypeError` for a value of the wrong type, and never echoes a secret. The rules mirror the
+constraints in openapi.yaml, so a value accepted here always produces a request that validates
+against the spec. `RetryPolicy` and `VideoOptions` are the public settings types; `Settings`
+is one client's resolved configuration, shared with its `with_options` copies.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import math
+import os
+import re
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+import httpx
+
+from ._clock import Clock
+from .errors import AvatarioConfigError, MissingAgentIdentityError
+
+DEFAULT_BASE_URL = "https://avatario.ai/api/sdk"
+API_KEY_ENV = "AVATARIO_API_KEY"
+BASE_URL_ENV = "AVATARIO_BASE_URL"
+
+MAX_ID_CHARS = 256
+MAX_URL_CHARS = 2048
+MAX_TOKEN_CHARS = 8192
+MAX_IDEMPOTENCY_KEY_CHARS = 255
+MIN_VIDEO_SIZE = 1
+MAX_VIDEO_SIZE = 4096
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# Visible ASCII only: what an HTTP header value or a JWT may hold without escaping.
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+# RFC 3986 characters (unreserved, reserved) and well-formed percent-escapes, nothing else.
+_URI_CHARS = re.compile(r"(?:[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=]|%[0-9A-Fa-f]{2})+")
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+def _require_str(field: str, value: object) -> str:
+    if value is None:
+        raise AvatarioConfigError(field, "is required")
+    if not isinstance(value, str):
+        raise TypeError(f"{field} must be a str, not {type(value).__name__}")
+    return value
+
+
+def check_text_id(field: str, value: object) -> str:
+    """An id such as the avatar id: non-empty, not blank, no control characters, bounded."""
+    text = _require_str(field, value)
+    if not text or text.isspace():
+        raise AvatarioConfigError(field, "must not be empty or blank")
+    if _CONTROL.search(text):
+        raise AvatarioConfigError(field, "must not contain control characters")
+    if len(text) > MAX_ID_CHARS:
+        raise AvatarioConfigError(field, f"must be at most {MAX_ID_CHARS} characters")
+    return text
+
+
+def check_agent_identity(value: object, field: str = "agent_identity") -> str:
+    """The agent's LiveKit identity: the precondition of every call."""
+    if value is None or (isinstance(value, str) and (not value or value.isspace())):
+        raise MissingAgentIdentityError(field)
+    return check_text_id(field, value)
+
+
+def _check_uri(field: str, value: object, schemes: tuple[str, ...]) -> str:
+    text = _require_str(field, value)
+    allowed = " or ".join(schemes)
+    if len(text) > MAX_URL_CHARS:
+        raise AvatarioConfigError(field, f"must be at most {MAX_URL_CHARS} characters")
+    if not _URI_CHARS.fullmatch(text):
+        raise AvatarioConfigError(
+            field, "must be a URL of ASCII characters with no spaces (percent-encode the rest)"
+        )
+    try:
+        parts = urllib.parse.urlsplit(text)
+        parts.port  # noqa: B018 - reading it checks the port
+    except ValueError:
+        raise AvatarioConfigError(field, "is not a valid URL") from None
+    if parts.scheme not in schemes or not text.startswith(f"{parts.scheme}://"):
+        raise AvatarioConfigError(field, f"must be a {allowed} URL")
+    if not parts.hostname:
+        raise AvatarioConfigError(field, "must name a host")
+    return text
+
+
+def check_livekit_url(value: object) -> str:
+    return _check_uri("livekit_url", value, ("ws", "wss", "http", "https"))
+
+
+def check_background_url(value: object) -> str | None:
+    if value is None:
+        return None
+    return _check_uri("background_url", value, ("http", "https"))
+
+
+def check_livekit_token(value: object) -> str:
+    """A LiveKit JWT: visible ASCII only. The message never shows the token."""
+    text = _require_str("livekit_token", value)
+    if not text:
+        raise AvatarioConfigError("livekit_token", "must not be empty")
+    if len(text) > MAX_TOKEN_CHARS:
+        raise AvatarioConfigError("livekit_token", f"must be at most {MAX_TOKEN_CHARS} characters")
+    if not _VISIBLE_ASCII.fullmatch(text):
+        raise AvatarioConfigError(
+            "livekit_token", "must be visible ASCII with no spaces (is it a LiveKit JWT?)"
+        )
+    return text
+
+
+def check_idempotency_key(value: object) -> str | None:
+    if value is None:
+        return None
+    text = _require_str("idempotency_key", value)
+    if not _VISIBLE_ASCII.fullmatch(text) or len(text) > MAX_IDEMPOTENCY_KEY_CHARS:
+        raise AvatarioConfigError(
+            "idempotency_key",
+            f"must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} visible ASCII characters with no spaces",
+        )
+    return text
+
+
+def check_video_size(field: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field} must be an int, not {type(value).__name__}")
+    if not MIN_VIDEO_SIZE <= value <= MAX_VIDEO_SIZE:
+        raise AvatarioConfigError(
+            field, f"must be between {MIN_VIDEO_SIZE} and {MAX_VIDEO_SIZE} pixels"
+        )
+    return value
+
+
+def check_seconds(field: str, value: object, *, allow_zero: bool = True) -> float:
+    """A finite, non-negative (or positive) number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{field} must be a number of seconds, not {type(value).__name__}")
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        raise AvatarioConfigError(
+            field, "must be a finite number of seconds, " + ("≥ 0" if allow_zero else "> 0")
+        )
+    return seconds
+
+
+def resolve_api_key(api_key: object) -> str:
+    """The key from the argument, else from AVATARIO_API_KEY. Never echoed."""
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV)
+    if api_key is None or api_key == "":
+        raise AvatarioConfigError(
+            "api_key", f"no Avatario API key: set {API_KEY_ENV} (or pass api_key=)"
+        )
+    key = _require_str("api_key", api_key)
+    if not _VISIBLE_ASCII.fullmatch(key):
+        raise AvatarioConfigError(
+            "api_key", "must be visible ASCII with no spaces or line breaks (check for a newline)"
+        )
+    return key
+
+
+def is_loopback_host(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_base_url(base_url: object, *, allow_insecure_http: bool) -> str:
+    """The API root from the argument, else AVATARIO_BASE_URL, else production.
+
+    https is required, except for loopback hosts or with ``allow_insecure_http=True``.
+    """
+    if base_url is None:
+        base_url = os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    text = _require_str("base_url", base_url)
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL:
+        raise AvatarioConfigError("base_url", "is not a valid URL") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise AvatarioConfigError("base_url", "must be an absolute http(s) URL with a host")
+    if url.userinfo:
+        raise AvatarioConfigError(
+            "base_url", "must not carry credentials; the API key goes in api_key"
+        )
+    if url.query or url.fragment:
+        raise AvatarioConfigError("base_url", "must not have a query or a fragment")
+    if url.scheme == "http" and not allow_insecure_http and not is_loopback_host(url.host):
+        raise AvatarioConfigError(
+            "base_url",
+            "must use https (plain http is allowed only for loopback hosts, or with "
+            "allow_insecure_http=True; on the command line --allow-insecure-http)",
+        )
+    return str(url).rstrip("/")
+
+
+#: Proxy schemes the clients can use; socks needs httpx's ``socks`` extra (socksio).
+_PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
+
+
+def resolve_proxy(url: str) -> tuple[str, str] | None:
+    """The proxy the environment names for `url`, as ``(variable, proxy_url)``, or None.
+
+    The same rules for every transport: ``HTTPS_PROXY`` / ``HTTP_PROXY`` by the URL's scheme,
+    else ``ALL_PROXY`` (any case), unless ``NO_PROXY`` covers the host. A proxy that no
+    transport here can use is an `AvatarioConfigError` naming the variable; one that
+    ``NO_PROXY`` bypasses is never looked at.
+    """
+    proxies = urllib.request.getproxies_environment()
+    if not proxies:
+        return None
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if urllib.request.proxy_bypass(host if parts.port is None else f"{host}:{parts.port}"):
+        return None
+    for key in (parts.scheme, "all"):
+        proxy = proxies.get(key)
+        if proxy:
+            variable = f"{key.upper()}_PROXY"
+            scheme = urllib.parse.urlsplit(proxy).scheme.lower()
+            if scheme not in _PROXY_SCHEMES:
+                raise AvatarioConfigError(
+                    variable,
+                    f"proxy scheme {scheme or '(none)'!r} is not supported; use "
+                    + ", ".join(f"{s}://" for s in _PROXY_SCHEMES)
+                    + " or add the host to NO_PROXY",
+                )
+            if scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
+                raise AvatarioConfigError(
+                    variable,
+                    "a SOCKS proxy needs the socksio package: pip install 'httpx[socks]' "
+                    "(or add the host to NO_PROXY)",
+                )
+            return variable, proxy
+    return None
+
+
+# -- the public settings types ---------------------------------------------------------------
+
+DEFAULT_RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def _seconds(*, allow_zero: bool = True) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[float], value: object) -> None:
+        check_seconds(attribute.name, value, allow_zero=allow_zero)
+
+    return check
+
+
+def _positive_int(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{attribute.name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise AvatarioConfigError(attribute.name, "must be at least 1")
+
+
+def _budget(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    if value is not None:
+        check_seconds(attribute.name, value)  # a finite number >= 0; a share, not seconds
+
+
+def _statuses(value: Iterable[int]) -> frozenset[int]:
+    statuses = frozenset(value)
+    for status in statuses:
+        if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+            raise AvatarioConfigError("retry_statuses", "must hold HTTP status codes")
+        if 200 <= status < 300:
+            raise AvatarioConfigError(
+                "retry_statuses", "must not hold a 2xx status: a success is never sent again"
+            )
+    return statuses
+
+
+@attrs.frozen
+class RetryPolicy:
+    """When and how a failed call is tried again (see docs/retries.md).
+
+    A failure is retried only when Avatario cannot have acted on it: the request was not sent,
+    or a status in `retry_statuses` refused it (408, 429, 503). Failures whose outcome is
+    unknown (a read timeout or reset after the request went out, 500, 502, 504) are retried
+    only with ``retry_unknown_outcome=True``, for deployments known to deduplicate by
+    ``Idempotency-Key``; a 2xx is never sent again.
+
+    The delay before retry n is uniform(0, min(max_delay, initial_delay * 2 ** (n - 1)))
+    (full jitter), unless the server sent Retry-After and `respect_retry_after` is set.
+    `max_elapsed` bounds the whole call, attempts and sleeps included. `retry_budget` caps
+    retries at that share of the calls the client made recently (None: no cap).
+    """
+
+    max_attempts: int = attrs.field(default=3, validator=_positive_int)
+    initial_delay: float = attrs.field(default=0.5, validator=_seconds())
+    max_delay: float = attrs.field(default=8.0, validator=_seconds())
+    max_elapsed: float = attrs.field(default=30.0, validator=_seconds(allow_zero=False))
+    respect_retry_after: bool = True
+    max_retry_after: float = attrs.field(default=60.0, validator=_seconds())
+    retry_statuses: frozenset[int] = attrs.field(
+        default=DEFAULT_RETRY_STATUSES, converter=_statuses
+    )
+    retry_unknown_outcome: bool = False
+    retry_budget: float | None = attrs.field(default=0.2, validator=_budget)
+
+    @classmethod
+    def no_retries(cls, *, max_elapsed: float = 30.0) -> RetryPolicy:
+        """A policy that makes exactly one attempt."""
+        return cls(max_attempts=1, max_elapsed=max_elapsed)
+
+
+def _video_size(instance: object, attribute: attrs.Attribute[int], value: object) -> None:
+    check_video_size(attribute.name, value)
+
+
+def _background(instance: object, attribute: attrs.Attribute[str | None], value: object) -> None:
+    check_background_url(value)
+
+
+@attrs.frozen
+class VideoOptions:
+    """The rendered video: its size in pixels and an optional background image URL."""
+
+    height: int = attrs.field(default=720, validator=_video_size)
+    width: int = attrs.field(default=1280, validator=_video_size)
+    background_url: str | None = attrs.field(default=None, validator=_background)
+
+
+def check_retry(retry: object) -> RetryPolicy:
+    if not isinstance(retry, RetryPolicy):
+        raise TypeError(f"retry must be a RetryPolicy, not {type(retry).__name__}")
+    return retry
+
+
+@attrs.frozen
+class Settings:
+    """One client's configuration, resolved and checked. The key is kept out of the repr."""
+
+    api_key: str = attrs.field(repr=False)
+    base_url: str
+    timeout: float
+    retry: RetryPolicy
+    clock: Clock = attrs.field(repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        api_key: object,
+        *,
+        base_url: object,
+        timeout: object,
+        retry: RetryPolicy | None,
+        allow_insecure_http: bool,
+        clock: Clock,
+    ) -> Settings:
+        return cls(
+            api_key=resolve_api_key(api_key),
+            base_url=resolve_base_url(base_url, allow_insecure_http=allow_insecure_http),
+            timeout=check_seconds("timeout", timeout, allow_zero=False),
+            retry=check_retry(retry) if retry is not None else RetryPolicy(),
+            clock=clock,
+        )
+
+    def with_options(self, *, timeout: object, retry: RetryPolicy | None) -> Settings:
+        """These settings with another timeout and/or retry policy (checked like the originals)."""
+        return attrs.evolve(
+            self,
+            timeout=self.timeout
+            if timeout is None
+            else check_seconds("timeout", timeout, allow_zero=False),
+            retry=self.retry if retry is None else check_retry(retry),
+        )

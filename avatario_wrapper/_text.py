@@ -1,0 +1,55 @@
+"""Text that leaves this package: server text made one printable line, secrets redacted.
+
+Anything a server sends (a JSON ``message``, a request id, a reason phrase, a body) is
+untrusted: it may hold newlines that forge log lines, ANSI escapes that repaint a terminal, or
+bytes that are not UTF-8. Before such text reaches an error message or a log record it goes
+through `one_line`; bytes are decoded with `decode_body`.
+"""
+
+from __future__ import annotations
+
+REDACTED = "[redacted]"
+#: Shorter "secrets" are not real keys or tokens; replacing them would garble messages.
+MIN_REDACTED_CHARS = 6
+#: The longest piece of server text a message or log line carries.
+MAX_LINE_CHARS = 200
+_ELLIPSIS = "…"
+
+
+def one_line(text: str, limit: int = MAX_LINE_CHARS) -> str:
+    """`text` as one printable line of at most `limit` characters.
+
+    Every character that is not printable (control characters, line and paragraph separators,
+    format characters such as bidirectional overrides, lone surrogates from undecodable bytes)
+    is written as its backslash escape; runs of whitespace become one space.
+    """
+    if not text.isprintable():
+        text = _escape(text)
+    if len(text) > limit:
+        text = text[: max(0, limit - 1)] + _ELLIPSIS
+    return text
+
+
+def _escape(text: str) -> str:
+    out: list[str] = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif char in "\t\n\r":
+            out.append(" ")
+        else:
+            out.append(char.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return " ".join("".join(out).split())
+
+
+def decode_body(raw: bytes) -> str:
+    """A body as text: UTF-8, with every invalid byte written as ``\\xNN``."""
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    """`text` with every secret replaced by a marker."""
+    for secret in secrets:
+        if len(secret) >= MIN_REDACTED_CHARS and secret in text:
+            text = text.replace(secret, REDACTED)
+    return text

@@ -1,0 +1,95 @@
+"""What every transport shares: the protocols, the exchange record, the connection error."""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+from typing import Any, Protocol
+
+from .._reply import Reply
+from .._request import PreparedRequest
+from .._text import one_line, redact
+from ..errors import APIConnectionError, APITimeoutError, Outcome
+
+CLOSED_MESSAGE = "the Avatario client is closed; make a new one to send requests"
+
+
+class SyncTransport(Protocol):
+    """Sends one attempt and returns the reply, or raises an `APIConnectionError`."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def send(self, request: PreparedRequest[Any], timeout: float) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
+class AsyncTransport(Protocol):
+    """The same as `SyncTransport`, awaited."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def send(self, request: PreparedRequest[Any], timeout: float) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Exchange:
+    """How far one attempt got on the wire, as the transport saw it; and its deadline.
+
+    `observed` is False when the transport could not watch the socket (a connection from
+    before this client, or a custom or mock transport): then only the exception's type tells
+    whether the request was sent.
+    """
+
+    __slots__ = ("ends", "eof_before_response", "fresh", "observed", "received", "wrote")
+
+    def __init__(self, timeout: float) -> None:
+        self.ends = time.monotonic() + timeout
+        self.observed = False
+        self.fresh = False  # a new connection was opened for this attempt
+        self.wrote = False  # a byte of the request may have left
+        self.received = False  # a byte of a response arrived
+        self.eof_before_response = False  # the server closed cleanly before any response byte
+
+    def time_left(self) -> float:
+        return self.ends - time.monotonic()
+
+    def outcome(self, *, not_sent: bool) -> Outcome:
+        """`not_sent`: the transport's exception says the request never left whole.
+
+        Otherwise the request is taken as not sent only when nothing of it was written, or in
+        the idle race: a reused keep-alive connection that the server had closed (a clean
+        EOF, not a reset) before any response byte, the case Go's net/http replays for
+        requests with an Idempotency-Key (``transportReadFromServerError`` on a reused conn).
+        """
+        if not_sent:
+            return Outcome.NOT_SENT
+        if self.observed and (
+            not self.wrote or (not self.fresh and self.eof_before_response and not self.received)
+        ):
+            return Outcome.NOT_SENT
+        return Outcome.UNKNOWN
+
+
+#: The exchange in progress in this thread or task (read by the socket wrappers).
+CURRENT: ContextVar[Exchange | None] = ContextVar("avatario_exchange", default=None)
+
+
+def connection_error(
+    request: PreparedRequest[Any],
+    exc: BaseException,
+    *,
+    timed_out: bool,
+    outcome: Outcome,
+) -> APIConnectionError:
+    """The one constructor of "no response" errors (raise it `from exc`)."""
+    cls = APITimeoutError if timed_out else APIConnectionError
+    what = "timed out waiting for Avatario" if timed_out else "could not reach Avatario"
+    detail = one_line(redact(str(exc), request.secrets))
+    message = f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+    if outcome is Outcome.UNKNOWN:
+        message += " (the request went out: Avatario may have started the session)"
+    return cls(message, outcome=outcome, idempotency_key=request.idempotency_key)
