@@ -66,6 +66,11 @@ def _parse_response(
 
         return response_409
 
+    if response.status_code == 415:
+        response_415 = Error.from_dict(response.json())
+
+        return response_415
+
     if response.status_code == 422:
         response_422 = Error.from_dict(response.json())
 
@@ -75,6 +80,11 @@ def _parse_response(
         response_429 = Error.from_dict(response.json())
 
         return response_429
+
+    if response.status_code == 503:
+        response_503 = Error.from_dict(response.json())
+
+        return response_503
 
     if 500 <= response.status_code <= 599:
         response_5xx = Error.from_dict(response.json())
@@ -108,8 +118,10 @@ def sync_detailed(
 
      Asks Avatario to render the avatar `avatario_face_id` and to join the LiveKit room at
     `livekit.url` with `livekit.token`, speaking for the agent whose participant identity is
-    `agent_id`. Each accepted request starts one avatar session, so a client that retries
-    should send the same `Idempotency-Key` on every attempt of one logical call.
+    `agent_id`. Each accepted request starts one avatar session. Avatario's public material
+    does not say whether it honours `Idempotency-Key`; clients send one on every attempt of
+    one logical call for deployments that do, and must not assume that a resent request is
+    deduplicated.
 
     Args:
         idempotency_key (str | Unset):
@@ -145,8 +157,10 @@ def sync(
 
      Asks Avatario to render the avatar `avatario_face_id` and to join the LiveKit room at
     `livekit.url` with `livekit.token`, speaking for the agent whose participant identity is
-    `agent_id`. Each accepted request starts one avatar session, so a client that retries
-    should send the same `Idempotency-Key` on every attempt of one logical call.
+    `agent_id`. Each accepted request starts one avatar session. Avatario's public material
+    does not say whether it honours `Idempotency-Key`; clients send one on every attempt of
+    one logical call for deployments that do, and must not assume that a resent request is
+    deduplicated.
 
     Args:
         idempotency_key (str | Unset):
@@ -177,8 +191,10 @@ async def asyncio_detailed(
 
      Asks Avatario to render the avatar `avatario_face_id` and to join the LiveKit room at
     `livekit.url` with `livekit.token`, speaking for the agent whose participant identity is
-    `agent_id`. Each accepted request starts one avatar session, so a client that retries
-    should send the same `Idempotency-Key` on every attempt of one logical call.
+    `agent_id`. Each accepted request starts one avatar session. Avatario's public material
+    does not say whether it honours `Idempotency-Key`; clients send one on every attempt of
+    one logical call for deployments that do, and must not assume that a resent request is
+    deduplicated.
 
     Args:
         idempotency_key (str | Unset):
@@ -212,8 +228,10 @@ async def asyncio(
 
      Asks Avatario to render the avatar `avatario_face_id` and to join the LiveKit room at
     `livekit.url` with `livekit.token`, speaking for the agent whose participant identity is
-    `agent_id`. Each accepted request starts one avatar session, so a client that retries
-    should send the same `Idempotency-Key` on every attempt of one logical call.
+    `agent_id`. Each accepted request starts one avatar session. Avatario's public material
+    does not say whether it honours `Idempotency-Key`; clients send one on every attempt of
+    one logical call for deployments that do, and must not assume that a resent request is
+    deduplicated.
 
     Args:
         idempotency_key (str | Unset):
