@@ -1,0 +1,371 @@
+"""Adversarial loopback servers against every transport: the promises hold whatever the server does.
+
+Each test runs on the sync client (httpx), the async client over aiohttp (its default) and the
+async client over a given `httpx.AsyncClient`, against raw sockets on 127.0.0.1. Where memory is
+the point the peak is measured with tracemalloc; where time is the point, the elapsed time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import json
+import logging
+import socket
+import time
+import tracemalloc
+import zlib
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import httpx
+import pytest
+
+from avatario_wrapper import (
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AsyncAvatarioClient,
+    AvatarioClient,
+    AvatarioConfigError,
+    ClientClosedError,
+    InternalServerError,
+    Outcome,
+    RetryPolicy,
+)
+
+from .conftest import API_KEY, CALL, TOKEN
+from .loopback import http_response, loopback
+
+pytestmark = pytest.mark.integration
+
+OK = http_response(200, json.dumps({"session_id": "s-1"}).encode(), {"x-request-id": "rid-1"})
+FAST = RetryPolicy(initial_delay=0.01, max_delay=0.02)
+
+
+def call(
+    kind: str,
+    base_url: str,
+    *,
+    follow_redirects: bool = False,
+    retry: RetryPolicy = FAST,
+    timeout: float = 2.0,
+    allow_insecure_http: bool = False,
+    no_env: bool = False,
+) -> Any:
+    """One start_session on `kind`; user-made pools follow redirects when asked to."""
+    options: dict[str, Any] = {
+        "base_url": base_url,
+        "retry": retry,
+        "timeout": timeout,
+        "allow_insecure_http": allow_insecure_http,
+    }
+    if kind == "sync" and follow_redirects:
+        with (
+            httpx.Client(follow_redirects=True) as http,
+            AvatarioClient(API_KEY, http_client=http, **options) as client,
+        ):
+            return client.start_session(**CALL)
+    if kind == "sync":
+        with AvatarioClient(API_KEY, **options) as client:
+            return client.start_session(**CALL)
+
+    async def main() -> Any:
+        if kind == "async-httpx":
+            # The caller's own pool: its proxies are its own business (trust_env off here).
+            async with httpx.AsyncClient(
+                follow_redirects=follow_redirects, trust_env=not no_env
+            ) as http:
+                async with AsyncAvatarioClient(API_KEY, http_client=http, **options) as client:
+                    return await client.start_session(**CALL)
+        if follow_redirects:  # a worker's shared aiohttp session
+            async with aiohttp.ClientSession() as session:
+                async with AsyncAvatarioClient(API_KEY, http_client=session, **options) as client:
+                    return await client.start_session(**CALL)
+        async with AsyncAvatarioClient(API_KEY, **options) as client:
+            return await client.start_session(**CALL)
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def kind(real_kind: str) -> str:
+    return real_kind
+
+
+# -- 1. redirects -------------------------------------------------------------------------------
+
+
+def test_a_redirect_to_another_origin_is_never_followed_even_by_a_pool_that_follows(
+    kind: str,
+) -> None:
+    with loopback(OK) as elsewhere:
+        moved = http_response(307, b"", {"Location": f"{elsewhere.url}/start-session"})
+        with loopback(moved) as server:
+            with pytest.raises(APIStatusError) as caught:
+                call(kind, server.url, follow_redirects=True)
+        assert elsewhere.requests == []  # neither the key nor the token went there
+    assert caught.value.status_code == 307
+    assert caught.value.outcome is Outcome.REFUSED
+    assert len(server.requests) == 1
+
+
+# -- 2. decompression ---------------------------------------------------------------------------
+
+
+def _bomb(size: int, layers: int = 1) -> bytes:
+    data = b"\0" * size
+    for _ in range(layers):
+        data = gzip.compress(data, compresslevel=9)
+    return data
+
+
+@pytest.mark.parametrize(("layers", "encoding"), [(1, "gzip"), (2, "gzip, gzip")])
+def test_a_compressed_bomb_is_inflated_only_up_to_the_limit(
+    kind: str, layers: int, encoding: str
+) -> None:
+    bomb = _bomb(200 * 1024 * 1024, layers)  # 200 MiB of zeros in a few hundred KB
+    reply = http_response(200, bomb, {"Content-Encoding": encoding})
+    with loopback(reply) as server:
+        tracemalloc.start()
+        try:
+            with pytest.raises(APIResponseValidationError, match="larger than") as caught:
+                call(kind, server.url)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert peak < 32 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    assert caught.value.outcome is Outcome.STARTED
+    assert len(server.requests) == 1
+    assert b"accept-encoding: identity" in server.requests[0].lower()
+
+
+def test_a_compressed_error_body_is_bounded_and_read(kind: str) -> None:
+    body = json.dumps({"error": "e", "message": "boom " + "x" * 10_000_000}).encode()
+    reply = http_response(400, gzip.compress(body), {"Content-Encoding": "gzip"})
+    with loopback(reply) as server:
+        with pytest.raises(APIStatusError) as caught:
+            call(kind, server.url)
+    assert len(caught.value.body) == 4096
+    assert caught.value.body.startswith('{"error": "e"')
+
+
+def test_a_body_in_an_encoding_not_decoded_is_an_invalid_reply(kind: str) -> None:
+    reply = http_response(200, b"\x1b\x00\x00garbage", {"Content-Encoding": "br"})
+    with loopback(reply) as server:
+        with pytest.raises(APIResponseValidationError, match="compressed with br"):
+            call(kind, server.url)
+    assert len(server.requests) == 1
+
+
+def test_a_corrupt_gzip_body_is_an_invalid_reply_not_a_crash(kind: str) -> None:
+    reply = http_response(200, b"\x1f\x8b\x08\x00not gzip at all", {"Content-Encoding": "gzip"})
+    with loopback(reply):
+        pass
+    with loopback(reply) as server:
+        with pytest.raises(APIResponseValidationError):
+            call(kind, server.url)
+    assert len(server.requests) == 1
+
+
+def test_deflate_bodies_in_both_forms_are_read(kind: str) -> None:
+    payload = json.dumps({"session_id": "s-9"}).encode()
+    raw = zlib.compressobj(wbits=-15)
+    raw_deflate = raw.compress(payload) + raw.flush()
+    for body in (zlib.compress(payload), raw_deflate):
+        with loopback(http_response(200, body, {"Content-Encoding": "deflate"})) as server:
+            assert call(kind, server.url).session_id == "s-9"
+
+
+# -- 3. the deadline ----------------------------------------------------------------------------
+
+
+def _trickle(data: bytes, every: float) -> Callable[[socket.socket], None]:
+    def behaviour(conn: socket.socket) -> None:
+        for i in range(len(data)):
+            conn.sendall(data[i : i + 1])
+            time.sleep(every)
+
+    return behaviour
+
+
+@pytest.mark.parametrize("phase", ["headers", "body"])
+def test_max_elapsed_bounds_a_trickling_server_in_every_phase(kind: str, phase: str) -> None:
+    if phase == "headers":
+        slow = _trickle(b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"a" * 400 + b"\r\n\r\n", 0.02)
+    else:
+        head = b"HTTP/1.1 503 X\r\nContent-Length: 400\r\n\r\n"
+
+        def slow(conn: socket.socket) -> None:
+            conn.sendall(head)
+            _trickle(b"b" * 400, 0.02)(conn)
+
+    policy = RetryPolicy(max_attempts=1, max_elapsed=0.5)
+    with loopback(slow) as server:
+        started = time.monotonic()
+        with pytest.raises((APITimeoutError, APIResponseValidationError, InternalServerError)):
+            call(kind, server.url, retry=policy, timeout=10.0)
+        elapsed = time.monotonic() - started
+    # Measured overshoot is a few milliseconds (docs/retries.md); allow scheduling slack.
+    assert elapsed < 0.5 + 0.25, elapsed
+    assert len(server.requests) == 1
+
+
+# -- 4. server text -----------------------------------------------------------------------------
+
+
+def test_server_text_reaches_messages_and_logs_as_one_printable_line(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = json.dumps({"error": "e", "message": "line one\nFAKE LOG LINE\r\x1b[31mred"}).encode()
+    raw = (
+        b"HTTP/1.1 503 Busy\x1b[2J\r\nContent-Length: %d\r\nConnection: close\r\n"
+        b"x-request-id: rid\x1b[31m\xff\xfe-end\r\n\r\n" % len(body)
+    ) + body
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("avatario_wrapper")
+    logger.addHandler(handler)
+    try:
+        with loopback(raw, raw) as server, caplog.at_level(logging.WARNING):
+            with pytest.raises(InternalServerError) as caught:
+                call(kind, server.url, retry=RetryPolicy(max_attempts=2, initial_delay=0.01))
+    finally:
+        logger.removeHandler(handler)
+    text = str(caught.value)
+    assert text.isprintable(), repr(text)
+    assert "FAKE LOG LINE" in text  # kept, but on the same line
+    assert caught.value.request_id is not None
+    assert caught.value.request_id.isprintable()
+    assert len(server.requests) == 2
+    logged = stream.getvalue()
+    assert logged.count("\n") == 1, logged  # one retry, one line
+    assert "\x1b" not in logged
+    logged.encode("utf-8")  # no lone surrogates that a UTF-8 handler could not write
+    for record in caplog.records:
+        for value in (record.getMessage(), getattr(record, "avatario_request_id", "")):
+            assert str(value).isprintable()
+
+
+def test_a_huge_request_id_is_bounded_in_messages(kind: str) -> None:
+    raw = http_response(400, b"{}", {"x-request-id": "r" * 20_000})
+    with loopback(raw):
+        pass
+    with loopback(raw) as server:
+        with pytest.raises(APIStatusError) as caught:
+            call(kind, server.url)
+    assert len(str(caught.value)) < 600
+    assert len(server.requests) == 1
+
+
+# -- 5. the transports behave the same ----------------------------------------------------------
+
+
+def test_a_closed_client_refuses_to_send(kind: str) -> None:
+    with loopback(OK, OK) as server:
+        if kind == "sync":
+            client = AvatarioClient(API_KEY, base_url=server.url)
+            client.start_session(**CALL)
+            client.close()
+            with pytest.raises(ClientClosedError):
+                client.start_session(**CALL)
+            with pytest.raises(ClientClosedError):
+                client.with_options(timeout=1.0).start_session(**CALL)
+        else:
+
+            async def main() -> None:
+                http = httpx.AsyncClient() if kind == "async-httpx" else None
+                client = AsyncAvatarioClient(API_KEY, base_url=server.url, http_client=http)
+                await client.start_session(**CALL)
+                await client.aclose()
+                if http is not None:
+                    await http.aclose()
+                    assert client.closed
+                with pytest.raises(ClientClosedError):
+                    await client.start_session(**CALL)
+
+            asyncio.run(main())
+    assert len(server.requests) == 1
+
+
+def test_a_pool_closed_by_its_owner_is_refused_too() -> None:
+    with loopback(OK) as server:
+        http = httpx.Client()
+        client = AvatarioClient(API_KEY, base_url=server.url, http_client=http)
+        http.close()
+        with pytest.raises(ClientClosedError):
+            client.start_session(**CALL)
+
+        async def main() -> None:
+            session = aiohttp.ClientSession()
+            client = AsyncAvatarioClient(API_KEY, base_url=server.url, http_client=session)
+            await session.close()
+            with pytest.raises(ClientClosedError):
+                await client.start_session(**CALL)
+
+        asyncio.run(main())
+    assert server.requests == []
+
+
+def test_a_large_header_is_accepted_like_httpx_does(kind: str) -> None:
+    raw = http_response(
+        200, json.dumps({"session_id": "s-1"}).encode(), {"Set-Cookie": "c=" + "v" * 20_000}
+    )
+    with loopback(raw) as server:
+        assert call(kind, server.url).session_id == "s-1"
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY", "all_proxy"])
+def test_environment_proxies_are_used_alike(
+    kind: str, variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    with loopback(OK) as proxy:
+        monkeypatch.setenv(variable, proxy.url)
+        result = call(kind, "http://avatario.invalid/api/sdk", allow_insecure_http=True)
+    assert result.session_id == "s-1"
+    [request] = proxy.requests
+    assert request.startswith(b"POST http://avatario.invalid/api/sdk/start-session ")
+
+
+def test_no_proxy_bypasses_the_proxy_and_an_unusable_one(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("ALL_PROXY", "socks5://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with loopback(OK) as server:
+        assert call(kind, server.url, no_env=True).session_id == "s-1"
+    assert len(server.requests) == 1
+
+
+def test_an_unusable_proxy_setting_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "ftp://proxy.example:21")
+    with pytest.raises(AvatarioConfigError) as caught:
+        AvatarioClient(API_KEY)
+    assert caught.value.field == "HTTPS_PROXY"
+    with pytest.raises(AvatarioConfigError, match="HTTPS_PROXY"):
+        AsyncAvatarioClient(API_KEY)
+
+
+def test_secrets_never_reach_a_redirect_target_or_an_error(kind: str) -> None:
+    echo = http_response(
+        500, json.dumps({"message": f"bad key {API_KEY} token {TOKEN}"}).encode(), {}
+    )
+    with loopback(echo) as server:
+        with pytest.raises(InternalServerError) as caught:
+            call(kind, server.url)
+    assert API_KEY not in str(caught.value)
+    assert TOKEN not in str(caught.value)
+    assert API_KEY not in caught.value.body
+    assert len(server.requests) == 1
