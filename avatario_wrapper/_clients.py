@@ -16,7 +16,7 @@ import httpx
 from ._budget import RetryBudget
 from ._clock import SYSTEM_CLOCK, Clock
 from ._operations import START_SESSION, StartSessionResult
-from ._request import Operation, PreparedRequest, finish, prepare
+from ._request import USER_AGENT, Operation, PreparedRequest, finish, prepare
 from ._retry import Call, run_async, run_sync
 from ._settings import RetryPolicy, Settings, VideoOptions, resolve_proxy
 from ._transports.base import CLOSED_MESSAGE, AsyncTransport, SyncTransport
@@ -27,6 +27,16 @@ HttpT = TypeVar("HttpT")
 TransportT = TypeVar("TransportT", SyncTransport, AsyncTransport)
 ClientT = TypeVar("ClientT", bound="_ClientBase[Any, Any]")
 ResultT = TypeVar("ResultT")
+
+
+def _not_an_api_call(*_: Any) -> Any:
+    raise AssertionError("warm_up's request is never built nor parsed")
+
+
+#: Not an operation of openapi.yaml: the request `warm_up` sends to open a connection.
+_WARM_UP: Operation[None] = Operation(
+    name="warm_up", build=_not_an_api_call, parse=_not_an_api_call, idempotent=True
+)
 
 
 class _ClientBase(Generic[HttpT, TransportT]):
@@ -121,6 +131,20 @@ class _ClientBase(Generic[HttpT, TransportT]):
         )
         return request, call
 
+    def _warm_up_request(self) -> PreparedRequest[None]:
+        """``HEAD {base_url}/`` with no key and no body (see `AvatarioClient.warm_up`)."""
+        if self._transport.closed:
+            raise ClientClosedError(CLOSED_MESSAGE)
+        return PreparedRequest(
+            operation=_WARM_UP,
+            method="HEAD",
+            url=self._settings.base_url + "/",
+            headers={"accept-encoding": "identity", "user-agent": USER_AGENT},
+            content=None,
+            idempotency_key=None,
+            secrets=(self._settings.api_key,),
+        )
+
 
 class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
     """A blocking Avatario client with one pooled `httpx.Client`, safe to share across threads.
@@ -175,6 +199,22 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
             video=video,
             idempotency_key=idempotency_key,
         )
+
+    def warm_up(self) -> None:
+        """Open (and pool) a connection to the base URL's origin before the first call.
+
+        Pays the TCP connect and TLS handshake (and a proxy's tunnel) ahead of time, e.g. in
+        a LiveKit worker's prewarm, so the next `start_session` reuses the connection. No
+        public API of httpx or aiohttp opens a pooled connection without a request, so this
+        sends one ``HEAD {base_url}/`` with only ``user-agent`` and ``accept-encoding:
+        identity`` (plus the transport's defaults, and a passed-in pool's own default
+        headers): no API key, no body, no idempotency key, nothing that starts a session.
+        Its status is ignored and it is never retried; it is bounded by the client's
+        `timeout`. If the server answers with ``Connection: close`` nothing is pooled.
+        Raises `APIConnectionError` (`APITimeoutError`) when the origin cannot be reached, and
+        `ClientClosedError` once the client is closed.
+        """
+        self._transport.send(self._warm_up_request(), self._settings.timeout)
 
     def close(self) -> None:
         """Close the connection pool if this client made it; the client then refuses to send."""
@@ -259,6 +299,22 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
             video=video,
             idempotency_key=idempotency_key,
         )
+
+    async def warm_up(self) -> None:
+        """Open (and pool) a connection to the base URL's origin before the first call.
+
+        Pays the TCP connect and TLS handshake (and a proxy's tunnel) ahead of time, e.g. in
+        a LiveKit worker's prewarm, so the next `start_session` reuses the connection. No
+        public API of httpx or aiohttp opens a pooled connection without a request, so this
+        sends one ``HEAD {base_url}/`` with only ``user-agent`` and ``accept-encoding:
+        identity`` (plus the transport's defaults, and a passed-in pool's own default
+        headers): no API key, no body, no idempotency key, nothing that starts a session.
+        Its status is ignored and it is never retried; it is bounded by the client's
+        `timeout`. If the server answers with ``Connection: close`` nothing is pooled.
+        Raises `APIConnectionError` (`APITimeoutError`) when the origin cannot be reached, and
+        `ClientClosedError` once the client is closed.
+        """
+        await self._transport.send(self._warm_up_request(), self._settings.timeout)
 
     async def aclose(self) -> None:
         """Close the connection pool if this client made it; the client then refuses to send."""
