@@ -8,11 +8,16 @@
             properties={"url": livekit_url, "token": avatar_token},
         )
 
-Same constructor and call as the old class, with what it got wrong fixed: the URL comes from
+Same constructor and call as the old class (``session=`` included: a given aiohttp session
+is used and never closed), with what it got wrong fixed: the URL comes from
 ``AVATARIO_BASE_URL`` (production by default), a missing avatar id or agent identity fails at
 once with no request sent, unknown `video_info` or `properties` keys are an error instead of
 silently overwriting the payload, retries are jittered and deadline-bound with one idempotency
 key, errors keep their cause, and the result is returned instead of discarded.
+
+An `APIError` raised here is also an instance of the matching livekit.agents error
+(`APIStatusError`, `APIConnectionError`, `APITimeoutError`, `APIError`) when livekit-agents is
+installed, so ``except`` clauses written for the old class keep catching it.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from ._clients import AsyncAvatarioClient
+from ._livekit_errors import as_livekit_error
 from ._operations import StartSessionResult
 from ._settings import RetryPolicy, VideoOptions, check_agent_identity, check_text_id
-from .errors import AvatarioConfigError, AvatarioException
+from .errors import APIError, AvatarioConfigError, AvatarioException
 
 __all__ = ["AvatarioAPI", "AvatarioException", "ConnectOptions"]
 
@@ -43,9 +49,12 @@ _PROPERTY_KEYS = frozenset({"url", "token"})
 class ConnectOptions(Protocol):
     """What `conn_options` must have: livekit.agents' `APIConnectOptions` fits."""
 
-    max_retry: int
-    retry_interval: float
-    timeout: float
+    @property
+    def max_retry(self) -> int: ...
+    @property
+    def retry_interval(self) -> float: ...
+    @property
+    def timeout(self) -> float: ...
 
 
 class _DefaultConnectOptions:
@@ -54,6 +63,15 @@ class _DefaultConnectOptions:
     max_retry = 3
     retry_interval = 2.0
     timeout = 10.0
+
+
+def retry_from_conn_options(options: ConnectOptions) -> RetryPolicy:
+    """`conn_options` as a `RetryPolicy`: max_retry → max_attempts, retry_interval → delays."""
+    return RetryPolicy(
+        max_attempts=max(1, int(options.max_retry)),
+        initial_delay=options.retry_interval,
+        max_delay=max(8.0, float(options.retry_interval)),
+    )
 
 
 def _given(value: object) -> bool:
@@ -102,6 +120,7 @@ class AvatarioAPI:
         video_info: object = None,
         *,
         conn_options: ConnectOptions | None = None,
+        session: Any = None,
     ) -> None:
         options: ConnectOptions = conn_options or _DefaultConnectOptions()
         avatar = avatar_id if _given(avatar_id) else os.environ.get(AVATAR_ID_ENV)
@@ -111,14 +130,13 @@ class AvatarioAPI:
             )
         self._avatar_id = check_text_id("avatar_id", avatar)
         self._video = _video_options(video_info)
+        # A given aiohttp session is used as is and never closed here; the old class did the
+        # same. Without one the client opens (and `aclose` closes) its own pool.
         self._client = AsyncAvatarioClient(
             api_key,
             timeout=options.timeout,
-            retry=RetryPolicy(
-                max_attempts=max(1, int(options.max_retry)),
-                initial_delay=options.retry_interval,
-                max_delay=max(8.0, float(options.retry_interval)),
-            ),
+            retry=retry_from_conn_options(options),
+            http_client=session,
         )
 
     def __repr__(self) -> str:
@@ -150,10 +168,15 @@ class AvatarioAPI:
             field="livekit_agent_identity",
         )
         url, token = _room(properties)
-        return await self._client.start_session(
-            avatar_id=self._avatar_id,
-            agent_identity=identity,
-            livekit_url=url,
-            livekit_token=token,
-            video=self._video,
-        )
+        try:
+            return await self._client.start_session(
+                avatar_id=self._avatar_id,
+                agent_identity=identity,
+                livekit_url=url,
+                livekit_token=token,
+                video=self._video,
+            )
+        except APIError as error:
+            failure = error
+        # Raised outside the handler so the copy keeps the original's cause and context.
+        raise as_livekit_error(failure)
