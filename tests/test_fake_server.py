@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
+import hashlib
+import hmac
 import json
 import socket
 import time
@@ -23,6 +26,7 @@ from avatario_wrapper import (
     MissingAgentIdentityError,
     RateLimitError,
     RetryPolicy,
+    UnprocessableEntityError,
 )
 from avatario_wrapper.testing import Fault, parse_faults, run_fake_server
 from avatario_wrapper.testing.faults import FaultSyntaxError
@@ -241,33 +245,53 @@ def test_an_idempotent_retry_after_a_lost_response_starts_one_session(
     kind: str, server: Any
 ) -> None:
     # The first attempt reaches the server and starts the session, but the response is lost
-    # (the connection is reset); the retry carries the same key and gets the same session.
+    # (the connection is reset): an unknown outcome, resent only when the policy says the
+    # deployment deduplicates. The retry carries the same key and gets the same session.
     server.add_faults("lost")
-    result = call(kind, server)
+    policy = RetryPolicy(initial_delay=0.01, max_delay=0.05, retry_unknown_outcome=True)
+    result = call_real(kind, server.url, api_key=KEY, retry=policy)
     assert result.attempts == 2
     assert [r.status for r in server.requests] == [None, 200]
     assert len(server.sessions) == 1
     assert result.session_id == server.sessions[0]["session_id"]
 
 
-def test_wrapper_maps_faults_to_errors(kind: str, server: Any) -> None:
-    server.add_faults("reset*3")
-    with pytest.raises(APIConnectionError):
+def test_a_lost_response_is_not_resent_by_default(kind: str, server: Any) -> None:
+    server.add_faults("lost")
+    with pytest.raises(APIConnectionError) as caught:
         call(kind, server)
+    assert caught.value.attempts == len(server.requests) == 1
+    assert caught.value.may_have_started is True
+    assert len(server.sessions) == 1  # it did start: the client must not send it again
+
+
+def test_wrapper_maps_faults_to_errors(kind: str, server: Any) -> None:
+    # Under the default policy a reset, a 500 or a stall after the request went out is an
+    # unknown outcome: one attempt, never resent; a malformed 2xx started the session.
+    server.add_faults("reset*3")
+    with pytest.raises(APIConnectionError) as caught:
+        call(kind, server)
+    assert caught.value.attempts == 1
+    assert server.app.pending_faults == 2
+    server.app.clear_faults()
     server.add_faults("malformed")
     with pytest.raises(APIResponseValidationError):
         call(kind, server)
     server.add_faults("500*3")
-    with pytest.raises(InternalServerError):
+    with pytest.raises(InternalServerError) as caught:
         call(kind, server)
+    assert caught.value.attempts == 1
+    server.app.clear_faults()
     server.add_faults("stall*3")
     with (
         AvatarioClient(
             KEY, base_url=server.url, timeout=0.2, retry=RetryPolicy(max_attempts=2, max_elapsed=1)
         ) as client,
-        pytest.raises(APITimeoutError),
+        pytest.raises(APITimeoutError) as timed_out,
     ):
         client.start_session(**CALL)
+    assert timed_out.value.attempts == 1
+    assert [r.fault for r in server.requests] == ["reset", "malformed", "500", "stall"]
 
 
 def test_async_context_manager_runs_the_server() -> None:
@@ -296,6 +320,11 @@ def test_fault_grammar() -> None:
     [step] = parse_faults("429:retry-after=date+2:delay=0.5")
     assert (step.status, step.retry_after, step.delay) == (429, "date+2", 0.5)
     assert parse_faults("stall,reset,lost,malformed")[3].status is None
+    assert [f.what for f in parse_faults("lost-close,idle-close*2")] == [
+        "lost-close",
+        "idle-close",
+        "idle-close",
+    ]
 
 
 def test_the_fake_compares_requests_with_defaults_filled_in(server: Any) -> None:
@@ -318,6 +347,9 @@ def test_the_fake_compares_requests_with_defaults_filled_in(server: Any) -> None
         "503:colour=red",
         "ok,,ok",
         "ok:delay=nan",
+        "idle",
+        "close",
+        "lost-reset",
     ],
 )
 def test_bad_fault_scripts_say_what_is_wrong(script: str) -> None:
@@ -369,3 +401,264 @@ def test_a_client_that_leaves_before_its_body_arrives_is_recorded_not_crashed() 
     [recorded] = fake.requests
     assert recorded.status is None
     assert fake.pending_faults == 1  # the fault is kept for a request that can take it
+
+
+# -- how each connection fault ends the exchange, seen from a raw socket ------------------------
+
+
+def raw_exchange(server: Any) -> bytes | type[OSError]:
+    """Send one valid request on a new socket; what came back: bytes (b"" for a clean EOF)
+    or the error class of a reset."""
+    body = json.dumps(BODY).encode()
+    head = (
+        f"POST /start-session HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(head.encode() + body)
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except ConnectionResetError:
+            return ConnectionResetError
+        return received
+
+
+@pytest.mark.parametrize(
+    ("fault", "ending", "sessions"),
+    [
+        ("reset", ConnectionResetError, 0),  # RST, not served
+        ("lost", ConnectionResetError, 1),  # served, then RST
+        ("idle-close", b"", 0),  # FIN, not served
+        ("lost-close", b"", 1),  # served, then FIN
+    ],
+)
+def test_connection_faults_end_with_a_reset_or_a_clean_close(
+    server: Any, fault: str, ending: Any, sessions: int
+) -> None:
+    server.add_faults(fault)
+    assert raw_exchange(server) == ending
+    [recorded] = server.requests
+    assert (recorded.fault, recorded.status) == (fault, None)
+    assert len(server.sessions) == sessions
+    assert post(server).status_code == 200  # the server lives on
+
+
+def test_idle_close_on_a_kept_alive_connection_is_a_disconnect_not_a_reset(server: Any) -> None:
+    # What a pooled client sees in the idle race: its reused connection ends with a clean EOF
+    # before any response byte (httpx: RemoteProtocolError, not a ReadError from a reset).
+    with httpx.Client(base_url=server.url, headers={"x-api-key": KEY}) as http:
+        assert http.post("/start-session", json=BODY).status_code == 200
+        server.add_faults("idle-close")
+        with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+            http.post("/start-session", json=BODY)
+    assert [r.status for r in server.requests] == [200, None]
+    assert len(server.sessions) == 1
+
+
+# -- 415 ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/jsonx", None]
+)
+def test_a_body_that_is_not_application_json_is_a_415(
+    server: Any, content_type: str | None
+) -> None:
+    headers = {"x-api-key": KEY}
+    if content_type is not None:
+        headers["content-type"] = content_type
+    response = httpx.post(
+        f"{server.url}/start-session", content=json.dumps(BODY).encode(), headers=headers
+    )
+    assert response.status_code == 415
+    validator("Error").validate(response.json())
+    assert response.json()["error"] == "unsupported_media_type"
+    assert server.sessions == []
+
+
+def test_json_with_parameters_and_any_case_is_accepted(server: Any) -> None:
+    response = post(server, **{"content-type": "Application/JSON; charset=utf-8"})
+    assert response.status_code == 200
+
+
+def test_the_key_is_checked_before_the_media_type(server: Any) -> None:
+    response = httpx.post(
+        f"{server.url}/start-session", content=b"x", headers={"content-type": "text/plain"}
+    )
+    assert response.status_code == 401
+
+
+# -- the Idempotency-Key switch ------------------------------------------------------------------
+
+
+def test_a_fake_that_ignores_the_idempotency_key_starts_a_session_per_request() -> None:
+    with run_fake_server(api_key=KEY, honour_idempotency_key=False) as ignoring:
+        assert ignoring.honour_idempotency_key is False
+        first = post(ignoring, **{"idempotency-key": "k-1"})
+        again = post(ignoring, **{"idempotency-key": "k-1"})
+        other = post(ignoring, {**BODY, "agent_id": "b"}, **{"idempotency-key": "k-1"})
+        unchecked = post(ignoring, **{"idempotency-key": "has space"})
+    assert [r.status_code for r in (first, again, other, unchecked)] == [200] * 4
+    assert first.json()["session_id"] != again.json()["session_id"]
+    assert len(ignoring.sessions) == 4
+
+
+def test_the_default_fake_honours_the_key(server: Any) -> None:
+    assert server.honour_idempotency_key is True
+    assert server.app.honour_idempotency_key is True
+
+
+def test_fake_server_options_go_to_the_app_it_builds() -> None:
+    from avatario_wrapper.testing import FakeAvatario, FakeServer
+
+    built = FakeServer(api_key=KEY, faults="503", honour_idempotency_key=False)
+    assert (built.api_key, built.app.pending_faults, built.honour_idempotency_key) == (
+        KEY,
+        1,
+        False,
+    )
+    with pytest.raises(ValueError, match="FakeAvatario"):
+        FakeServer(FakeAvatario(), honour_idempotency_key=False)
+    with pytest.raises(ValueError, match="both"):
+        FakeAvatario(livekit_api_key="lk-key")
+
+
+# -- LiveKit token verification ------------------------------------------------------------------
+
+LK_KEY = "APIfakeKey0001"
+LK_SECRET = "lk-secret-0123456789abcdef0123456789abcdef"  # ≥ 32 bytes, as HS256 wants
+AGENT = "agent-7"
+
+
+def mint(
+    *,
+    key: str = LK_KEY,
+    secret: str = LK_SECRET,
+    kind: str = "agent",
+    identity: str = "avatario-avatar-agent",
+    room: str | None = "room-1",
+    room_join: bool = True,
+    on_behalf: str | None = AGENT,
+    ttl: float = 600,
+) -> str:
+    """A token minted by LiveKit's own library, as the avatar plugin mints it."""
+    import datetime
+
+    from livekit.api import AccessToken, VideoGrants
+
+    token = (
+        AccessToken(key, secret)
+        .with_kind(kind)  # type: ignore[arg-type]
+        .with_identity(identity)
+        .with_name("Avatar")
+        .with_grants(VideoGrants(room_join=room_join, room=room or ""))
+        .with_ttl(datetime.timedelta(seconds=ttl))
+    )
+    if on_behalf is not None:
+        token = token.with_attributes({"lk.publish_on_behalf": on_behalf})
+    return token.to_jwt()
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def hand_signed(claims: dict[str, Any], *, alg: str = "HS256", secret: str = LK_SECRET) -> str:
+    """A JWT built here, for claims LiveKit's library will not write."""
+    head = b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    payload = b64(json.dumps(claims).encode())
+    signature = hmac.new(secret.encode(), f"{head}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{head}.{payload}.{b64(signature)}"
+
+
+def good_claims(**changes: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": LK_KEY,
+        "sub": "avatario-avatar-agent",
+        "kind": "agent",
+        "nbf": now,
+        "exp": now + 600,
+        "video": {"roomJoin": True, "room": "room-1"},
+        "attributes": {"lk.publish_on_behalf": AGENT},
+    }
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+@pytest.fixture(scope="module")
+def verifying() -> Any:
+    with run_fake_server(api_key=KEY, livekit_api_key=LK_KEY, livekit_api_secret=LK_SECRET) as s:
+        yield s
+
+
+def post_token(server: Any, token: str, agent_id: str = AGENT) -> httpx.Response:
+    body = {**BODY, "agent_id": agent_id, "livekit": {"url": "wss://h.example", "token": token}}
+    return post(server, body)
+
+
+def test_a_token_minted_by_livekit_for_the_agent_is_accepted(verifying: Any) -> None:
+    before = len(verifying.sessions)
+    response = post_token(verifying, mint())
+    assert response.status_code == 200
+    assert len(verifying.sessions) == before + 1
+    assert post_token(verifying, hand_signed(good_claims())).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("token", "names"),
+    [
+        (lambda: mint(secret="another-secret-0123456789abcdef0123456789"), "signature"),
+        (lambda: mint(key="APIsomeoneElse"), "'iss'"),
+        (lambda: mint(ttl=-120), "expired ('exp'"),
+        (lambda: hand_signed(good_claims(exp=None)), "no expiry ('exp')"),
+        (lambda: hand_signed(good_claims(nbf=int(time.time()) + 300)), "'nbf'"),
+        (lambda: mint(kind="standard"), "kind"),
+        (lambda: hand_signed(good_claims(sub=None)), "'sub'"),
+        (lambda: hand_signed(good_claims(sub="")), "'sub'"),
+        (lambda: mint(room_join=False), "video.roomJoin"),
+        (lambda: hand_signed(good_claims(video={"roomJoin": True})), "video.room"),
+        (lambda: mint(on_behalf=None), "no 'lk.publish_on_behalf' attribute"),
+        (lambda: mint(on_behalf="agent-8"), "'lk.publish_on_behalf' attribute is not the"),
+        (lambda: hand_signed(good_claims(), alg="none"), "HS256"),
+        (lambda: "not-a-jwt", "three dot-separated parts"),
+        (lambda: "a.b.c", "base64url"),
+        (lambda: f"{b64(b'[]')}.{b64(b'{}')}.{b64(b'x')}", "header is not a JSON object"),
+    ],
+)
+def test_a_bad_token_is_a_422_naming_what_is_wrong(verifying: Any, token: Any, names: str) -> None:
+    before = len(verifying.sessions)
+    text = token()
+    response = post_token(verifying, text)
+    assert response.status_code == 422
+    validator("Error").validate(response.json())
+    message = response.json()["message"]
+    assert message.startswith("livekit/token: ")
+    assert names in message
+    assert text not in message
+    assert LK_SECRET not in message
+    assert len(verifying.sessions) == before
+
+
+def test_token_verification_records_nothing_secret(verifying: Any) -> None:
+    token = mint()
+    post_token(verifying, token)
+    shown = repr(verifying.app) + repr(verifying.requests) + json.dumps(verifying.sessions)
+    assert LK_SECRET not in shown
+    assert token not in shown
+    assert verifying.app.verifies_tokens is True
+
+
+def test_tokens_are_not_checked_without_a_livekit_secret(server: Any) -> None:
+    assert server.app.verifies_tokens is False
+    assert post_token(server, "anything-at-all").status_code == 200
+
+
+def test_the_wrapper_sends_a_livekit_token_the_verifying_fake_accepts(verifying: Any) -> None:
+    with AvatarioClient(KEY, base_url=verifying.url, retry=FAST) as client:
+        result = client.start_session(**{**CALL, "livekit_token": mint(on_behalf="agent-7")})
+        with pytest.raises(UnprocessableEntityError, match=r"lk\.publish_on_behalf"):
+            client.start_session(**{**CALL, "livekit_token": mint(on_behalf="someone-else")})
+    assert result.session_id

@@ -1,11 +1,27 @@
 """A spec-faithful fake Avatario: an ASGI app (Starlette) driven by openapi.yaml.
 
 Every request is checked against the bundled spec: a missing or wrong ``x-api-key`` is a 401,
-a body that is not a JSON object a 400, one that breaks the request schema (or a bad
-``Idempotency-Key``) a 422, each with the spec's error body. Valid requests start a session
-and get a 200 with a ``session_id``; every response carries ``x-request-id``. Requests are
-recorded (the key redacted) and ``Idempotency-Key`` is honoured: the same key and body return
-the same session without starting another, the same key with another body is a 409.
+a body whose ``Content-Type`` is not ``application/json`` a 415, a body that is not a JSON
+object a 400, one that breaks the request schema (or a bad ``Idempotency-Key``) a 422, each
+with the spec's error body. Valid requests start a session and get a 200 with a
+``session_id``; every response carries ``x-request-id``. Requests are recorded (the API key
+redacted).
+
+``Idempotency-Key`` is honoured by default: the same key and body return the same session
+without starting another, the same key with another body is a 409. With
+``honour_idempotency_key=False`` the fake plays a server that ignores the header (as nothing
+shows Avatario honours it): every valid request starts a new session, whatever its key, so a
+test can count the avatars a retry would really have started.
+
+Given ``livekit_api_key`` and ``livekit_api_secret``, the fake also verifies the avatar's
+LiveKit token (``livekit.token``) as LiveKit would: an HS256 JWT signed with the secret, issued
+by the key (``iss``), not expired (``exp``) nor early (``nbf``), naming an identity (``sub``),
+granting ``video.roomJoin`` for a ``video.room``, of participant ``kind`` ``"agent"``, with the
+attribute ``lk.publish_on_behalf`` equal to the request's ``agent_id``. A bad token is a 422
+whose message names what is wrong (never the token, a claim's value or the secret). Without
+both, tokens are not checked. The secret is kept only to check signatures: never recorded,
+logged or shown in a repr.
+
 Scripted faults (see `faults`) are played before any of that.
 """
 
@@ -34,13 +50,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ._transport import reset_connection
+from ._livekit_token import TokenProblem, verify_avatar_token
+from ._transport import close_connection, reset_connection
 from .faults import Fault, parse_faults
 
 REDACTED = "[redacted]"
 MAX_BODY_BYTES = 1024 * 1024
 MAX_STALL_SECONDS = 300.0
 SPEC_PATH_PREFIX = "/api/sdk"
+JSON_MEDIA_TYPE = "application/json"
+#: Faults that end the exchange without a response (the record's status is None).
+_NO_RESPONSE = frozenset({"stall", "reset", "idle-close"})
 
 
 def _spec_text() -> str:
@@ -87,7 +107,7 @@ class RecordedRequest:
     body: bytes = attrs.field(repr=False)  # holds the LiveKit token: kept out of reprs
     time: float
     fault: str | None
-    status: int | None  # None when no response was sent (stall, reset)
+    status: int | None  # None when no response was sent (stall, reset, lost, *-close)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -115,10 +135,27 @@ class FakeAvatario:
     """The fake service. `app` is the ASGI application; the rest is for assertions.
 
     Thread-safe: tests read `requests` and `sessions` while a server thread serves.
+    `honour_idempotency_key` and the LiveKit key and secret are described in the module's
+    docstring.
     """
 
-    def __init__(self, api_key: str = "test-key", faults: str | Iterable[Fault] = "") -> None:
+    def __init__(
+        self,
+        api_key: str = "test-key",
+        faults: str | Iterable[Fault] = "",
+        *,
+        honour_idempotency_key: bool = True,
+        livekit_api_key: str | None = None,
+        livekit_api_secret: str | None = None,
+    ) -> None:
+        if (livekit_api_key is None) != (livekit_api_secret is None):
+            raise ValueError(
+                "give both livekit_api_key and livekit_api_secret to verify tokens, or neither"
+            )
         self.api_key = api_key
+        self.honour_idempotency_key = honour_idempotency_key
+        self.livekit_api_key = livekit_api_key
+        self._livekit_api_secret = livekit_api_secret
         self._lock = threading.Lock()
         self._faults: deque[Fault] = deque()
         self._requests: list[RecordedRequest] = []
@@ -136,6 +173,17 @@ class FakeAvatario:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
+
+    def __repr__(self) -> str:
+        return (
+            f"FakeAvatario(honour_idempotency_key={self.honour_idempotency_key!r}, "
+            f"verifies_tokens={self.verifies_tokens!r})"
+        )
+
+    @property
+    def verifies_tokens(self) -> bool:
+        """True when the fake checks `livekit.token` (it was given a LiveKit key and secret)."""
+        return self._livekit_api_secret is not None
 
     # -- for tests -------------------------------------------------------------------------
 
@@ -209,23 +257,33 @@ class FakeAvatario:
         fault = self._next_fault()
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
-        if fault is not None and fault.what in ("stall", "reset"):
+        what = fault.what if fault is not None else "ok"
+        if what in _NO_RESPONSE:  # the request is not served: no session
             self._record(request, body, fault, None)
-            if fault.what == "reset":
-                reset_connection(request.scope)
-                return Response(status_code=500)  # never reaches the client
-            await self._stall(request)
+            if what == "stall":
+                await self._stall(request)
+            else:
+                await self._drop(request, clean=what == "idle-close")
             return Response(status_code=503)  # the client has gone; nobody reads this
         response = self._fault_response(fault, request_id) if fault else None
         if response is None:
             response = self._serve(request, body, request_id)
-        if fault is not None and fault.what == "lost":
+        if what in ("lost", "lost-close"):  # served, but the client never sees the response
             self._record(request, body, fault, None)
-            reset_connection(request.scope)
-            return response  # served, but the client never sees it
+            await self._drop(request, clean=what == "lost-close")
+            return response
         response.headers["x-request-id"] = request_id
         self._record(request, body, fault, response.status_code)
         return response
+
+    async def _drop(self, request: Request, *, clean: bool) -> None:
+        """End the connection without a response: a FIN when `clean`, else a reset."""
+        if clean:
+            close_connection(request.scope)
+        else:
+            reset_connection(request.scope)
+        # Let the server see the connection go, so it does not try to answer on it.
+        await asyncio.sleep(0)
 
     async def _read_body(self, request: Request) -> bytes:
         chunks: list[bytes] = []
@@ -244,7 +302,7 @@ class FakeAvatario:
             await asyncio.sleep(0.05)
 
     def _fault_response(self, fault: Fault, request_id: str) -> Response | None:
-        if fault.what in ("ok", "lost"):
+        if fault.what in ("ok", "lost", "lost-close"):
             return None
         if fault.what == "malformed":
             return Response(b"<html>this is not JSON</html>", 200, media_type="text/html")
@@ -265,6 +323,14 @@ class FakeAvatario:
     def _serve(self, request: Request, body: bytes, request_id: str) -> Response:
         if request.headers.get("x-api-key") != self.api_key:
             return _error(401, "unauthorized", "Missing or invalid API key.", request_id)
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != JSON_MEDIA_TYPE:
+            return _error(
+                415,
+                "unsupported_media_type",
+                f"The body must be sent as {JSON_MEDIA_TYPE} (Content-Type).",
+                request_id,
+            )
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):
@@ -272,11 +338,13 @@ class FakeAvatario:
         if not isinstance(payload, dict):
             return _error(400, "bad_request", "The body is not a JSON object.", request_id)
         problem = _first_error(_request_validator(), payload)
-        key = request.headers.get("idempotency-key")
+        key = request.headers.get("idempotency-key") if self.honour_idempotency_key else None
         if problem is None and key is not None:
             key_problem = _first_error(_idempotency_validator(), key)
             if key_problem is not None:
                 problem = f"Idempotency-Key: {key_problem.split(': ', 1)[1]}"
+        if problem is None:
+            problem = self._token_problem(payload)
         if problem is not None:
             return _error(422, "validation_error", problem, request_id)
         digest = hashlib.sha256(
@@ -309,6 +377,21 @@ class FakeAvatario:
                 "agent_id": payload["agent_id"],
             }
         )
+
+    def _token_problem(self, payload: dict[str, Any]) -> str | None:
+        if self.livekit_api_key is None or self._livekit_api_secret is None:
+            return None
+        try:
+            verify_avatar_token(
+                payload["livekit"]["token"],
+                api_key=self.livekit_api_key,
+                api_secret=self._livekit_api_secret,
+                agent_id=payload["agent_id"],
+                now=time.time(),
+            )
+        except TokenProblem as problem:
+            return f"livekit/token: the LiveKit token is not valid for the avatar: {problem}"
+        return None
 
     def _new_id(self) -> str:
         return f"sess_{next(self._ids):06d}_{uuid.uuid4().hex[:8]}"

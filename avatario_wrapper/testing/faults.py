@@ -4,22 +4,32 @@ A script is a comma-separated list of steps. Each request to ``/start-session`` 
 step; when the script runs out, requests are served normally.
 
     step    := what (":" option)* ("*" count)?
-    what    := STATUS | "ok" | "stall" | "reset" | "lost" | "malformed"
+    what    := STATUS | "ok" | "stall" | "reset" | "lost" | "lost-close" | "idle-close"
+             | "malformed"
     option  := "retry-after=" (SECONDS | "date+" SECONDS) | "retry-after-ms=" MILLIS
              | "delay=" SECONDS
 
     STATUS      answer with that status and the spec's JSON error body (for example 503)
     ok          serve the request normally (validation, auth and idempotency included)
     stall       read the request and never answer (until the client gives up)
-    reset       read the request and drop the connection with a TCP reset, no response
+    reset       read the request and drop the connection with a TCP reset (RST), no response;
+                the request is not served (no session)
     lost        serve the request (a session may start), then reset instead of answering:
                 the response is lost, as when a proxy or the network fails on the way back
+    lost-close  serve the request (a session may start), then close the connection cleanly
+                (FIN) without answering, as a server that crashes after acting may. On a
+                reused keep-alive connection a client cannot tell this from ``idle-close``:
+                both are a clean EOF before any response byte
+    idle-close  read the request but do not serve it (no session): close the connection
+                cleanly (FIN) at once, as when the server's keep-alive idle timer fires just
+                as the request arrives (the idle race a client may safely replay)
     malformed   answer 200 with a body that is not JSON
     retry-after send ``Retry-After`` in seconds, or as an HTTP-date that many seconds ahead
     delay       wait that many seconds before doing the rest of the step
 
 Examples: ``503*2`` (two 503s, then normal service); ``429:retry-after=1,ok``;
-``reset,ok:delay=0.5``; ``503:retry-after=date+2``.
+``reset,ok:delay=0.5``; ``503:retry-after=date+2``; ``ok,idle-close`` (the second request,
+on the connection the first one left open, meets the idle race).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import math
 
 import attrs
 
-WHATS = frozenset({"ok", "stall", "reset", "lost", "malformed"})
+WHATS = frozenset({"ok", "stall", "reset", "lost", "lost-close", "idle-close", "malformed"})
 MAX_REPEAT = 10_000
 
 
@@ -40,7 +50,7 @@ class FaultSyntaxError(ValueError):
 class Fault:
     """One step of the fault script."""
 
-    what: str = "ok"  # "ok", "stall", "reset", "lost", "malformed", or a status code
+    what: str = "ok"  # one of WHATS, or a status code
     retry_after: str | None = None  # the Retry-After header value to send, as given
     retry_after_ms: str | None = None
     delay: float = 0.0

@@ -8,6 +8,8 @@
         assert len(server.sessions) == 1
 
 `async with run_fake_server(...)` works too (start and stop happen off the event loop).
+``honour_idempotency_key=False`` plays a server that ignores ``Idempotency-Key``; a LiveKit
+API key and secret turn on token verification (see `avatario_wrapper.testing.app`).
 """
 
 from __future__ import annotations
@@ -31,16 +33,41 @@ LOOPBACK = "127.0.0.1"
 
 
 class FakeServer:
-    """A running fake: `url` to point a client at, and the app's records for assertions."""
+    """A running fake: `url` to point a client at, and the app's records for assertions.
+
+    Serves `app`, or, without one, a `FakeAvatario` made from the keyword options (which are
+    the app's; give them to the app instead when passing one).
+    """
 
     def __init__(
         self,
-        app: FakeAvatario,
+        app: FakeAvatario | None = None,
         *,
         host: str = LOOPBACK,
         port: int = 0,
         startup_timeout: float = 10.0,
+        api_key: str = "test-key",
+        faults: str | Iterable[Fault] = "",
+        honour_idempotency_key: bool = True,
+        livekit_api_key: str | None = None,
+        livekit_api_secret: str | None = None,
     ) -> None:
+        if app is None:
+            app = FakeAvatario(
+                api_key=api_key,
+                faults=faults,
+                honour_idempotency_key=honour_idempotency_key,
+                livekit_api_key=livekit_api_key,
+                livekit_api_secret=livekit_api_secret,
+            )
+        elif (
+            api_key != "test-key"
+            or faults != ""
+            or not honour_idempotency_key
+            or livekit_api_key is not None
+            or livekit_api_secret is not None
+        ):
+            raise ValueError("pass the app's options to FakeAvatario, not to a FakeServer of it")
         self.app = app
         self.host = host
         self._requested_port = port
@@ -57,6 +84,10 @@ class FakeServer:
     @property
     def api_key(self) -> str:
         return self.app.api_key
+
+    @property
+    def honour_idempotency_key(self) -> bool:
+        return self.app.honour_idempotency_key
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -133,9 +164,23 @@ def run_fake_server(
     faults: str | Iterable[Fault] = "",
     host: str = LOOPBACK,
     port: int = 0,
+    honour_idempotency_key: bool = True,
+    livekit_api_key: str | None = None,
+    livekit_api_secret: str | None = None,
 ) -> FakeServer:
     """A fake Avatario to use as a context manager (``with`` or ``async with``).
 
     It binds 127.0.0.1 on a free port unless told otherwise; `server.url` is its base URL.
+    `honour_idempotency_key=False` makes it ignore ``Idempotency-Key`` (every valid request
+    starts a session); with `livekit_api_key` and `livekit_api_secret` it verifies the avatar's
+    LiveKit token.
     """
-    return FakeServer(FakeAvatario(api_key=api_key, faults=faults), host=host, port=port)
+    return FakeServer(
+        host=host,
+        port=port,
+        api_key=api_key,
+        faults=faults,
+        honour_idempotency_key=honour_idempotency_key,
+        livekit_api_key=livekit_api_key,
+        livekit_api_secret=livekit_api_secret,
+    )
