@@ -53,6 +53,14 @@ SCENES = [
         "ok",
     ),
     Scene(
+        "response lost after the start",
+        "Avatario starts the avatar, then the connection drops before the answer: the outcome "
+        "is unknown, so the client does not resend (a second avatar) and says the avatar may "
+        "have started.",
+        "lost",
+        "APIConnectionError",
+    ),
+    Scene(
         "401 is not retried",
         "A wrong key: retrying cannot help, so the error comes back after one attempt.",
         "",
@@ -123,6 +131,9 @@ def _play(scene: Scene, server: FakeServer, console: Console, token: str) -> Out
             passed = passed and outcome.attempts == 1 and requests == 1
         if isinstance(outcome, MissingAgentIdentityError):
             passed = passed and requests == 0
+        if scene.faults == "lost":
+            passed = passed and requests == sessions == 1
+            passed = passed and isinstance(outcome, APIError) and outcome.may_have_started
     console.print(
         f"the fake server saw {requests} request(s) with {len(keys)} idempotency key(s) "
         f"and started {sessions} session(s)"
