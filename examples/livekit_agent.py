@@ -1,0 +1,61 @@
+"""A LiveKit voice agent with an Avatario avatar, using avatario_wrapper.livekit.
+
+    pip install 'avatario-wrapper[livekit]' livekit-plugins-openai
+    export AVATARIO_API_KEY=... AVATARIO_AVATAR_ID=...
+    export LIVEKIT_URL=wss://... LIVEKIT_API_KEY=... LIVEKIT_API_SECRET=...
+    python examples/livekit_agent.py dev
+
+The avatar joins the room as ``avatario-avatar-agent`` and speaks with the agent's voice; the
+agent's audio goes to the avatar instead of the room. If Avatario cannot be reached, the agent
+carries on without a face.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli
+
+from avatario_wrapper import APIError, RetryPolicy
+from avatario_wrapper.livekit import AvatarSession
+
+logger = logging.getLogger("avatario-example")
+
+
+class Assistant(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="You are a friendly assistant with a face. Keep it short.")
+
+
+server = AgentServer()
+
+
+@server.rtc_session()
+async def entrypoint(ctx: JobContext) -> None:
+    await ctx.connect()
+
+    # Models are strings served by LiveKit Inference; swap in plugins as you like.
+    session: AgentSession[None] = AgentSession(
+        stt="deepgram/nova-3",
+        llm="openai/gpt-4.1-mini",
+        tts="cartesia/sonic-2",
+    )
+
+    avatar = AvatarSession(
+        video_info=AvatarSession.VideoInfo(video_height=720, video_width=1280),
+        retry=RetryPolicy(max_attempts=3, max_elapsed=15.0),
+        join_timeout=5.0,  # how long an unknown outcome may wait for the avatar to join
+    )
+    try:
+        # Sends over the worker's shared aiohttp session; the token is minted for this room.
+        result = await avatar.start(session, room=ctx.room)
+        logger.info("avatar started: session %s, %d attempt(s)", result.session_id, result.attempts)
+    except APIError as error:  # also livekit.agents.APIError: either except clause works
+        logger.warning("no avatar, voice only: %s", error)
+
+    await session.start(agent=Assistant(), room=ctx.room)
+    await session.generate_reply(instructions="Greet the user.")
+
+
+if __name__ == "__main__":
+    cli.run_app(server)
