@@ -6,6 +6,7 @@ import asyncio
 import json
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
@@ -17,6 +18,7 @@ from avatario_wrapper import (
 )
 from avatario_wrapper._transports.httpx import AsyncHttpxTransport
 from avatario_wrapper.compat import AvatarioAPI
+from avatario_wrapper.testing import run_fake_server
 
 from .conftest import API_KEY, TOKEN, Script, ok
 
@@ -133,3 +135,26 @@ def test_repr_hides_the_key() -> None:
     api = AvatarioAPI(API_KEY, "face_1")
     assert API_KEY not in repr(api)
     run(api.aclose())
+
+
+def test_a_given_aiohttp_session_is_used_and_never_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def main() -> tuple[StartSessionResult, bool, bool, int]:
+        async with run_fake_server(api_key=API_KEY) as server:
+            monkeypatch.setenv("AVATARIO_BASE_URL", server.url)
+            async with aiohttp.ClientSession() as shared:
+                async with AvatarioAPI(API_KEY, "face_1", session=shared) as given:
+                    result = await given.start_session(
+                        livekit_agent_identity="agent-7", properties=ROOM
+                    )
+                given_open = not shared.closed
+            own = AvatarioAPI(API_KEY, "face_1")
+            await own.aclose()
+            return result, given_open, own._client.closed, len(server.requests)
+
+    result, given_open, own_closed, requests = run(main())
+    assert result.session_id
+    assert given_open  # the caller's session, as with the old class
+    assert own_closed  # a pool it opened itself is closed by aclose()
+    assert requests == 1

@@ -730,21 +730,6 @@ def test_compat_errors_are_livekits_too_and_a_given_session_stays_open(
     assert len(server.requests) == 3
 
 
-def test_compat_owns_only_the_pool_it_opened(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def body(server: FakeServer) -> Any:
-        async with aiohttp.ClientSession() as shared:
-            api_given = AvatarioAPI(API_KEY, "face_1", session=shared)
-            await api_given.aclose()
-            given_open = not shared.closed
-        api_own = AvatarioAPI(API_KEY, "face_1")
-        await api_own.aclose()
-        return given_open, api_own._client.closed
-
-    given_open, own_closed = with_fake(body, monkeypatch)
-    assert given_open
-    assert own_closed
-
-
 def test_config_errors_stay_config_errors() -> None:
     error = AvatarioConfigError("x", "y")
     from avatario_wrapper._livekit_errors import as_livekit_error
