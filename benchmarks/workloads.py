@@ -3,7 +3,8 @@
     python benchmarks/workloads.py cold KIND URL           # import + one call, then exit
     python benchmarks/workloads.py import                   # time `import avatario_wrapper`
     python benchmarks/workloads.py latency URL N ROUNDS     # sequential calls, per-call times
-    python benchmarks/workloads.py throughput KIND URL CONC SECONDS
+    python benchmarks/workloads.py throughput KIND URL CONC CALLS
+    python benchmarks/workloads.py cpu KIND URL CALLS        # client CPU per call, 1 in flight
     python benchmarks/workloads.py recovery KIND URL SCRIPT RUNS
     python benchmarks/workloads.py memory URL CALLS
 
@@ -225,28 +226,62 @@ def latency(url: str, n: int, rounds: int) -> None:
     _print(times)
 
 
-def throughput(kind: str, url: str, concurrency: int, seconds: float) -> None:
+def throughput(kind: str, url: str, concurrency: int, calls: int) -> None:
+    """`calls` calls with `concurrency` in flight: calls per second and client CPU per call.
+
+    Count-bounded (every client makes the same calls, none cut off by a clock), after a
+    warm-up that opens all `concurrency` pooled connections, so the measured window holds
+    no connection setup. CPU is this process's (user + system) time, which a busy machine
+    disturbs far less than wall time.
+    """
+
     async def main() -> dict[str, Any]:
         call, close = await make_async(kind, url)
-        for _ in range(min(concurrency, 16)):  # warm-up
-            await call()
-        done = 0
-        deadline = 0.0
+        for _ in range(3):  # warm-up: `concurrency` connections opened and pooled
+            await asyncio.gather(*(call() for _ in range(concurrency)))
+        left = calls
 
         async def worker() -> None:
-            nonlocal done
-            while time.perf_counter() < deadline:
+            nonlocal left
+            while left > 0:
+                left -= 1
                 await call()
-                done += 1
 
-        started = time.perf_counter()
-        deadline = started + seconds
+        started, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         await close()
-        return {"rps": done / elapsed, "calls": done}
+        return {"rps": calls / elapsed, "cpu_us": cpu / calls * 1e6, "calls": calls}
 
     _print(asyncio.run(main()))
+
+
+def cpu(kind: str, url: str, calls: int) -> None:
+    """Client CPU (user + system) per call, one call in flight on a pooled connection."""
+    if kind in SYNC_CLIENTS:
+        call, close = make_sync(kind, url)
+        for _ in range(50):
+            call()
+        started = time.process_time()
+        for _ in range(calls):
+            call()
+        used = time.process_time() - started
+        close()
+    else:
+
+        async def main() -> float:
+            acall, aclose = await make_async(kind, url)
+            for _ in range(50):
+                await acall()
+            started = time.process_time()
+            for _ in range(calls):
+                await acall()
+            used = time.process_time() - started
+            await aclose()
+            return used
+
+        used = asyncio.run(main())
+    _print({"cpu_us": used / calls * 1e6})
 
 
 def recovery(kind: str, url: str, script: str, runs: int) -> None:
@@ -322,7 +357,9 @@ if __name__ == "__main__":
     elif command == "latency":
         latency(args[0], int(args[1]), int(args[2]))
     elif command == "throughput":
-        throughput(args[0], args[1], int(args[2]), float(args[3]))
+        throughput(args[0], args[1], int(args[2]), int(args[3]))
+    elif command == "cpu":
+        cpu(args[0], args[1], int(args[2]))
     elif command == "recovery":
         recovery(args[0], args[1], args[2], int(args[3]))
     elif command == "memory":
