@@ -278,9 +278,9 @@ def test_wrapper_maps_faults_to_errors(kind: str, server: Any) -> None:
     with pytest.raises(APIResponseValidationError):
         call(kind, server)
     server.add_faults("500*3")
-    with pytest.raises(InternalServerError) as caught:
+    with pytest.raises(InternalServerError) as status_error:
         call(kind, server)
-    assert caught.value.attempts == 1
+    assert status_error.value.attempts == 1
     server.app.clear_faults()
     server.add_faults("stall*3")
     with (

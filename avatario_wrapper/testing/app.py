@@ -108,6 +108,9 @@ class RecordedRequest:
     time: float
     fault: str | None
     status: int | None  # None when no response was sent (stall, reset, lost, *-close)
+    #: The client's address and port ("127.0.0.1:50123"): one per connection, so two requests
+    #: with the same `client` came over one kept-alive connection.
+    client: str | None = None
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -243,6 +246,7 @@ class FakeAvatario:
             time=time.time(),
             fault=fault.describe() if fault else None,
             status=status,
+            client=f"{request.client.host}:{request.client.port}" if request.client else None,
         )
         with self._lock:
             self._requests.append(entry)
