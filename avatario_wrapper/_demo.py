@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import attrs
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -41,19 +42,19 @@ class Scene:
 SCENES = [
     Scene("clean start", "A valid request: one attempt, one session.", "", "ok"),
     Scene(
-        "recovery from 503, 503",
+        "503, 503, then service",
         "Two 503s, then service: retried with jittered exponential backoff, one idempotency key.",
         "503*2",
         "ok",
     ),
     Scene(
-        "429 with Retry-After: 1",
+        "429, Retry-After: 1",
         "Rate limited: the client waits exactly what the server asked, not its own backoff.",
         "429:retry-after=1",
         "ok",
     ),
     Scene(
-        "response lost after the start",
+        "response lost",
         "Avatario starts the avatar, then the connection drops before the answer: the outcome "
         "is unknown, so the client does not resend (a second avatar) and says the avatar may "
         "have started.",
@@ -61,14 +62,14 @@ SCENES = [
         "APIConnectionError",
     ),
     Scene(
-        "401 is not retried",
+        "401 is final",
         "A wrong key: retrying cannot help, so the error comes back after one attempt.",
         "",
         "AuthenticationError",
         wrong_key=True,
     ),
     Scene(
-        "missing agent identity",
+        "no agent identity",
         "The agent identity is blank: refused before any I/O, so nothing reaches the server.",
         "",
         "MissingAgentIdentityError",
@@ -142,13 +143,20 @@ def _play(scene: Scene, server: FakeServer, console: Console, token: str) -> Out
 
 
 def _summary(outcomes: list[Outcome]) -> Table:
-    table = Table(title="avatario demo: summary")
-    for column in ("scene", "outcome", "attempts", "time", "requests", "sessions", "promised"):
-        table.add_column(column, no_wrap=column in ("scene", "outcome"))
+    # Fits 80 columns: short headings, no vertical rules, the error names without "Error".
+    table = Table(
+        title="avatario demo: summary",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        show_edge=False,
+        collapse_padding=True,
+    )
+    for column in ("scene", "outcome", "tries", "time", "req", "sess", "ok"):
+        table.add_column(column, no_wrap=True, min_width=len(column))
     for o in outcomes:
         table.add_row(
             o.scene.title,
-            escape(o.result),
+            escape(o.result.removesuffix("Error")),
             "-" if o.attempts is None else str(o.attempts),
             f"{o.seconds:.2f} s",
             str(o.requests),

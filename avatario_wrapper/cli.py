@@ -1,6 +1,8 @@
 """The ``avatario`` command: start a session, run the fake server, or play the demo.
 
-Needs the ``cli`` extra (click, rich); ``fake-server`` and ``demo`` also need ``server``.
+Needs the ``cli`` extra (click, rich); ``fake-server`` and ``demo`` also need ``server``. The
+console script enters through `_launcher`, which says in one line which extra is missing.
+Messages speak in flags and environment variables, and are never hard-wrapped.
 The API key is read from ``AVATARIO_API_KEY`` (never from a flag, never printed); the LiveKit
 token from ``--livekit-token-env`` (an environment variable name, by default
 ``AVATARIO_LIVEKIT_TOKEN``) or from standard input with ``--livekit-token-stdin``, so neither
@@ -25,6 +27,7 @@ from rich.markup import escape
 
 from ._clients import AvatarioClient
 from ._console import RetryLogHandler
+from ._extras import hint
 from ._settings import API_KEY_ENV, RetryPolicy, VideoOptions
 from .errors import (
     APIConnectionError,
@@ -45,7 +48,54 @@ EXIT_SERVER = 7
 EXIT_INVALID_RESPONSE = 8
 TOKEN_ENV = "AVATARIO_LIVEKIT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
-stderr = Console(stderr=True, highlight=False)
+# soft_wrap: a message is one line however narrow the terminal (or none, for a log file).
+stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+EXIT_USAGE = 2
+
+#: Python argument names in messages, as the command line spells them.
+_FLAGS = {
+    "avatar_id": "--avatar-id",
+    "agent_identity": "--agent-identity",
+    "livekit_url": "--livekit-url",
+    "livekit_token": "the LiveKit token",
+    "background_url": "--background-url",
+    "height": "--height",
+    "width": "--width",
+    "idempotency_key": "--idempotency-key",
+    "base_url": "--base-url",
+    "timeout": "--timeout",
+    "max_attempts": "--max-attempts",
+    "max_elapsed": "--max-elapsed",
+}
+_PYTHON_ONLY = (
+    (" (or pass api_key=)", ""),
+    (
+        "allow_insecure_http=True; on the command line --allow-insecure-http",
+        "--allow-insecure-http",
+    ),
+    ("the API key goes in api_key", f"the API key goes in {API_KEY_ENV}"),
+)
+
+
+def describe(error: AvatarioError) -> str:
+    """`error` as the command line says it: flags and environment variables, not arguments."""
+    text = str(error)
+    for python, flag in _PYTHON_ONLY:
+        text = text.replace(python, flag)
+    if isinstance(error, AvatarioConfigError):
+        field = error.field
+        name = _FLAGS.get(field, API_KEY_ENV if field == "api_key" else field)
+        if text.startswith(f"{field}: "):
+            text = f"{name}: {text[len(field) + 2 :]}"
+    return f"{type(error).__name__}: {text}"
+
+
+def _need(what: str, *extras: str) -> None:
+    """Stop with one line (exit 2) when an extra that `what` needs is not installed."""
+    problem = hint(what, *extras)
+    if problem is not None:
+        stderr.print(f"[red]error:[/] {escape(problem)}")
+        sys.exit(EXIT_USAGE)
 
 
 def exit_code(error: AvatarioError) -> int:
@@ -75,10 +125,14 @@ def _read_token(token_env: str, from_stdin: bool) -> str:
     return token
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="avatario-wrapper")
 def main() -> None:
-    """Send Avatario avatars into LiveKit rooms, or try the client against a local fake."""
+    """Send Avatario avatars into LiveKit rooms, or try the client against a local fake.
+
+    start-session needs the cli extra; fake-server and demo also need the server extra
+    (pip install 'avatario-wrapper[cli,server]'). The API key is read from AVATARIO_API_KEY.
+    """
 
 
 @main.command("start-session")
@@ -100,6 +154,11 @@ def main() -> None:
 @click.option("--timeout", type=float, default=10.0, show_default=True, help="Per attempt.")
 @click.option("--max-attempts", type=int, default=3, show_default=True)
 @click.option("--max-elapsed", type=float, default=30.0, show_default=True)
+@click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    help="Allow a plain http:// --base-url to a non-loopback host (a fake on another machine).",
+)
 def start_session(
     avatar_id: str,
     agent_identity: str,
@@ -114,6 +173,7 @@ def start_session(
     timeout: float,
     max_attempts: int,
     max_elapsed: float,
+    allow_insecure_http: bool,
 ) -> None:
     """Send an avatar into a room; print the result as JSON. Key from AVATARIO_API_KEY."""
     logger = logging.getLogger("avatario_wrapper")
@@ -122,7 +182,12 @@ def start_session(
     try:
         token = _read_token(livekit_token_env, livekit_token_stdin)
         retry = RetryPolicy(max_attempts=max_attempts, max_elapsed=max_elapsed)
-        with AvatarioClient(base_url=base_url, timeout=timeout, retry=retry) as client:
+        with AvatarioClient(
+            base_url=base_url,
+            timeout=timeout,
+            retry=retry,
+            allow_insecure_http=allow_insecure_http,
+        ) as client:
             result = client.start_session(
                 avatar_id=avatar_id,
                 agent_identity=agent_identity,
@@ -132,9 +197,7 @@ def start_session(
                 idempotency_key=idempotency_key,
             )
     except AvatarioError as error:
-        stderr.print("[red]error:[/]", escape(f"{type(error).__name__}: {error}"))
-        if isinstance(error, AvatarioConfigError) and error.field == "api_key":
-            stderr.print(f"set {API_KEY_ENV} to your Avatario API key")
+        stderr.print("[red]error:[/]", escape(describe(error)))
         sys.exit(exit_code(error))
     finally:
         logger.removeHandler(handler)
@@ -143,6 +206,7 @@ def start_session(
         "request_id": result.request_id,
         "attempts": result.attempts,
         "status_code": result.status_code,
+        "idempotency_key": result.idempotency_key,
         "data": dict(result.data),
     }
     click.echo(json.dumps(output, indent=2, sort_keys=True))
@@ -158,35 +222,59 @@ def start_session(
     help=f"The key the fake accepts (or ${API_KEY_ENV}); never printed.",
 )
 @click.option("--faults", default="", help="A fault script, e.g. '503*2,429:retry-after=1'.")
-def fake_server(host: str, port: int, api_key: str, faults: str) -> None:
-    """Run the fake Avatario until interrupted (Ctrl-C)."""
+@click.option(
+    "--ignore-idempotency-key",
+    is_flag=True,
+    help="Play a server that ignores Idempotency-Key (every valid request starts a session).",
+)
+def fake_server(
+    host: str, port: int, api_key: str, faults: str, ignore_idempotency_key: bool
+) -> None:
+    """Run the fake Avatario until interrupted (Ctrl-C). Needs the server extra."""
     import threading
 
+    _need("avatario fake-server", "server")
     from .testing import FakeAvatario, FakeServer
     from .testing.faults import FaultSyntaxError
 
     try:
-        app = FakeAvatario(api_key=api_key, faults=faults)
+        app = FakeAvatario(
+            api_key=api_key, faults=faults, honour_idempotency_key=not ignore_idempotency_key
+        )
     except FaultSyntaxError as error:
         raise click.BadParameter(str(error), param_hint="--faults") from None
     server = FakeServer(app, host=host, port=port)
-    with server:
+    try:
+        server.start()
+    except OSError as error:
+        reason = error.strerror or str(error)
+        stderr.print(
+            f"[red]error:[/] cannot listen on {escape(host)}:{port}: {escape(reason)} "
+            "(pick another --port, or --port 0 for a free one)"
+        )
+        sys.exit(EXIT_USAGE)
+    try:
         stderr.print(f"fake Avatario listening on [bold]{server.url}[/] (POST /start-session)")
         if faults:
-            stderr.print(f"fault script: {faults}")
+            stderr.print(f"fault script: {escape(faults)}")
+        if ignore_idempotency_key:
+            stderr.print("Idempotency-Key is ignored: every valid request starts a session")
         stderr.print("press Ctrl-C to stop")
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
             stderr.print(f"stopping; {len(server.requests)} requests served")
+    finally:
+        server.stop()
 
 
 @main.command("demo")
 def demo() -> None:
-    """Play the client's story against an embedded fake Avatario."""
+    """Play the client's story against an embedded fake Avatario. Needs the server extra."""
+    _need("avatario demo", "server")
     from ._demo import run_demo
 
-    sys.exit(run_demo(Console(highlight=False, width=max(110, Console().width))))
+    sys.exit(run_demo(Console(highlight=False)))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -157,7 +157,7 @@ def test_the_demo_plays_every_scene_as_promised(caplog: pytest.LogCaptureFixture
     out = io.StringIO()
     assert run_demo(Console(file=out, width=120)) == 0
     text = out.getvalue()
-    for scene in ("clean start", "503, 503", "Retry-After", "401", "missing agent identity"):
+    for scene in ("clean start", "503, 503", "Retry-After", "401", "no agent identity"):
         assert scene in text
     assert "every scene behaved as promised" in text
     assert "attempt 1/3 failed (HTTP 503)" in text
@@ -166,3 +166,104 @@ def test_the_demo_plays_every_scene_as_promised(caplog: pytest.LogCaptureFixture
     for record in caplog.records:
         assert "demo-" not in record.getMessage()
         assert "demo." not in record.getMessage()
+
+
+# -- missing extras, messages, flags --------------------------------------------------------
+
+
+def _run_without(blocked: list[str], code: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter where the `blocked` modules cannot be imported."""
+    prelude = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_command_without_the_cli_extra_says_how_to_install_it() -> None:
+    done = _run_without(
+        ["click", "rich"],
+        "sys.argv = ['avatario', '--help']\nfrom avatario_wrapper._launcher import main\nmain()",
+    )
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr  # one line, no traceback
+    assert "pip install 'avatario-wrapper[cli]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("command", ["demo", "fake-server"])
+def test_server_commands_without_the_server_extra_say_how_to_install_it(command: str) -> None:
+    done = _run_without(
+        ["starlette", "uvicorn"],
+        f"sys.argv = ['avatario', {command!r}] + (['--api-key', 'k'] if {command!r} != 'demo' else [])\n"
+        "from avatario_wrapper._launcher import main\nmain()",
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "pip install 'avatario-wrapper[server]'" in done.stderr
+
+
+def test_help_says_which_commands_need_which_extra() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "fake-server and demo also need the server extra" in text
+
+
+def test_a_busy_port_is_one_line_and_a_usage_exit_code() -> None:
+    with run_fake_server(api_key=KEY) as server:
+        result = invoke("fake-server", "--port", str(server.port), "--api-key", KEY)
+    assert result.exit_code == 2
+    assert "cannot listen on 127.0.0.1" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_messages_speak_in_flags_and_are_not_wrapped_off_a_terminal() -> None:
+    result = invoke("start-session", *ARGS, "--base-url", "http://avatario.example/api")
+    assert result.exit_code == 3
+    [line] = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert "--allow-insecure-http" in line
+    assert "allow_insecure_http" not in line
+    assert line.startswith("error: AvatarioConfigError: --base-url: must use https")
+    assert len(line) > 80  # one line, however long: not hard-wrapped at 80 columns
+
+    result = invoke("start-session", *ARGS, env={"AVATARIO_API_KEY": ""})
+    assert result.exit_code == 3
+    assert "AVATARIO_API_KEY" in result.output
+    assert "api_key=" not in result.output
+
+
+def test_allow_insecure_http_lets_plain_http_reach_a_non_loopback_host() -> None:
+    result = invoke(
+        "start-session",
+        *ARGS,
+        "--base-url",
+        "http://avatario.invalid/api",
+        "--allow-insecure-http",
+        "--max-attempts",
+        "1",
+    )
+    assert result.exit_code == 4, result.output  # past the check: a connection failure
+
+
+def test_the_demo_fits_80_columns() -> None:
+    console = Console(width=80, record=True, highlight=False, file=io.StringIO())
+    assert run_demo(console) == 0
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    summary = text[text.index("avatario demo: summary") :]
+    assert "…" not in summary
+
+
+def test_the_fake_server_without_the_server_extra_says_how_to_install_it() -> None:
+    done = _run_without(["starlette"], "from avatario_wrapper.testing import run_fake_server")
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("ModuleNotFoundError: avatario_wrapper.testing.run_fake_server needs")
+    assert "pip install 'avatario-wrapper[server]'" in last
+    ok = _run_without(["starlette"], "from avatario_wrapper.testing import FakeClock")
+    assert ok.returncode == 0, ok.stderr  # the virtual clock needs no extra

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from .._extras import hint
 from ._clock import FakeClock
 
 if TYPE_CHECKING:
@@ -41,4 +42,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    problem = hint(f"avatario_wrapper.testing.{name}", "server")
+    if problem is not None:
+        raise ModuleNotFoundError(problem)
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)

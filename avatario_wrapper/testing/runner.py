@@ -104,7 +104,11 @@ class FakeServer:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, self._requested_port))
+        try:
+            sock.bind((self.host, self._requested_port))
+        except OSError:
+            sock.close()  # a busy port: the caller reports it; no socket is left behind
+            raise
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             self.app,
