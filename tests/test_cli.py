@@ -196,10 +196,10 @@ def test_the_command_without_the_cli_extra_says_how_to_install_it() -> None:
 
 @pytest.mark.parametrize("command", ["demo", "fake-server"])
 def test_server_commands_without_the_server_extra_say_how_to_install_it(command: str) -> None:
+    argv = ["avatario", command] + (["--api-key", "k"] if command != "demo" else [])
     done = _run_without(
         ["starlette", "uvicorn"],
-        f"sys.argv = ['avatario', {command!r}] + (['--api-key', 'k'] if {command!r} != 'demo' else [])\n"
-        "from avatario_wrapper._launcher import main\nmain()",
+        f"sys.argv = {argv!r}\nfrom avatario_wrapper._launcher import main\nmain()",
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
