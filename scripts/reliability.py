@@ -5,12 +5,16 @@
                                                # a short soak); used by the tests
 
 Each scenario is one real call over loopback with `AvatarioClient` and the default
-`RetryPolicy`; the old plugin's column repeats what DESIGN.md measured on 1.8.9.
+`RetryPolicy`, played twice: against a fake that honours Idempotency-Key and against one that
+ignores it; each column counts the requests the fake received and the sessions it started.
+The old plugin's column repeats what shared/DESIGN.md measured on 1.8.9, or (marked *) what its
+documented rule implies: every exception and 5xx/408/429/499 retried, 3 attempts, no key.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import platform
@@ -26,7 +30,7 @@ import httpx
 
 from avatario_wrapper import AvatarioClient, AvatarioError, RetryPolicy, StartSessionResult
 from avatario_wrapper.compat import AvatarioAPI
-from avatario_wrapper.testing import run_fake_server
+from avatario_wrapper.testing import FakeClock, run_fake_server
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "reliability-key-0001"
@@ -46,59 +50,105 @@ class Scenario:
     overrides: dict[str, Any] = attrs.field(factory=dict)
     policy: RetryPolicy = attrs.field(factory=RetryPolicy)
     key: str = KEY
+    #: A first call that succeeds on the same client, so the scenario meets a reused connection.
+    warm: bool = False
 
 
 def scenarios(quick: bool) -> list[Scenario]:
     stall_policy = RetryPolicy(max_elapsed=2.0) if quick else RetryPolicy()
     return [
-        Scenario("success", "", "1 request, result discarded"),
-        Scenario("503, 503, then 200", "503*2", "3 requests, 4.0 s of fixed sleeps"),
-        Scenario("persistent 503", "503*5", "3 requests, 4.0 s, then the 503"),
-        Scenario("connection reset ×3", "reset*3", "APIConnectionError, cause lost"),
+        Scenario("success", "", "1 / 1; result discarded"),
+        Scenario("503, 503, then 200", "503*2", "3 / 1; 4.0 s of fixed sleeps"),
+        Scenario("persistent 503", "503*5", "3 / 0; 4.0 s, then the 503"),
+        Scenario("connection refused by nobody listening", "", "3 / 0 *", key="refused"),
         Scenario(
-            "response lost after the session started",
-            "lost",
-            "resent without an idempotency key: a second avatar",
+            "idle keep-alive connection closed by the server (idle race)",
+            "idle-close",
+            "retried with a new session *",
+            warm=True,
         ),
+        Scenario("reset after the request went out ×3", "reset*3", "3 / 0; cause lost"),
+        Scenario(
+            "response lost after the session started (RST)",
+            "lost",
+            "2 / 2: a second avatar (no key)",
+        ),
+        Scenario(
+            "response lost after the session started (FIN, fresh connection)",
+            "lost-close",
+            "2 / 2: a second avatar *",
+        ),
+        Scenario("500 ×3", "500*3", "3 / 0 *; each may have started"),
+        Scenario("502 ×3", "502*3", "3 / 0 *"),
         Scenario(
             f"stalled server (deadline {stall_policy.max_elapsed:g} s)",
             "stall*5",
-            "28.9 s, then a generic 'Failed … after all retries'",
+            "3 / 0; 28.9 s, then a generic 'Failed … after all retries'",
             policy=stall_policy,
         ),
-        Scenario("200 with a non-JSON body", "malformed*3", "sent 3 times: three avatars may join"),
-        Scenario("429, Retry-After: 1", "429:retry-after=1", "Retry-After ignored (2.0 s fixed)"),
-        Scenario("429, Retry-After: 120", "429:retry-after=120", "waits 2.0 s and retries"),
-        Scenario("401 (wrong key)", "", "not retried", key="wrong-key-0001"),
+        Scenario(
+            "200 with a non-JSON body",
+            "malformed*3",
+            "3 requests, each answered 200: three avatars may join",
+        ),
+        Scenario("429, Retry-After: 1", "429:retry-after=1", "2 / 1; Retry-After ignored (2.0 s)"),
+        Scenario("429, Retry-After: 120", "429:retry-after=120", "2+ / 1; waits 2.0 s, retries"),
+        Scenario("401 (wrong key)", "", "1 / 0; not retried", key="wrong-key-0001"),
         Scenario(
             "missing avatar id",
             "",
-            "no request; 4.0 s of sleeps, then a misleading connection error",
+            "0 / 0; 4.0 s of sleeps, then a misleading connection error",
             overrides={"avatar_id": None},
         ),
         Scenario(
             "missing agent identity",
             "",
-            "AvatarioException, no request",
+            "0 / 0; AvatarioException",
             overrides={"agent_identity": ""},
         ),
     ]
 
 
-def play(scenario: Scenario, url: str, server: Any) -> list[str]:
-    server.add_faults(scenario.faults)
-    before_requests, before_sessions = len(server.requests), len(server.sessions)
-    started = time.monotonic()
-    outcome: StartSessionResult | Exception
-    try:
-        with AvatarioClient(scenario.key, base_url=url, retry=scenario.policy) as client:
+def _once(scenario: Scenario, url: str, server: Any) -> tuple[Any, float, int, int]:
+    """One call of `scenario` against `server`: outcome, seconds, requests, sessions."""
+    if scenario.key == "refused":
+        url = _dead_url()
+    with AvatarioClient(
+        scenario.key if scenario.key != "refused" else KEY, base_url=url, retry=scenario.policy
+    ) as client:
+        if scenario.warm:
+            client.start_session(**CALL)
+        server.add_faults(scenario.faults)
+        before_requests, before_sessions = len(server.requests), len(server.sessions)
+        started = time.monotonic()
+        outcome: StartSessionResult | Exception
+        try:
             outcome = client.start_session(**{**CALL, **scenario.overrides})
-    except (AvatarioError, TypeError) as error:
-        outcome = error
-    seconds = time.monotonic() - started
+        except (AvatarioError, TypeError) as error:
+            outcome = error
+        seconds = time.monotonic() - started
     server.app.clear_faults()
-    requests = len(server.requests) - before_requests
-    sessions = len(server.sessions) - before_sessions
+    return (
+        outcome,
+        seconds,
+        len(server.requests) - before_requests,
+        len(server.sessions) - before_sessions,
+    )
+
+
+def _dead_url() -> str:
+    import socket  # noqa: PLC0415
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
+
+
+def play(scenario: Scenario, honouring: Any, ignoring: Any) -> list[str]:
+    outcome, seconds, requests, sessions = _once(scenario, honouring.url, honouring)
+    _, _, requests_ignored, sessions_ignored = _once(scenario, ignoring.url, ignoring)
     if isinstance(outcome, StartSessionResult):
         behaviour, attempts = "StartSessionResult", str(outcome.attempts)
     else:
@@ -106,6 +156,8 @@ def play(scenario: Scenario, url: str, server: Any) -> list[str]:
         attempts = str(getattr(outcome, "attempts", "–"))
         if getattr(outcome, "retry_after", None) is not None:
             behaviour += f" (retry_after={outcome.retry_after:g})"  # type: ignore[attr-defined]
+        if getattr(outcome, "may_have_started", False):
+            behaviour += ", may have started"
         if outcome.__cause__ is not None:
             behaviour += f", cause {type(outcome.__cause__).__name__}"
     return [
@@ -113,8 +165,36 @@ def play(scenario: Scenario, url: str, server: Any) -> list[str]:
         behaviour,
         attempts,
         f"{requests} / {sessions}",
+        f"{requests_ignored} / {sessions_ignored}",
         f"{seconds:.2f} s",
         scenario.plugin,
+    ]
+
+
+def outage_row(calls: int) -> list[str]:
+    """The retry budget: `calls` calls on one client against a server that always answers 503.
+
+    Real sockets; the backoff sleeps and the budget's window run on a `FakeClock`, so the
+    figure does not depend on how long the run takes.
+    """
+    with (
+        run_fake_server(api_key=KEY, faults=f"503*{calls * 3}") as server,
+        AvatarioClient(KEY, base_url=server.url, clock=FakeClock(seed=1)) as client,
+    ):
+        started = time.monotonic()
+        for _ in range(calls):
+            with contextlib.suppress(AvatarioError):
+                client.start_session(**CALL)
+        seconds = time.monotonic() - started
+        requests = len(server.requests)
+    return [
+        f"outage: {calls} calls, every request answered 503 (retry budget)",
+        f"{requests / calls:.2f} requests per call",
+        "–",
+        f"{requests} / 0",
+        f"{requests} / 0",
+        f"{seconds:.2f} s",
+        f"{calls * 3} / 0 *: 3 per call",
     ]
 
 
@@ -130,6 +210,7 @@ def compat_rows() -> list[list[str]]:
             "video_info overwriting avatario_face_id",
             behaviour,
             "–",
+            "0 / 0",
             "0 / 0",
             "0.00 s",
             "payload silently overwritten",
@@ -157,6 +238,7 @@ def huge_body_row(url: str) -> list[str]:
         kept,
         "1",
         "1 / 0",
+        "1 / 0",
         f"{time.monotonic() - started:.2f} s",
         "the whole body kept",
     ]
@@ -179,19 +261,24 @@ def main() -> int:
     parser.add_argument("--out", default=str(ROOT / "docs"))
     args = parser.parse_args()
     rows: list[list[str]] = []
-    with run_fake_server(api_key=KEY) as server:
+    with (
+        run_fake_server(api_key=KEY) as honouring,
+        run_fake_server(api_key=KEY, honour_idempotency_key=False) as ignoring,
+    ):
         for scenario in scenarios(args.quick):
-            rows.append(play(scenario, server.url, server))
-        rows.append(huge_body_row(server.url))
+            rows.append(play(scenario, honouring, ignoring))
+        rows.append(huge_body_row(honouring.url))
+    rows.append(outage_row(100 if args.quick else 500))
     rows += compat_rows()
     soak_output, soak_status = soak(args.quick)
     header = [
         "scenario",
         "behaviour",
         "attempts",
-        "requests / sessions seen",
+        "requests / sessions, key honoured",
+        "requests / sessions, key ignored",
         "time",
-        "old plugin 1.8.9 (DESIGN.md)",
+        "old plugin 1.8.9: requests / sessions (DESIGN.md, * by its rule)",
     ]
     table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     table += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -205,8 +292,17 @@ Measured {datetime.date.today().isoformat()} on {os.cpu_count()} cores, Python
 
 One real call per row over loopback against the fake Avatario
 (`avatario_wrapper.testing`), with `AvatarioClient` and the default `RetryPolicy`
-(3 attempts, full jitter from 0.5 s up to 8 s, 30 s deadline, 10 s per attempt); the last
-column is what DESIGN.md measured for the old plugin on a loopback fault server.
+(3 attempts, full jitter from 0.5 s up to 8 s, 30 s deadline, 10 s per attempt, unknown
+outcomes not resent, retry budget 20 %), played against a fake that honours `Idempotency-Key`
+and against one that ignores it. The last column is what the design notes (shared/DESIGN.md)
+measured for the old plugin on a loopback fault server, or, marked *, what its documented rule
+implies (every exception and 5xx/408/429/499 retried with fixed 2.0 s sleeps, 3 attempts, no
+idempotency key, so a key-honouring server changes nothing for it).
+
+No row starts two sessions for one call against the key-ignoring fake. Two rows depend on
+what the socket shows: the idle race (a reused connection closed cleanly before any response
+byte) is resent, as Go's net/http resends it; a server that crashes after starting the session
+and closes a *reused* connection the same clean way would be resent too (docs/retries.md).
 
 {chr(10).join(table)}
 
@@ -242,6 +338,18 @@ Closing line: `{last}`.
 - `tests/test_secrets.py`: the wrapper, the CLI and the demo at DEBUG logging with a
   recognisable key and token; neither appears in any output, log record, repr or error.
 - `tests/test_soak.py`: a short soak with the same invariants.
+- `tests/test_safe_retries.py`: every row of the outcome table (docs/retries.md) on every
+  transport (sync httpx, async aiohttp, async httpx) against both fake modes, counting requests
+  and sessions; the idle race on a reused connection; a hypothesis property (any fault sequence
+  against a key-ignoring fake starts at most one session per call); the retry budget (500 calls
+  against a failing server) and its sharing across threads, tasks and `with_options` copies.
+- `tests/test_hardening.py`: hostile servers on every transport: a 307 to another origin
+  (never followed, even by a caller's pool that follows redirects), gzip bombs of one and two
+  layers (peak memory measured), corrupt and unknown encodings, a status line, headers or body
+  trickled a byte at a time (`max_elapsed` holds), ANSI escapes, newlines and invalid UTF-8 in
+  server text (one printable line in errors and logs), 20 KB headers, closed clients and
+  pools, proxies from the environment (`HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, an unusable
+  scheme), a server echoing the key and token back.
 """
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
