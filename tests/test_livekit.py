@@ -49,6 +49,7 @@ from avatario_wrapper import (
     AvatarioError,
     RetryPolicy,
     StartSessionResult,
+    UnprocessableEntityError,
 )
 from avatario_wrapper.compat import AvatarioAPI
 from avatario_wrapper.livekit import AvatarSession, mint_avatar_token
@@ -159,10 +160,19 @@ def with_fake(
     *,
     faults: str = "",
 ) -> Any:
-    """Run `body(server)` in an event loop with a fake Avatario on 127.0.0.1 and the env set."""
+    """Run `body(server)` in an event loop with a fake Avatario on 127.0.0.1 and the env set.
+
+    The fake verifies every avatar token it receives (signature, expiry, room grant, kind,
+    identity, lk.publish_on_behalf = agent_id) with the LiveKit key and secret used here.
+    """
 
     async def main() -> Any:
-        async with run_fake_server(api_key=API_KEY, faults=faults) as server:
+        async with run_fake_server(
+            api_key=API_KEY,
+            faults=faults,
+            livekit_api_key=LK_KEY,
+            livekit_api_secret=LK_SECRET,
+        ) as server:
             monkeypatch.setenv("AVATARIO_BASE_URL", server.url)
             return await body(server)
 
@@ -423,6 +433,28 @@ def test_the_fake_receives_the_payload_with_a_valid_token(
     assert claims.video is not None
     assert claims.video.room == ROOM_NAME
     assert claims.identity == AVATAR
+
+
+def test_a_token_signed_with_another_secret_is_refused_by_the_fake(
+    monkeypatch: pytest.MonkeyPatch, lk_env: None
+) -> None:
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "another_SECRET_0123456789abcdef0123456789")
+
+    async def body(server: FakeServer) -> Any:
+        avatar = new_avatar()
+        try:
+            await avatar.start(AgentSession(), as_room(StandInRoom()))
+        except lk_agents.APIStatusError as error:
+            return error, server.requests
+        finally:
+            await avatar.aclose()
+        raise AssertionError("no error")
+
+    error, requests = with_fake(body, monkeypatch)
+    assert isinstance(error, UnprocessableEntityError)
+    assert error.status_code == 422
+    assert len(requests) == 1  # a 422 is final: not resent
+    assert "another_SECRET" not in str(error)
 
 
 def test_arguments_override_the_livekit_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -703,22 +735,24 @@ def _walk(tb: Any) -> Any:
 def test_compat_errors_are_livekits_too_and_a_given_session_stays_open(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    token = mint_avatar_token(
+        livekit_api_key=LK_KEY,
+        livekit_api_secret=LK_SECRET,
+        room_name=ROOM_NAME,
+        agent_identity=AGENT,
+    )
+    room = {"url": LK_URL, "token": token}
+
     async def body(server: FakeServer) -> Any:
         async with aiohttp.ClientSession() as shared:
             async with AvatarioAPI(API_KEY, "face_1", session=shared) as client:
-                result = await client.start_session(
-                    livekit_agent_identity=AGENT, properties={"url": LK_URL, "token": "t.k"}
-                )
+                result = await client.start_session(livekit_agent_identity=AGENT, properties=room)
                 with pytest.raises(lk_agents.APIStatusError) as caught:
-                    await client.start_session(
-                        livekit_agent_identity=AGENT, properties={"url": LK_URL, "token": "t.k"}
-                    )
+                    await client.start_session(livekit_agent_identity=AGENT, properties=room)
             still_open = not shared.closed
             # Reusable afterwards: the session is the caller's.
             async with AvatarioAPI(API_KEY, "face_1", session=shared) as again:
-                await again.start_session(
-                    livekit_agent_identity=AGENT, properties={"url": LK_URL, "token": "t.k"}
-                )
+                await again.start_session(livekit_agent_identity=AGENT, properties=room)
         return result, caught.value, still_open, server
 
     result, error, still_open, server = with_fake(body, monkeypatch, faults="ok,401")
