@@ -196,3 +196,15 @@ def test_async_warm_up_raises_when_the_origin_is_unreachable(transport: str) -> 
             await http.aclose()
 
     asyncio.run(main())
+
+
+def test_a_warm_up_failure_after_sending_does_not_say_a_session_may_have_started() -> None:
+    from avatario_wrapper._transports.base import connection_error
+    from avatario_wrapper.errors import Outcome
+
+    with AvatarioClient(KEY, base_url="http://127.0.0.1:9") as client:
+        request = client._warm_up_request()
+    error = connection_error(request, TimeoutError(), timed_out=True, outcome=Outcome.UNKNOWN)
+    assert "may have started" not in str(error)
+    assert request.headers.keys() == {"accept-encoding", "user-agent"}
+    assert request.content is None

@@ -90,6 +90,6 @@ def connection_error(
     what = "timed out waiting for Avatario" if timed_out else "could not reach Avatario"
     detail = one_line(redact(str(exc), request.secrets))
     message = f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
-    if outcome is Outcome.UNKNOWN:
+    if outcome is Outcome.UNKNOWN and request.method != "HEAD":  # warm_up's HEAD starts nothing
         message += " (the request went out: Avatario may have started the session)"
     return cls(message, outcome=outcome, idempotency_key=request.idempotency_key)
