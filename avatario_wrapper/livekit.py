@@ -74,7 +74,7 @@ __all__ = [
     "mint_avatar_token",
 ]
 
-logger = logging.getLogger("avatario_wrapper.livekit")
+logger: logging.Logger = logging.getLogger("avatario_wrapper.livekit")
 
 #: The sample rate of the audio the agent streams to the avatar (as the old plugin).
 SAMPLE_RATE = 24000
