@@ -26,7 +26,9 @@ def test_the_operation_is_as_designed() -> None:
     scheme = spec()["components"]["securitySchemes"]["apiKey"]
     assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "x-api-key")
     assert op["security"] == [{"apiKey": []}]
-    assert set(op["responses"]) == {"200", "400", "401", "403", "404", "409", "422", "429", "5XX"}
+    assert set(op["responses"]) == {
+        *("200", "400", "401", "403", "404", "409", "415", "422", "429", "503", "5XX"),
+    }
     rate_limited = spec()["components"]["responses"]["TooManyRequests"]
     assert "Retry-After" in rate_limited["headers"]
 
