@@ -302,7 +302,7 @@ call_scripts = st.lists(
 
 @pytest.mark.parametrize("kind", REAL_KINDS)
 @settings(
-    max_examples=12,
+    max_examples=10,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
     database=None,
@@ -316,7 +316,7 @@ def test_the_default_policy_starts_at_most_one_session_per_call(
     server = fakes[False]
     server.app.reset()
     stalls = any("stall" in script for script in scripts)
-    timeout = 0.15 if stalls else 2.0
+    timeout = 0.1 if stalls else 2.0
     for script in scripts:
         server.app.clear_faults()
         before = len(server.sessions)
