@@ -22,6 +22,7 @@ REFERENCE = {
     "errors": ["AvatarioError", "APIStatusError", "RateLimitError", "APITimeoutError"],
     "compat": ["AvatarioAPI"],
     "testing": ["run_fake_server"],
+    "livekit": ["AvatarSession", "mint_avatar_token"],
 }
 
 
