@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -20,7 +21,12 @@ BLOCKS = [
 @pytest.mark.parametrize("code", BLOCKS)
 def test_documented_example_runs(code: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AVATARIO_BASE_URL", raising=False)
-    exec(compile(code, "<doc>", "exec"), {"__name__": "__doc_example__"})
+    saved = dict(os.environ)
+    try:
+        exec(compile(code, "<doc>", "exec"), {"__name__": "__doc_example__"})
+    finally:  # an example may set variables (AVATARIO_BASE_URL); none leaks into other tests
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def test_docs_link_to_files_that_exist() -> None:

@@ -352,10 +352,10 @@ def test_an_unusable_proxy_setting_names_the_variable(monkeypatch: pytest.Monkey
         monkeypatch.delenv(name.lower(), raising=False)
     monkeypatch.setenv("HTTPS_PROXY", "ftp://proxy.example:21")
     with pytest.raises(AvatarioConfigError) as caught:
-        AvatarioClient(API_KEY)
+        AvatarioClient(API_KEY, base_url="https://avatario.test/api/sdk")
     assert caught.value.field == "HTTPS_PROXY"
     with pytest.raises(AvatarioConfigError, match="HTTPS_PROXY"):
-        AsyncAvatarioClient(API_KEY)
+        AsyncAvatarioClient(API_KEY, base_url="https://avatario.test/api/sdk")
 
 
 def test_secrets_never_reach_a_redirect_target_or_an_error(kind: str) -> None:
