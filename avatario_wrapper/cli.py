@@ -49,7 +49,7 @@ EXIT_INVALID_RESPONSE = 8
 TOKEN_ENV = "AVATARIO_LIVEKIT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 
 # soft_wrap: a message is one line however narrow the terminal (or none, for a log file).
-stderr = Console(stderr=True, highlight=False, soft_wrap=True)
+stderr: Console = Console(stderr=True, highlight=False, soft_wrap=True)
 EXIT_USAGE = 2
 
 #: Python argument names in messages, as the command line spells them.

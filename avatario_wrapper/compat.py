@@ -154,6 +154,7 @@ class AvatarioAPI:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connection pool if this object opened it (a given `session=` stays open)."""
         await self._client.aclose()
 
     async def start_session(

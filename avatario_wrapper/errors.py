@@ -72,7 +72,7 @@ class AvatarioConfigError(AvatarioError, ValueError):
     """
 
     def __init__(self, field: str, problem: str) -> None:
-        self.field = field
+        self.field: str = field
         super().__init__(f"{field}: {problem}")
 
 
@@ -130,10 +130,10 @@ class APIError(AvatarioError):
         outcome: Outcome = Outcome.UNKNOWN,
         idempotency_key: str | None = None,
     ) -> None:
-        self.message = message
-        self.attempts = attempts
-        self.outcome = outcome
-        self.idempotency_key = idempotency_key
+        self.message: str = message
+        self.attempts: int = attempts
+        self.outcome: Outcome = outcome
+        self.idempotency_key: str | None = idempotency_key
         super().__init__(message)
 
     @property
@@ -185,11 +185,11 @@ class APIStatusError(APIError):
         super().__init__(
             message, attempts=attempts, outcome=outcome, idempotency_key=idempotency_key
         )
-        self.status_code = status_code
-        self.body = body[:MAX_ERROR_BODY_CHARS]
-        self.request_id = request_id
-        self.headers = headers
-        self.retry_after = retry_after
+        self.status_code: int = status_code
+        self.body: str = body[:MAX_ERROR_BODY_CHARS]
+        self.request_id: str | None = request_id
+        self.headers: Mapping[str, str] = headers
+        self.retry_after: float | None = retry_after
 
 
 class BadRequestError(APIStatusError):
@@ -245,9 +245,9 @@ class APIResponseValidationError(APIError):
         super().__init__(
             message, attempts=attempts, outcome=Outcome.STARTED, idempotency_key=idempotency_key
         )
-        self.status_code = status_code
-        self.body = body[:MAX_ERROR_BODY_CHARS]
-        self.request_id = request_id
+        self.status_code: int = status_code
+        self.body: str = body[:MAX_ERROR_BODY_CHARS]
+        self.request_id: str | None = request_id
 
 
 _BY_STATUS: dict[int, type[APIStatusError]] = {

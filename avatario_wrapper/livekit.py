@@ -170,6 +170,8 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
 
     @dataclass
     class VideoInfo:
+        """The plugin's video settings: size in pixels and an optional background URL."""
+
         video_height: int = 720
         video_width: int = 1280
         custom_background_url: str | None = None

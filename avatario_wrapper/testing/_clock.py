@@ -15,28 +15,34 @@ class FakeClock:
     """
 
     def __init__(self, *, seed: int = 0, start: float = 1_700_000_000.0) -> None:
-        self.now = 0.0
+        self.now: float = 0.0
         self.epoch = start
         self.sleeps: list[float] = []
         self._random = random.Random(seed)  # noqa: S311 - jitter for tests
 
     def advance(self, seconds: float) -> None:
+        """Move virtual time forward by `seconds` (a request that "took" that long)."""
         self.now += seconds
 
     def monotonic(self) -> float:
+        """Virtual seconds since the clock was made."""
         return self.now
 
     def time(self) -> float:
+        """Virtual seconds since the epoch (`start` + `now`)."""
         return self.epoch + self.now
 
     def sleep(self, seconds: float) -> None:
+        """Record the sleep and move virtual time forward; returns at once."""
         self.sleeps.append(seconds)
         self.now += seconds
 
     async def asleep(self, seconds: float) -> None:
+        """Record the sleep and move virtual time forward; yields once to the loop."""
         self.sleeps.append(seconds)
         self.now += seconds
         await asyncio.sleep(0)  # still a point where the task can be cancelled
 
     def uniform(self, low: float, high: float) -> float:
+        """A seeded random float in [low, high]."""
         return self._random.uniform(low, high)

@@ -113,6 +113,7 @@ class RecordedRequest:
     client: str | None = None
 
     def json(self) -> Any:
+        """The body parsed as JSON."""
         return json.loads(self.body)
 
 
@@ -172,7 +173,7 @@ class FakeAvatario:
             Route(prefix + "/start-session", self._start_session, methods=["POST"])
             for prefix in ("", SPEC_PATH_PREFIX)
         ]
-        self.app = Starlette(routes=routes)
+        self.app: Starlette = Starlette(routes=routes)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
@@ -197,6 +198,7 @@ class FakeAvatario:
             self._faults.extend(steps)
 
     def clear_faults(self) -> None:
+        """Drop every fault step not yet played."""
         with self._lock:
             self._faults.clear()
 

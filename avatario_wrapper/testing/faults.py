@@ -60,6 +60,7 @@ class Fault:
         return int(self.what) if self.what.isdigit() else None
 
     def describe(self) -> str:
+        """The step in the script grammar, as recorded with each request."""
         parts = [self.what]
         if self.retry_after is not None:
             parts.append(f"retry-after={self.retry_after}")

@@ -74,7 +74,7 @@ class FakeServer:
         self._startup_timeout = startup_timeout
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
-        self.port = 0
+        self.port: int = 0
 
     @property
     def url(self) -> str:
@@ -98,9 +98,11 @@ class FakeServer:
         return self.app.sessions
 
     def add_faults(self, faults: str | Iterable[Fault]) -> None:
+        """Queue more fault steps (a script string or `Fault` objects)."""
         self.app.add_faults(faults)
 
     def start(self) -> FakeServer:
+        """Bind 127.0.0.1 (unless told otherwise), serve in a thread, return when ready."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -134,6 +136,7 @@ class FakeServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving and wait for the thread."""
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(10)
