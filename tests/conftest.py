@@ -117,7 +117,8 @@ def clock() -> FakeClock:
 REAL_KINDS = ["sync", "async-aiohttp", "async-httpx"]
 #: What a transport raises, kept as ``__cause__`` of our errors (httpx or aiohttp).
 TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, OSError)
-TIMEOUT_ERRORS = (httpx.TimeoutException, TimeoutError)
+# asyncio.TimeoutError is the builtin TimeoutError from 3.11 on, a class of its own on 3.10.
+TIMEOUT_ERRORS = (httpx.TimeoutException, TimeoutError, asyncio.TimeoutError)
 
 
 def call_real(

@@ -10,7 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from .spec_helpers import ROOT
+
+# The generator is a development tool for Python 3.11+ (its own floor); on 3.10 the generated
+# code is still imported and tested everywhere else.
+pytest.importorskip("openapi_python_client")
 
 
 def _codegen(tree: Path, command: str) -> subprocess.CompletedProcess[str]:
