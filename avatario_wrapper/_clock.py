@@ -6,7 +6,6 @@ is a virtual clock whose sleeps only move its time forward.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from typing import Protocol
@@ -47,6 +46,8 @@ class SystemClock:
         time.sleep(seconds)
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio  # noqa: PLC0415 - not at import: the sync client never needs it
+
         await asyncio.sleep(seconds)
 
     def uniform(self, low: float, high: float) -> float:

@@ -13,18 +13,18 @@ Every failed attempt is classified by what Avatario may have done (`errors.Outco
 
 `decide` applies that table, the attempt count, the deadline (`max_elapsed`), Retry-After and
 the retry budget to one error, and records the verdict on it: `error.retryable`,
-`error.not_retried_because`, and the planned delay. `backoff` (imported only here) drives the
-loop: its give-up rule and on-backoff handler only read that verdict; the handler logs the
-WARNING and sleeps on the client's `Clock`, and backoff itself is told to wait zero seconds.
+`error.not_retried_because`, and the planned delay. `backoff` (imported only here, and only
+when a first retry is due) drives the retries: its give-up rule and on-backoff handler only
+read that verdict; the handler logs the WARNING and sleeps on the client's `Clock`, and backoff
+itself is told to wait zero seconds.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
-
-import backoff
 
 from ._budget import RetryBudget
 from ._clock import Clock
@@ -191,7 +191,13 @@ class Call:
         )
 
 
-# -- the loop, driven by backoff ----------------------------------------------------------------
+# -- the loop, driven by backoff --------------------------------------------------------------
+#
+# The first attempt runs as a plain call: most calls succeed at once, and they need neither
+# backoff's loop nor the import of backoff (which imports asyncio: tens of milliseconds at
+# start-up). The first failure that is to be retried hands the call to backoff, which then
+# drives every retry: its first "attempt" re-raises that failure, so its give-up rule and
+# on-backoff hook see it like any other.
 
 
 def _zero_waits() -> Generator[float, Any, None]:
@@ -221,53 +227,70 @@ async def _asleep(details: Any) -> None:
     await call.clock.asleep(call.delay or 0.0)
 
 
-def _retrying(on_backoff: Any) -> Any:
-    # Attempts, the deadline and the delays are counted by Call.decide, not by backoff.
-    return backoff.on_exception(
-        _zero_waits,
-        APIError,
-        max_tries=None,
-        max_time=None,
-        jitter=None,
-        giveup=_give_up,
-        on_backoff=on_backoff,
-        raise_on_giveup=True,
-        logger=None,
-    )
+def _decided(call: Call, error: APIError) -> bool:
+    """Record the verdict on `error`; True when it is to be retried."""
+    error.attempts = call.attempts
+    call.decide(error)
+    return call.delay is not None
 
 
-def _sync_attempt(call: Call, attempt: Callable[[float], T]) -> T:
+def _sync_retries(call: Call, attempt: Callable[[float], T], pending: list[APIError]) -> T:
+    if pending:
+        raise pending.pop()
     try:
         return attempt(call.begin_attempt())
     except APIError as error:
         _decided(call, error)
+        error.__dict__[_CALL] = call
         raise
 
 
-async def _async_attempt(call: Call, attempt: Callable[[float], Awaitable[T]]) -> T:
+async def _async_retries(
+    call: Call, attempt: Callable[[float], Awaitable[T]], pending: list[APIError]
+) -> T:
+    if pending:
+        raise pending.pop()
     try:
         return await attempt(call.begin_attempt())
     except APIError as error:
         _decided(call, error)
+        error.__dict__[_CALL] = call
         raise
 
 
-def _decided(call: Call, error: APIError) -> None:
-    error.attempts = call.attempts
-    call.decide(error)
-    error.__dict__[_CALL] = call  # how backoff's hooks find the verdict: the one way in
+@functools.cache
+def _loops() -> tuple[Any, Any]:
+    """backoff's sync and async loops, built once, on the first retry."""
+    import backoff  # noqa: PLC0415 - only when a retry is due (see above)
 
+    def retrying(on_backoff: Any) -> Any:
+        # Attempts, the deadline and the delays are counted by Call.decide, not by backoff.
+        return backoff.on_exception(
+            _zero_waits,
+            APIError,
+            max_tries=None,
+            max_time=None,
+            jitter=None,
+            giveup=_give_up,
+            on_backoff=on_backoff,
+            raise_on_giveup=True,
+            logger=None,
+        )
 
-_retry_sync: Callable[[Call, Callable[[float], Any]], Any] = _retrying(_sleep)(_sync_attempt)
-_retry_async: Callable[[Call, Callable[[float], Awaitable[Any]]], Awaitable[Any]] = _retrying(
-    _asleep
-)(_async_attempt)
+    return retrying(_sleep)(_sync_retries), retrying(_asleep)(_async_retries)
 
 
 def run_sync(call: Call, attempt: Callable[[float], T]) -> T:
     """Run `attempt(timeout)` until it succeeds or `call` gives up, sleeping on its clock."""
     try:
-        result: T = _retry_sync(call, attempt)
+        return attempt(call.begin_attempt())
+    except APIError as error:
+        if not _decided(call, error):
+            raise
+        error.__dict__[_CALL] = call
+        first = error
+    try:
+        result: T = _loops()[0](call, attempt, [first])
     except APIError as error:
         error.__dict__.pop(_CALL, None)
         raise
@@ -277,7 +300,14 @@ def run_sync(call: Call, attempt: Callable[[float], T]) -> T:
 async def run_async(call: Call, attempt: Callable[[float], Awaitable[T]]) -> T:
     """The same as `run_sync` for a coroutine; cancellation during a sleep ends the call."""
     try:
-        result: T = await _retry_async(call, attempt)
+        return await attempt(call.begin_attempt())
+    except APIError as error:
+        if not _decided(call, error):
+            raise
+        error.__dict__[_CALL] = call
+        first = error
+    try:
+        result: T = await _loops()[1](call, attempt, [first])
     except APIError as error:
         error.__dict__.pop(_CALL, None)
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from contextvars import ContextVar
 from typing import Any, Protocol
@@ -93,3 +94,11 @@ def connection_error(
     if outcome is Outcome.UNKNOWN and request.method != "HEAD":  # warm_up's HEAD starts nothing
         message += " (the request went out: Avatario may have started the session)"
     return cls(message, outcome=outcome, idempotency_key=request.idempotency_key)
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """A timeout from the standard library: `TimeoutError`, or (Python 3.10) asyncio's own."""
+    if isinstance(exc, TimeoutError):
+        return True
+    asyncio = sys.modules.get("asyncio")  # not imported: none of its exceptions can exist
+    return asyncio is not None and isinstance(exc, asyncio.TimeoutError)

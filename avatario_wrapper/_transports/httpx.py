@@ -13,7 +13,6 @@ The async transport also bounds the whole exchange with `asyncio.timeout`.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any, TypeVar
@@ -25,7 +24,7 @@ from .._reply import Body, Reply
 from .._request import PreparedRequest
 from .._settings import resolve_proxy
 from ..errors import APIConnectionError, ClientClosedError
-from .base import CLOSED_MESSAGE, CURRENT, Exchange, connection_error
+from .base import CLOSED_MESSAGE, CURRENT, Exchange, connection_error, is_timeout
 
 T = TypeVar("T")
 
@@ -221,7 +220,7 @@ def _failure(
     request: PreparedRequest[Any], exchange: Exchange, exc: Exception
 ) -> APIConnectionError:
     """The one place an httpx exception becomes ours; timeouts are classified here, once."""
-    timed_out = isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError))
+    timed_out = isinstance(exc, httpx.TimeoutException) or is_timeout(exc)
     outcome = exchange.outcome(not_sent=isinstance(exc, _NOT_SENT))
     return connection_error(request, exc, timed_out=timed_out, outcome=outcome)
 
@@ -311,6 +310,8 @@ def _raw(response: httpx.Response) -> Iterator[bytes]:
 async def within(awaitable: Awaitable[T], seconds: float) -> T:
     """`awaitable`, cancelled with TimeoutError after `seconds` (asyncio.timeout needs no
     extra task; Python 3.10 has only wait_for)."""
+    import asyncio  # noqa: PLC0415 - not at import: the sync client never needs it
+
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
             return await awaitable
@@ -339,7 +340,9 @@ class AsyncHttpxTransport:
         got: list[Reply] = []
         try:
             return await within(self._exchange(request, timeout, exchange, got), timeout)
-        except (httpx.HTTPError, asyncio.TimeoutError, TimeoutError) as exc:
+        except Exception as exc:
+            if not (isinstance(exc, httpx.HTTPError) or is_timeout(exc)):
+                raise
             if got:  # the status arrived, the body did not finish in time
                 got[0].body.fail(exc)
                 return got[0]
