@@ -7,8 +7,9 @@
 Each scenario is one real call over loopback with `AvatarioClient` and the default
 `RetryPolicy`, played twice: against a fake that honours Idempotency-Key and against one that
 ignores it; each column counts the requests the fake received and the sessions it started.
-The old plugin's column repeats what shared/DESIGN.md measured on 1.8.9, or (marked *) what its
-documented rule implies: every exception and 5xx/408/429/499 retried, 3 attempts, no key.
+The old plugin's column repeats what was measured on 1.8.9 (docs/migrating.md), or (marked *)
+what its documented rule implies: every exception and 5xx/408/429/499 retried, 3 attempts,
+no key.
 """
 
 from __future__ import annotations
@@ -278,7 +279,7 @@ def main() -> int:
         "requests / sessions, key honoured",
         "requests / sessions, key ignored",
         "time",
-        "old plugin 1.8.9: requests / sessions (DESIGN.md, * by its rule)",
+        "old plugin 1.8.9: requests / sessions (measured, * by its rule)",
     ]
     table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     table += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
@@ -294,9 +295,9 @@ One real call per row over loopback against the fake Avatario
 (`avatario_wrapper.testing`), with `AvatarioClient` and the default `RetryPolicy`
 (3 attempts, full jitter from 0.5 s up to 8 s, 30 s deadline, 10 s per attempt, unknown
 outcomes not resent, retry budget 20 %), played against a fake that honours `Idempotency-Key`
-and against one that ignores it. The last column is what the design notes (shared/DESIGN.md)
-measured for the old plugin on a loopback fault server, or, marked *, what its documented rule
-implies (every exception and 5xx/408/429/499 retried with fixed 2.0 s sleeps, 3 attempts, no
+and against one that ignores it. The last column is what was measured for the old plugin on a
+loopback fault server (the figures in [migrating.md](migrating.md)), or, marked *, what its
+documented rule implies (every exception and 5xx/408/429/499 retried with fixed 2.0 s sleeps, 3 attempts, no
 idempotency key, so a key-honouring server changes nothing for it).
 
 No row starts two sessions for one call against the key-ignoring fake. Two rows depend on
