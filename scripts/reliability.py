@@ -297,8 +297,8 @@ One real call per row over loopback against the fake Avatario
 outcomes not resent, retry budget 20 %), played against a fake that honours `Idempotency-Key`
 and against one that ignores it. The last column is what was measured for the old plugin on a
 loopback fault server (the figures in [migrating.md](migrating.md)), or, marked *, what its
-documented rule implies (every exception and 5xx/408/429/499 retried with fixed 2.0 s sleeps, 3 attempts, no
-idempotency key, so a key-honouring server changes nothing for it).
+documented rule implies (every exception and 5xx/408/429/499 retried with fixed 2.0 s sleeps,
+3 attempts, no idempotency key, so a key-honouring server changes nothing for it).
 
 No row starts two sessions for one call against the key-ignoring fake. Two rows depend on
 what the socket shows: the idle race (a reused connection closed cleanly before any response
