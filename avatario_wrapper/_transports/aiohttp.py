@@ -8,7 +8,6 @@ directly. Imported only when an `AsyncAvatarioClient` sends over aiohttp, never 
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -18,8 +17,7 @@ from .._reply import Body, Reply
 from .._request import PreparedRequest
 from .._settings import resolve_proxy
 from ..errors import APIConnectionError, ClientClosedError
-from .base import CLOSED_MESSAGE, CURRENT, Exchange, connection_error
-from .httpx import within
+from .base import CLOSED_MESSAGE, CURRENT, Exchange, connection_error, exchange_within, is_timeout
 
 _CHUNK = 64 * 1024
 #: The longest status line or header field accepted, as with httpx (whose whole head may
@@ -91,17 +89,14 @@ class AiohttpTransport:
         exchange = Exchange(timeout)
         # A connector of ours reports the connection; with another, only exception types tell.
         exchange.observed = isinstance(session.connector, _Connector)
-        token = CURRENT.set(exchange)
-        got: list[Reply] = []
-        try:
-            return await within(self._exchange(session, request, timeout, got), timeout)
-        except (aiohttp.ClientError, asyncio.TimeoutError, TimeoutError, OSError) as exc:
-            if got:  # the status arrived, the body did not finish
-                got[0].body.fail(exc)
-                return got[0]
-            raise _failure(request, exchange, exc) from exc
-        finally:
-            CURRENT.reset(token)
+        return await exchange_within(
+            request,
+            exchange,
+            lambda got: self._exchange(session, request, timeout, got),
+            timeout=timeout,
+            caught=lambda exc: isinstance(exc, (aiohttp.ClientError, OSError)) or is_timeout(exc),
+            failure=_failure,
+        )
 
     async def _exchange(
         self,
@@ -147,7 +142,7 @@ def _failure(
         exc.message, RawResponseMessage
     ):
         exchange.eof_before_response = True  # closed cleanly before a whole status line
-    timed_out = isinstance(exc, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError))
+    timed_out = isinstance(exc, aiohttp.ServerTimeoutError) or is_timeout(exc)
     not_sent = isinstance(exc, _NOT_SENT + _CONNECT_TIMEOUT)
     return connection_error(
         request, exc, timed_out=timed_out, outcome=exchange.outcome(not_sent=not_sent)

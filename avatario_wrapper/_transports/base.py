@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .._reply import Reply
 from .._request import PreparedRequest
 from .._text import one_line, redact
 from ..errors import APIConnectionError, APITimeoutError, Outcome
+
+T = TypeVar("T")
 
 CLOSED_MESSAGE = "the Avatario client is closed; make a new one to send requests"
 
@@ -102,3 +105,44 @@ def is_timeout(exc: BaseException) -> bool:
         return True
     asyncio = sys.modules.get("asyncio")  # not imported: none of its exceptions can exist
     return asyncio is not None and isinstance(exc, asyncio.TimeoutError)
+
+
+async def within(awaitable: Awaitable[T], seconds: float) -> T:
+    """`awaitable`, cancelled with TimeoutError after `seconds` (asyncio.timeout needs no
+    extra task; Python 3.10 has only wait_for)."""
+    import asyncio  # noqa: PLC0415 - not at import: the sync client never needs it
+
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
+
+
+async def exchange_within(
+    request: PreparedRequest[Any],
+    exchange: Exchange,
+    run: Callable[[list[Reply]], Awaitable[Reply]],
+    *,
+    timeout: float,
+    caught: Callable[[Exception], bool],
+    failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
+) -> Reply:
+    """One async attempt, bounded whole (headers and body) by `timeout`.
+
+    `run` appends the reply to the list it is given as soon as the status arrives, so a body
+    that does not finish in time still yields that reply (its body marked cut off); an
+    exception `caught` says is the transport's becomes `failure(...)`, raised from it.
+    """
+    token = CURRENT.set(exchange)
+    got: list[Reply] = []
+    try:
+        return await within(run(got), timeout)
+    except Exception as exc:
+        if not caught(exc):
+            raise
+        if got:  # the status arrived, the body did not finish
+            got[0].body.fail(exc)
+            return got[0]
+        raise failure(request, exchange, exc) from exc
+    finally:
+        CURRENT.reset(token)

@@ -13,8 +13,7 @@ The async transport also bounds the whole exchange with `asyncio.timeout`.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
 import httpcore
@@ -24,7 +23,14 @@ from .._reply import Body, Reply
 from .._request import PreparedRequest
 from .._settings import resolve_proxy
 from ..errors import APIConnectionError, ClientClosedError
-from .base import CLOSED_MESSAGE, CURRENT, Exchange, connection_error, is_timeout
+from .base import (
+    CLOSED_MESSAGE,
+    CURRENT,
+    Exchange,
+    connection_error,
+    exchange_within,
+    is_timeout,
+)
 
 T = TypeVar("T")
 
@@ -307,17 +313,6 @@ def _raw(response: httpx.Response) -> Iterator[bytes]:
     return response.iter_raw()
 
 
-async def within(awaitable: Awaitable[T], seconds: float) -> T:
-    """`awaitable`, cancelled with TimeoutError after `seconds` (asyncio.timeout needs no
-    extra task; Python 3.10 has only wait_for)."""
-    import asyncio  # noqa: PLC0415 - not at import: the sync client never needs it
-
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
-
-
 class AsyncHttpxTransport:
     """Sends with an `httpx.AsyncClient`: the same as `HttpxTransport`, awaited, and the
     whole exchange (headers and body) bounded by the attempt's timeout."""
@@ -336,19 +331,14 @@ class AsyncHttpxTransport:
         if self.closed:
             raise _closed_error()
         exchange = Exchange(timeout)
-        token = CURRENT.set(exchange)
-        got: list[Reply] = []
-        try:
-            return await within(self._exchange(request, timeout, exchange, got), timeout)
-        except Exception as exc:
-            if not (isinstance(exc, httpx.HTTPError) or is_timeout(exc)):
-                raise
-            if got:  # the status arrived, the body did not finish in time
-                got[0].body.fail(exc)
-                return got[0]
-            raise _failure(request, exchange, exc) from exc
-        finally:
-            CURRENT.reset(token)
+        return await exchange_within(
+            request,
+            exchange,
+            lambda got: self._exchange(request, timeout, exchange, got),
+            timeout=timeout,
+            caught=lambda exc: isinstance(exc, httpx.HTTPError) or is_timeout(exc),
+            failure=_failure,
+        )
 
     async def _exchange(
         self,
