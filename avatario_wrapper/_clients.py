@@ -48,6 +48,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
     _settings: Settings
     _transport: TransportT
     _owns_transport: bool
+    _closed: bool
     _budget: RetryBudget
 
     def __init__(
@@ -70,6 +71,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
             clock=clock if clock is not None else SYSTEM_CLOCK,
         )
         self._owns_transport = True
+        self._closed = False
         self._budget = RetryBudget(self._settings.clock)
         self._transport = self._new_transport(http_client)
 
@@ -90,8 +92,8 @@ class _ClientBase(Generic[HttpT, TransportT]):
 
     @property
     def closed(self) -> bool:
-        """True once the client (or the pool it was given) is closed; it then refuses to send."""
-        return self._transport.closed
+        """True once this client (or the pool it sends over) is closed; it then refuses to send."""
+        return self._closed or self._transport.closed
 
     def with_options(
         self: ClientT, *, timeout: float | None = None, retry: RetryPolicy | None = None
@@ -105,6 +107,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
         clone._transport = self._transport
         clone._budget = self._budget
         clone._owns_transport = False
+        clone._closed = self._closed
         return clone
 
     def __repr__(self) -> str:
@@ -117,7 +120,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
         self, operation: Operation[ResultT], inputs: dict[str, Any]
     ) -> tuple[PreparedRequest[ResultT], Call]:
         """The checked, serialised request (raising before any I/O) and its retry state."""
-        if self._transport.closed:
+        if self.closed:
             raise ClientClosedError(CLOSED_MESSAGE)
         settings = self._settings
         request = prepare(settings, operation, inputs)
@@ -133,7 +136,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
 
     def _warm_up_request(self) -> PreparedRequest[None]:
         """``HEAD {base_url}/`` with no key and no body (see `AvatarioClient.warm_up`)."""
-        if self._transport.closed:
+        if self.closed:
             raise ClientClosedError(CLOSED_MESSAGE)
         return PreparedRequest(
             operation=_WARM_UP,
@@ -217,7 +220,11 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
         self._transport.send(self._warm_up_request(), self._settings.timeout)
 
     def close(self) -> None:
-        """Close the connection pool if this client made it; the client then refuses to send."""
+        """Refuse to send from now on; close the connection pool if this client made it.
+
+        A `with_options` copy closes only itself: the pool stays open for the original.
+        """
+        self._closed = True
         if self._owns_transport:
             self._transport.close()
 
@@ -317,7 +324,11 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
         await self._transport.send(self._warm_up_request(), self._settings.timeout)
 
     async def aclose(self) -> None:
-        """Close the connection pool if this client made it; the client then refuses to send."""
+        """Refuse to send from now on; close the connection pool if this client made it.
+
+        A `with_options` copy closes only itself: the pool stays open for the original.
+        """
+        self._closed = True
         if self._owns_transport:
             await self._transport.aclose()
 

@@ -32,5 +32,6 @@ def hint(what: str, *extras: str) -> str | None:
         return None
     return (
         f"{what} needs the {', '.join(extras)} extra{'s' if len(extras) > 1 else ''} "
-        f"(missing: {', '.join(gone)}): pip install 'avatario-wrapper[{','.join(extras)}]'"
+        f"(missing: {', '.join(gone)}): pip install 'avatario-wrapper[{','.join(extras)}]' "
+        f"(from a checkout: pip install '.[{','.join(extras)}]')"
     )

@@ -15,9 +15,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
+import httpx
 
 from ._retry import status_outcome
-from ._text import decode_body, one_line, redact
+from ._text import clip, decode_body, one_line, safe_line
 from .errors import (
     MAX_ERROR_BODY_CHARS,
     APIResponseValidationError,
@@ -41,24 +42,31 @@ def _inflater(encoding: str) -> Any:
 
 
 class _Deflate:
-    """``deflate`` is zlib-wrapped by the RFC and raw in practice: try one, then the other."""
+    """``deflate`` is zlib-wrapped by the RFC and raw in practice: the first two bytes say which
+    (a zlib header is 0x?8 0x?? with a multiple of 31), however the body is cut into chunks."""
 
     def __init__(self) -> None:
-        self._inner = zlib.decompressobj()
-        self._first = True
+        self._inner: Any = None
+        self._head = b""
         self.unconsumed_tail = b""
 
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        if self._first:
-            self._first = False
-            try:
-                return self._run(data, max_length)
-            except zlib.error:
-                self._inner = zlib.decompressobj(-zlib.MAX_WBITS)
-        return self._run(data, max_length)
+    @property
+    def eof(self) -> bool:
+        return self._inner is not None and bool(self._inner.eof)
 
-    def _run(self, data: bytes, max_length: int) -> bytes:
-        out = self._inner.decompress(data, max_length)
+    @property
+    def unused_data(self) -> bytes:
+        return b"" if self._inner is None else bytes(self._inner.unused_data)
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if self._inner is None:
+            self._head += data
+            if len(self._head) < 2:
+                return b""
+            data, self._head = self._head, b""
+            wrapped = data[0] & 0x0F == 8 and (data[0] << 8 | data[1]) % 31 == 0
+            self._inner = zlib.decompressobj(zlib.MAX_WBITS if wrapped else -zlib.MAX_WBITS)
+        out: bytes = self._inner.decompress(data, max_length)
         self.unconsumed_tail = self._inner.unconsumed_tail
         return out
 
@@ -115,13 +123,23 @@ class Body:
         """The body broke off: keep what arrived and the reason."""
         self.failure = exc
 
+    def compression_problem(self) -> str | None:
+        """For a body read to its end: why its compressed stream is not whole, or None."""
+        for layer in self._layers:
+            if not layer.eof:
+                return "its compressed body ends before the compressed stream does"
+            if layer.unused_data:
+                return "its compressed body has data after the end of the compressed stream"
+        return None
+
     def raw(self) -> bytes:
         return b"".join(self._chunks)
 
-    def text(self) -> str:
+    def text(self, secrets: tuple[str, ...]) -> str:
+        """The body as text for an error: redacted, then cut to `MAX_ERROR_BODY_CHARS`."""
         if self.undecodable is not None:
             return f"(a body compressed with {self.undecodable}, not decoded)"
-        return decode_body(self.raw())[:MAX_ERROR_BODY_CHARS]
+        return clip(decode_body(self.raw()), MAX_ERROR_BODY_CHARS, secrets)
 
 
 @attrs.define(slots=True)
@@ -158,6 +176,9 @@ def read_json(
         raise invalid("the body was cut off or could not be inflated") from body.failure
     if body.overflow:
         raise invalid(f"the body is larger than {body.limit} bytes")
+    problem = body.compression_problem()
+    if problem is not None:
+        raise invalid(problem)
     try:
         data = json.loads(body.raw())
     except (ValueError, RecursionError) as exc:
@@ -176,23 +197,22 @@ def validation_error(
     secrets: tuple[str, ...],
 ) -> APIResponseValidationError:
     """The error for a 2xx whose body is not what the spec documents (never resent)."""
-    request_id = request_id_of(reply)
+    request_id = request_id_of(reply, secrets)
     return APIResponseValidationError(
         f"Avatario answered HTTP {reply.status} but {problem}; the session may have started, "
-        "so the request is not sent again"
-        + (f" [request id {redact(request_id, secrets)}]" if request_id else ""),
+        "so the request is not sent again" + (f" [request id {request_id}]" if request_id else ""),
         status_code=reply.status,
-        body=redact(reply.body.text(), secrets),
+        body=reply.body.text(secrets),
         request_id=request_id,
         attempts=attempts,
         idempotency_key=idempotency_key,
     )
 
 
-def request_id_of(reply: Reply) -> str | None:
-    """The server's ``x-request-id``, as one printable line."""
+def request_id_of(reply: Reply, secrets: tuple[str, ...]) -> str | None:
+    """The server's ``x-request-id``: redacted, one printable line."""
     value = reply.headers.get("x-request-id")
-    return None if value is None else one_line(value)
+    return None if value is None else safe_line(value, secrets)
 
 
 def _status_error(
@@ -203,21 +223,21 @@ def _status_error(
     now: float,
 ) -> Exception:
     status = reply.status
-    request_id = request_id_of(reply)
-    text = redact(reply.body.text(), secrets)
-    reason = one_line(redact(reply.reason, secrets), 60) or "error"
-    summary = one_line(redact(_error_summary(text), secrets))
+    request_id = request_id_of(reply, secrets)
+    text = reply.body.text(secrets)
+    reason = safe_line(reply.reason, secrets, 60) or "error"
+    summary = safe_line(_error_summary(text), secrets)
     message = f"Avatario answered HTTP {status} {reason}"
     if summary:
         message += f": {summary}"
     if request_id:
-        message += f" [request id {redact(request_id, secrets)}]"
+        message += f" [request id {request_id}]"
     error = status_error_class(status)(
         message,
         status_code=status,
         body=text,
         request_id=request_id,
-        headers=reply.headers,
+        headers=_headers(reply.headers, secrets),
         retry_after=parse_retry_after(reply.headers, now=now),
         attempts=attempts,
         outcome=status_outcome(status),
@@ -225,6 +245,14 @@ def _status_error(
     )
     error.__cause__ = reply.body.failure
     return error
+
+
+def _headers(headers: Mapping[str, str], secrets: tuple[str, ...]) -> Mapping[str, str]:
+    """The reply's headers, copied with secrets redacted if a server echoed one back."""
+    items = list(headers.items())
+    if not any(clip(value, len(value), secrets) != value for _, value in items):
+        return headers
+    return httpx.Headers([(name, clip(value, len(value), secrets)) for name, value in items])
 
 
 def _error_summary(text: str) -> str:

@@ -122,7 +122,7 @@ def finish(request: PreparedRequest[ResultT], reply: Reply, attempts: int, now: 
     )
     info = ReplyInfo(
         status_code=reply.status,
-        request_id=request_id_of(reply),
+        request_id=request_id_of(reply, request.secrets),
         attempts=attempts,
         idempotency_key=request.idempotency_key,
     )

@@ -221,6 +221,8 @@ def resolve_proxy(url: str) -> tuple[str, str] | None:
         return None
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
+    if is_loopback_host(host):  # the key and the token never leave this machine through one
+        return None
     if urllib.request.proxy_bypass(host if parts.port is None else f"{host}:{parts.port}"):
         return None
     for key in (parts.scheme, "all"):

@@ -53,3 +53,25 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
         if len(secret) >= MIN_REDACTED_CHARS and secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def clip(text: str, limit: int, secrets: tuple[str, ...]) -> str:
+    """`text` redacted, then cut to `limit` characters, never ending in the start of a secret.
+
+    Redacting before cutting matters: a secret that straddles the cut would otherwise leave
+    its first characters behind. The same holds at the end of a body that was itself cut off.
+    """
+    text = redact(text, secrets)[:limit]
+    for secret in secrets:
+        if len(secret) < MIN_REDACTED_CHARS:
+            continue
+        for size in range(min(len(secret) - 1, len(text)), 3, -1):
+            if text.endswith(secret[:size]):
+                text = text[:-size]
+                break
+    return text
+
+
+def safe_line(text: str, secrets: tuple[str, ...], limit: int = MAX_LINE_CHARS) -> str:
+    """Server text for a message or a log: redacted, one printable line, bounded."""
+    return one_line(clip(text, 4 * limit, secrets), limit)

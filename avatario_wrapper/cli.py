@@ -131,7 +131,7 @@ def main() -> None:
     """Send Avatario avatars into LiveKit rooms, or try the client against a local fake.
 
     start-session needs the cli extra; fake-server and demo also need the server extra
-    (pip install 'avatario-wrapper[cli,server]'). The API key is read from AVATARIO_API_KEY.
+    (from a checkout: pip install '.[cli,server]'). The API key is read from AVATARIO_API_KEY.
     """
 
 

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from avatario_wrapper import (
+    APIError,
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
@@ -368,4 +369,153 @@ def test_secrets_never_reach_a_redirect_target_or_an_error(kind: str) -> None:
     assert API_KEY not in str(caught.value)
     assert TOKEN not in str(caught.value)
     assert API_KEY not in caught.value.body
+    assert len(server.requests) == 1
+
+
+# -- 6. found by an adversarial review ------------------------------------------------------------
+
+
+def test_an_echoed_key_never_reaches_the_request_id_the_log_or_the_result(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    echo = {"x-request-id": f"req_{API_KEY}", "Retry-After": "0"}
+    busy = http_response(503, b"{}", echo)
+    ok = http_response(200, json.dumps({"session_id": "s-1"}).encode(), echo)
+    with loopback(busy, ok), caplog.at_level(logging.DEBUG):
+        pass
+    with loopback(busy, ok) as server, caplog.at_level(logging.DEBUG):
+        result = call(kind, server.url)
+    assert result.request_id == "req_[redacted]"
+    assert len(server.requests) == 2
+    ours = [r for r in caplog.records if r.name == "avatario_wrapper"]
+    assert ours  # the retry WARNING
+    for record in ours:  # (httpcore's own DEBUG log shows response headers as they came)
+        assert API_KEY not in record.getMessage()
+        assert API_KEY not in str(getattr(record, "avatario_request_id", ""))
+
+
+def test_a_secret_cut_by_the_body_limit_leaves_no_prefix_behind(kind: str) -> None:
+    body = b"x" * 4086 + b" echo: " + API_KEY.encode()
+    with loopback(http_response(400, body)) as server:
+        with pytest.raises(APIStatusError) as caught:
+            call(kind, server.url)
+    assert len(server.requests) == 1
+    assert not caught.value.body.endswith(API_KEY[:3])
+    assert API_KEY[:8] not in caught.value.body
+
+
+def test_the_cause_of_an_error_does_not_show_the_key_in_its_repr(kind: str) -> None:
+    with loopback(b"X garbage\r\n\r\n") as server:
+        with pytest.raises(APIError) as caught:
+            call(kind, server.url)
+    cause = caught.value.__cause__
+    assert cause is not None
+    assert API_KEY not in repr(cause)
+    assert API_KEY not in str(cause)
+    request = getattr(cause, "request", None) if isinstance(cause, httpx.HTTPError) else None
+    if request is not None:
+        assert API_KEY not in str(request.headers)
+
+
+@pytest.mark.parametrize("how", ["close", "with"])
+def test_a_closed_with_options_copy_refuses_while_the_original_sends(how: str) -> None:
+    with loopback(OK, OK) as server:
+        with AvatarioClient(API_KEY, base_url=server.url) as client:
+            copy = client.with_options(timeout=2.0)
+            if how == "close":
+                copy.close()
+            else:
+                with copy:
+                    pass
+            assert copy.closed
+            assert not client.closed
+            with pytest.raises(ClientClosedError):
+                copy.start_session(**CALL)
+            client.start_session(**CALL)
+    assert len(server.requests) == 1
+
+
+def test_a_session_that_raises_for_status_still_gives_status_errors() -> None:
+    busy = http_response(503, b"{}", {"Retry-After": "0"})
+    with loopback(busy, OK) as server:
+
+        async def main() -> Any:
+            async with aiohttp.ClientSession(raise_for_status=True) as session:
+                client = AsyncAvatarioClient(API_KEY, base_url=server.url, http_client=session)
+                return await client.start_session(**CALL)
+
+        result = asyncio.run(main())
+    assert result.attempts == 2  # the 503 was read as a 503 and retried
+    assert len(server.requests) == 2
+
+
+def test_waiting_for_a_pooled_connection_of_a_given_session_is_not_sent() -> None:
+    with loopback("stall", OK) as server:
+
+        async def main() -> None:
+            connector = aiohttp.TCPConnector(limit=1)
+            async with aiohttp.ClientSession(connector=connector) as session:
+                hog = asyncio.ensure_future(session.post(server.url + "/hang", data=b"x"))
+                await asyncio.sleep(0.2)  # the one connection is now held by `hog`
+                client = AsyncAvatarioClient(
+                    API_KEY,
+                    base_url=server.url,
+                    http_client=session,
+                    timeout=0.3,
+                    retry=RetryPolicy(max_attempts=1),
+                )
+                with pytest.raises(APITimeoutError) as caught:
+                    await client.start_session(**CALL)
+                assert caught.value.outcome is Outcome.NOT_SENT
+                hog.cancel()
+
+        asyncio.run(main())
+    assert len(server.requests) == 1  # only the hog's
+
+
+def _chunked(body: bytes, size: int, headers: dict[str, str]) -> Callable[[socket.socket], None]:
+    head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+
+    def behaviour(conn: socket.socket) -> None:
+        conn.sendall(head.encode())
+        for i in range(0, len(body), size):
+            piece = body[i : i + size]
+            conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            time.sleep(0.001)
+        conn.sendall(b"0\r\n\r\n")
+
+    return behaviour
+
+
+def test_raw_deflate_in_one_byte_chunks_is_read(kind: str) -> None:
+    payload = json.dumps({"session_id": "s-7"}).encode()
+    raw = zlib.compressobj(wbits=-15)
+    body = raw.compress(payload) + raw.flush()
+    with loopback(_chunked(body, 1, {"Content-Encoding": "deflate"})):
+        pass
+    with loopback(_chunked(body, 1, {"Content-Encoding": "deflate"})) as server:
+        assert call(kind, server.url).session_id == "s-7"
+
+
+@pytest.mark.parametrize("damage", ["no trailer", "trailing bytes"])
+def test_an_incomplete_or_padded_gzip_body_is_an_invalid_reply(kind: str, damage: str) -> None:
+    packed = gzip.compress(json.dumps({"session_id": "s-1"}).encode())
+    body = packed[:-8] if damage == "no trailer" else packed + b"garbage"
+    with loopback(http_response(200, body, {"Content-Encoding": "gzip"})) as server:
+        with pytest.raises(APIResponseValidationError):
+            call(kind, server.url)
+    assert len(server.requests) == 1
+
+
+def test_a_loopback_base_url_is_never_sent_through_a_proxy(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    with loopback(OK) as proxy, loopback(OK) as server:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        assert call(kind, server.url, no_env=True).session_id == "s-1"
+    assert proxy.requests == []
     assert len(server.requests) == 1

@@ -8,18 +8,22 @@ directly. Imported only when an `AsyncAvatarioClient` sends over aiohttp, never 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiohttp.http_parser import RawResponseMessage
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from .._reply import Body, Reply
 from .._request import PreparedRequest
 from .._settings import resolve_proxy
+from .._text import REDACTED
 from ..errors import APIConnectionError, ClientClosedError
 from .base import CLOSED_MESSAGE, CURRENT, Exchange, connection_error, exchange_within, is_timeout
 
 _CHUNK = 64 * 1024
+#: How long after the attempt's timeout the whole-exchange bound fires, behind aiohttp's own.
+_BACKSTOP = 0.05
 #: The longest status line or header field accepted, as with httpx (whose whole head may
 #: reach 100 KiB): large enough for real proxies' cookies and traces.
 MAX_HEADER_BYTES = 64 * 1024
@@ -93,7 +97,9 @@ class AiohttpTransport:
             request,
             exchange,
             lambda got: self._exchange(session, request, timeout, got),
-            timeout=timeout,
+            # aiohttp's own timers (total, connect) end the attempt at `timeout` and say which
+            # phase it was in; this bound only backs them up.
+            timeout=timeout + _BACKSTOP,
             caught=lambda exc: isinstance(exc, (aiohttp.ClientError, OSError)) or is_timeout(exc),
             failure=_failure,
         )
@@ -110,8 +116,12 @@ class AiohttpTransport:
             request.url,
             data=request.content,
             headers=request.headers,
-            timeout=aiohttp.ClientTimeout(total=timeout),
+            # `connect` covers waiting for a pooled connection too, and ends just before `total`
+            # so that its ConnectionTimeoutError (not sent) wins on a session whose connector
+            # cannot be watched.
+            timeout=aiohttp.ClientTimeout(total=timeout, connect=timeout - min(0.01, timeout / 10)),
             allow_redirects=False,
+            raise_for_status=False,  # a caller's session may raise on statuses: read them here
             proxy=self._proxy,
             auto_decompress=False,
             max_line_size=MAX_HEADER_BYTES,
@@ -125,7 +135,7 @@ class AiohttpTransport:
                     if body.feed(chunk):
                         break
             except (aiohttp.ClientError, OSError) as exc:
-                body.fail(exc)
+                body.fail(_scrub(exc))
             return reply
 
     async def aclose(self) -> None:
@@ -134,10 +144,26 @@ class AiohttpTransport:
             await self._session.close()
 
 
+E = TypeVar("E", bound=BaseException)
+
+
+def _scrub(exc: E) -> E:
+    """`exc` with the API key masked in the request headers it carries (its repr shows them)."""
+    info = getattr(exc, "request_info", None)
+    if isinstance(info, aiohttp.RequestInfo) and "x-api-key" in info.headers:
+        headers = CIMultiDict(info.headers)
+        headers["x-api-key"] = REDACTED
+        masked = info._replace(headers=CIMultiDictProxy(headers))
+        exc.request_info = masked  # type: ignore[attr-defined]
+        exc.args = tuple(masked if arg is info else arg for arg in exc.args)
+    return exc
+
+
 def _failure(
     request: PreparedRequest[Any], exchange: Exchange, exc: BaseException
 ) -> APIConnectionError:
     """The one place an aiohttp exception becomes ours; timeouts are classified here, once."""
+    _scrub(exc)
     if isinstance(exc, aiohttp.ServerDisconnectedError) and not isinstance(
         exc.message, RawResponseMessage
     ):

@@ -10,7 +10,7 @@ from typing import Any, Protocol, TypeVar
 
 from .._reply import Reply
 from .._request import PreparedRequest
-from .._text import one_line, redact
+from .._text import safe_line
 from ..errors import APIConnectionError, APITimeoutError, Outcome
 
 T = TypeVar("T")
@@ -92,7 +92,7 @@ def connection_error(
     """The one constructor of "no response" errors (raise it `from exc`)."""
     cls = APITimeoutError if timed_out else APIConnectionError
     what = "timed out waiting for Avatario" if timed_out else "could not reach Avatario"
-    detail = one_line(redact(str(exc), request.secrets))
+    detail = safe_line(str(exc), request.secrets)
     message = f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
     if outcome is Outcome.UNKNOWN and request.method != "HEAD":  # warm_up's HEAD starts nothing
         message += " (the request went out: Avatario may have started the session)"

@@ -22,6 +22,7 @@ import httpx
 from .._reply import Body, Reply
 from .._request import PreparedRequest
 from .._settings import resolve_proxy
+from .._text import REDACTED
 from ..errors import APIConnectionError, ClientClosedError
 from .base import (
     CLOSED_MESSAGE,
@@ -222,10 +223,25 @@ def own_client(kind: type[T], base_url: str, timeout: float) -> T:
     )
 
 
+E = TypeVar("E", bound=BaseException)
+
+
+def _scrub(exc: E) -> E:
+    """`exc` with the API key masked in the request it carries (kept as a `__cause__`)."""
+    try:
+        sent = exc.request  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # not an httpx error, or one without a request
+        return exc
+    if isinstance(sent, httpx.Request) and "x-api-key" in sent.headers:
+        sent.headers["x-api-key"] = REDACTED
+    return exc
+
+
 def _failure(
     request: PreparedRequest[Any], exchange: Exchange, exc: Exception
 ) -> APIConnectionError:
     """The one place an httpx exception becomes ours; timeouts are classified here, once."""
+    _scrub(exc)
     timed_out = isinstance(exc, httpx.TimeoutException) or is_timeout(exc)
     outcome = exchange.outcome(not_sent=isinstance(exc, _NOT_SENT))
     return connection_error(request, exc, timed_out=timed_out, outcome=outcome)
@@ -288,7 +304,7 @@ class HttpxTransport:
                     if _keep(body, chunk, exchange):
                         break
             except httpx.HTTPError as exc:
-                body.fail(exc)
+                body.fail(_scrub(exc))
             finally:
                 response.close()
             return Reply(response.status_code, response.reason_phrase, response.headers, body)
@@ -358,7 +374,7 @@ class AsyncHttpxTransport:
                 if _keep(body, chunk, exchange):
                     break
         except httpx.HTTPError as exc:
-            body.fail(exc)
+            body.fail(_scrub(exc))
         finally:
             await response.aclose()
         return reply
