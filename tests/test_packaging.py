@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from .spec_helpers import ROOT, SPEC_PATH
+from .spec_helpers import SPEC_PATH
 
 pytestmark = pytest.mark.slow
 
 
-def test_the_wheel_has_what_users_need(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    [wheel] = tmp_path.glob("avatario_wrapper-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+def test_the_wheel_has_what_users_need(built_wheel: Path) -> None:
+    with zipfile.ZipFile(built_wheel) as archive:
         names = set(archive.namelist())
         assert "avatario_wrapper/py.typed" in names
         assert "avatario_client/__init__.py" in names

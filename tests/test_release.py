@@ -8,7 +8,6 @@ are exactly the ones scripts/test runs the suite on.
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -89,14 +88,8 @@ def test_declared_pythons_are_the_tested_ones() -> None:
 
 
 @pytest.mark.slow
-def test_the_wheel_ships_the_license_and_both_typed_markers(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(tmp_path)],
-        cwd=ROOT,
-        check=True,
-        capture_output=True,
-    )
-    [wheel] = tmp_path.glob("avatario_wrapper-*.whl")
+def test_the_wheel_ships_the_license_and_both_typed_markers(built_wheel: Path) -> None:
+    wheel = built_wheel
     assert wheel.name.startswith(f"avatario_wrapper-{_version_file()}-py3-none-any")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
