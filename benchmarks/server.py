@@ -1,19 +1,22 @@
 """A minimal, fast HTTP/1.1 loopback server for the benchmarks (so it is never the bottleneck).
 
     python benchmarks/server.py            # prints "PORT <n>" on stdout, serves until killed
+    python benchmarks/server.py --tls CERT KEY   # the same over TLS (PEM certificate and key)
 
 Any ``POST .../start-session`` gets ``200 {"session_id": ...}`` on a keep-alive connection.
 A path that starts with ``/s/<name>/`` plays the script set for <name> first: ``POST
 /script/<name>`` with a body such as ``503,503,200`` or ``429:1,200`` (status, then an optional
 Retry-After in seconds), one step per request, then plain 200s. An ``Idempotency-Key`` of the
 form ``s-503.200-<anything>`` scripts the requests carrying that key the same way (steps
-separated by dots), so one client can mix faults into a run. Binds 127.0.0.1 only.
+separated by dots), so one client can mix faults into a run. A ``HEAD`` gets the headers of
+a 200 without its body (``warm_up()``). Binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import ssl
 import sys
 
 _ids = itertools.count(1)
@@ -83,20 +86,27 @@ class _Protocol(asyncio.Protocol):
                 return
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
-            path = head.split(" ", 2)[1]
-            self.transport.write(_answer(path, body, key))  # type: ignore[attr-defined]
+            method, path = head.split(" ", 2)[:2]
+            reply = _answer(path, body, key)
+            if method == "HEAD":
+                reply = reply[: reply.find(b"\r\n\r\n") + 4]
+            self.transport.write(reply)  # type: ignore[attr-defined]
 
 
-async def _main() -> None:
+async def _main(tls: ssl.SSLContext | None) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(_Protocol, "127.0.0.1", 0, backlog=1024)
+    server = await loop.create_server(_Protocol, "127.0.0.1", 0, backlog=1024, ssl=tls)
     print("PORT", server.sockets[0].getsockname()[1], flush=True)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
+    context = None
+    if sys.argv[1:2] == ["--tls"]:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(sys.argv[2], sys.argv[3])
     try:
-        asyncio.run(_main())
+        asyncio.run(_main(context))
     except KeyboardInterrupt:
         sys.exit(0)
