@@ -64,7 +64,7 @@ from ._settings import (
     check_text_id,
     resolve_api_key,
 )
-from .compat import retry_from_conn_options
+from .compat import AVATAR_ID_ENV, retry_from_conn_options
 from .errors import APIError, AvatarioConfigError, Outcome
 
 __all__ = [
@@ -85,7 +85,6 @@ DEFAULT_TOKEN_TTL = datetime.timedelta(minutes=10)
 #: How long `start` waits for the avatar to join when the outcome of a call is unknown.
 DEFAULT_JOIN_TIMEOUT = 5.0
 
-AVATAR_ID_ENV = "AVATARIO_AVATAR_ID"
 LIVEKIT_URL_ENV = "LIVEKIT_URL"
 LIVEKIT_API_KEY_ENV = "LIVEKIT_API_KEY"
 LIVEKIT_API_SECRET_ENV = "LIVEKIT_API_SECRET"  # noqa: S105 - an environment variable's name
