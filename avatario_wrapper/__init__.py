@@ -39,6 +39,7 @@ from .errors import (
     PermissionDeniedError,
     RateLimitError,
     UnprocessableEntityError,
+    WrongEventLoopError,
 )
 
 __all__ = [
@@ -67,5 +68,6 @@ __all__ = [
     "StartSessionResult",
     "UnprocessableEntityError",
     "VideoOptions",
+    "WrongEventLoopError",
     "__version__",
 ]

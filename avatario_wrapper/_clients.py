@@ -1,8 +1,9 @@
 """The public clients. Both share every decision; only sending and sleeping differ.
 
 `_ClientBase` holds the settings, the transport, the retry budget (shared with `with_options`
-copies) and `_prepare`, the start of the one request path: inputs checked and serialised by
-the operation, then the retry state. Each public method is one `self._request(OPERATION, ...)`.
+copies) and `_prepare`, the start of the one request path (`_request`): inputs checked and
+serialised by the operation, then the retry state. Each public method is one
+``self._call(OPERATION, ...)``.
 """
 
 from __future__ import annotations
@@ -16,9 +17,16 @@ import httpx
 from ._budget import RetryBudget
 from ._clock import SYSTEM_CLOCK, Clock
 from ._operations import START_SESSION, StartSessionResult
-from ._request import USER_AGENT, Operation, PreparedRequest, finish, prepare
-from ._retry import Call, run_async, run_sync
-from ._settings import RetryPolicy, Settings, VideoOptions, resolve_proxy
+from ._request import Operation, PreparedRequest, finish, prepare, warm_up_request
+from ._retry import RetryState, run_async, run_sync
+from ._settings import (
+    DEFAULT_CONNECT_TIMEOUT,
+    RetryPolicy,
+    Settings,
+    VideoOptions,
+    resolve_proxy,
+)
+from ._telemetry import start_call
 from ._transports.base import CLOSED_MESSAGE, AsyncTransport, SyncTransport
 from ._transports.httpx import AsyncHttpxTransport, HttpxTransport
 from .errors import ClientClosedError
@@ -27,16 +35,6 @@ HttpT = TypeVar("HttpT")
 TransportT = TypeVar("TransportT", SyncTransport, AsyncTransport)
 ClientT = TypeVar("ClientT", bound="_ClientBase[Any, Any]")
 ResultT = TypeVar("ResultT")
-
-
-def _not_an_api_call(*_: Any) -> Any:
-    raise AssertionError("warm_up's request is never built nor parsed")
-
-
-#: Not an operation of openapi.yaml: the request `warm_up` sends to open a connection.
-_WARM_UP: Operation[None] = Operation(
-    name="warm_up", build=_not_an_api_call, parse=_not_an_api_call, idempotent=True
-)
 
 
 class _ClientBase(Generic[HttpT, TransportT]):
@@ -57,6 +55,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
         *,
         base_url: str | None = None,
         timeout: float = 10.0,
+        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
         retry: RetryPolicy | None = None,
         http_client: HttpT | None = None,
         allow_insecure_http: bool = False,
@@ -66,6 +65,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
             api_key,
             base_url=base_url,
             timeout=timeout,
+            connect_timeout=connect_timeout,
             retry=retry,
             allow_insecure_http=allow_insecure_http,
             clock=clock if clock is not None else SYSTEM_CLOCK,
@@ -87,6 +87,10 @@ class _ClientBase(Generic[HttpT, TransportT]):
         return self._settings.timeout
 
     @property
+    def connect_timeout(self) -> float | None:
+        return self._settings.connect_timeout
+
+    @property
     def retry(self) -> RetryPolicy:
         return self._settings.retry
 
@@ -96,14 +100,22 @@ class _ClientBase(Generic[HttpT, TransportT]):
         return self._closed or self._transport.closed
 
     def with_options(
-        self: ClientT, *, timeout: float | None = None, retry: RetryPolicy | None = None
+        self: ClientT,
+        *,
+        timeout: float | None = None,
+        retry: RetryPolicy | None = None,
+        connect_timeout: float | None = ...,  # type: ignore[assignment]
     ) -> ClientT:
         """A client with other settings that shares this one's connection pool and retry budget.
 
-        The copy never closes the pool; close the original when both are done.
+        Settings left out are kept (``connect_timeout=None`` means connecting is bounded by
+        the attempt's timeout alone). The copy never closes the pool; close the original when
+        both are done.
         """
         clone = object.__new__(type(self))
-        clone._settings = self._settings.with_options(timeout=timeout, retry=retry)
+        clone._settings = self._settings.with_options(
+            timeout=timeout, retry=retry, connect_timeout=connect_timeout
+        )
         clone._transport = self._transport
         clone._budget = self._budget
         clone._owns_transport = False
@@ -113,50 +125,57 @@ class _ClientBase(Generic[HttpT, TransportT]):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(base_url={self.base_url!r}, timeout={self.timeout!r}, "
-            f"retry={self.retry!r}, api_key='***')"
+            f"connect_timeout={self.connect_timeout!r}, retry={self.retry!r}, api_key='***')"
         )
 
     def _prepare(
         self, operation: Operation[ResultT], inputs: dict[str, Any]
-    ) -> tuple[PreparedRequest[ResultT], Call]:
+    ) -> tuple[PreparedRequest[ResultT], RetryState]:
         """The checked, serialised request (raising before any I/O) and its retry state."""
         if self.closed:
             raise ClientClosedError(CLOSED_MESSAGE)
         settings = self._settings
         request = prepare(settings, operation, inputs)
-        call = Call(
+        state = RetryState(
             name=operation.name,
             policy=settings.retry,
             timeout=settings.timeout,
             clock=settings.clock,
             budget=self._budget,
-            idempotent=operation.idempotent,
+            idempotent=not operation.starts_session,
+            is_closed=lambda: self.closed,
+            trace=start_call(request),
         )
-        return request, call
+        return request, state
 
     def _warm_up_request(self) -> PreparedRequest[None]:
         """``HEAD {base_url}/`` with no key and no body (see `AvatarioClient.warm_up`)."""
         if self.closed:
             raise ClientClosedError(CLOSED_MESSAGE)
-        return PreparedRequest(
-            operation=_WARM_UP,
-            method="HEAD",
-            url=self._settings.base_url + "/",
-            headers={"accept-encoding": "identity", "user-agent": USER_AGENT},
-            content=None,
-            idempotency_key=None,
-            secrets=(self._settings.api_key,),
-        )
+        return warm_up_request(self._settings)
 
 
 class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
     """A blocking Avatario client with one pooled `httpx.Client`, safe to share across threads.
 
-    ``AvatarioClient(api_key=None, *, base_url=None, timeout=10.0, retry=None,
-    http_client=None, allow_insecure_http=False)``: the key falls back to ``AVATARIO_API_KEY``,
-    the base URL to ``AVATARIO_BASE_URL`` and then production. A pool passed as `http_client`
-    is used as is (its TLS and proxy settings included; its redirects are never followed) and
-    not closed by `close()`.
+    Args:
+        api_key: The Avatario API key; default ``AVATARIO_API_KEY``. Never shown or logged.
+        base_url: The API root; default ``AVATARIO_BASE_URL``, then
+            ``https://avatario.ai/api/sdk``. Must be https, except for loopback hosts or
+            with `allow_insecure_http`.
+        timeout: Seconds each attempt may take, connect to last body byte (cut to what is
+            left of the retry policy's `max_elapsed`).
+        connect_timeout: Seconds opening a connection (TCP and TLS) may take within an
+            attempt, so a lost SYN leaves time for a fresh attempt; None: only `timeout`
+            bounds it. See docs/retries.md.
+        retry: The `RetryPolicy`; default ``RetryPolicy()``.
+        http_client: An `httpx.Client` to send with, used as is (its TLS and proxy settings
+            included; its redirects never followed) and not closed by `close()`.
+        allow_insecure_http: Allow a plain-http `base_url` that is not loopback.
+        clock: Time, sleeps and jitter (tests pass `avatario_wrapper.testing.FakeClock`).
+
+    A client made before ``os.fork()`` never shares a pooled connection with its child: the
+    child opens its own.
     """
 
     def _new_transport(self, http_client: httpx.Client | None) -> SyncTransport:
@@ -168,14 +187,16 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
             http_client, base_url=self._settings.base_url, timeout=self._settings.timeout
         )
 
-    def _request(self, operation: Operation[ResultT], **inputs: Any) -> ResultT:
-        request, call = self._prepare(operation, inputs)
-        send, clock = self._transport.send, self._settings.clock
+    def _call(self, operation: Operation[ResultT], **inputs: Any) -> ResultT:
+        request, state = self._prepare(operation, inputs)
+        send, settings = self._transport.send, self._settings
+        clock = settings.clock
 
         def attempt(timeout: float) -> ResultT:
-            return finish(request, send(request, timeout), call.attempts, clock.time())
+            reply = send(request, timeout, settings.connect_within(timeout))
+            return finish(request, reply, state.attempts, clock.time())
 
-        return run_sync(call, attempt)
+        return run_sync(state, attempt)
 
     def start_session(
         self,
@@ -193,7 +214,7 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
         have started the session (see `RetryPolicy`), with one idempotency key for every
         attempt. Raises an `AvatarioError` subclass.
         """
-        return self._request(
+        return self._call(
             START_SESSION,
             avatar_id=avatar_id,
             agent_identity=agent_identity,
@@ -217,7 +238,10 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
         Raises `APIConnectionError` (`APITimeoutError`) when the origin cannot be reached, and
         `ClientClosedError` once the client is closed.
         """
-        self._transport.send(self._warm_up_request(), self._settings.timeout)
+        timeout = self._settings.timeout
+        self._transport.send(
+            self._warm_up_request(), timeout, self._settings.connect_within(timeout)
+        )
 
     def close(self) -> None:
         """Refuse to send from now on; close the connection pool if this client made it.
@@ -250,11 +274,29 @@ def _is_aiohttp_session(value: object) -> bool:
 class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
     """An asyncio Avatario client with one connection pool, safe to share across tasks.
 
-    The same constructor as `AvatarioClient`; `http_client` may be an `httpx.AsyncClient` or an
-    `aiohttp.ClientSession` (a LiveKit worker's shared session, say), used as is and not closed
-    by `aclose()`. Without one it sends over aiohttp when aiohttp is installed (the
-    ``aiohttp`` extra; much faster with many requests in flight, see docs/benchmarks.md),
-    else over an `httpx.AsyncClient`.
+    Args:
+        api_key: The Avatario API key; default ``AVATARIO_API_KEY``. Never shown or logged.
+        base_url: The API root; default ``AVATARIO_BASE_URL``, then
+            ``https://avatario.ai/api/sdk``. Must be https, except for loopback hosts or
+            with `allow_insecure_http`.
+        timeout: Seconds each attempt may take, connect to last body byte (cut to what is
+            left of the retry policy's `max_elapsed`).
+        connect_timeout: Seconds opening a connection (TCP and TLS) may take within an
+            attempt, so a lost SYN leaves time for a fresh attempt; None: only `timeout`
+            bounds it. See docs/retries.md.
+        retry: The `RetryPolicy`; default ``RetryPolicy()``.
+        http_client: An `httpx.AsyncClient` or an `aiohttp.ClientSession` (a LiveKit
+            worker's shared session, say) to send with, used as is and not closed by
+            `aclose()`. Without one the client sends over aiohttp when it is installed (the
+            ``aiohttp`` extra; much faster with many requests in flight, see
+            docs/benchmarks.md), else over an `httpx.AsyncClient`.
+        allow_insecure_http: Allow a plain-http `base_url` that is not loopback.
+        clock: Time, sleeps and jitter (tests pass `avatario_wrapper.testing.FakeClock`).
+
+    The client belongs to one event loop: the loop it first sends on (or the loop of the
+    aiohttp session it was given). Used on another loop it raises `WrongEventLoopError`
+    before sending anything; make one client per event loop. Cancelling a task that is
+    calling it ends the call with `asyncio.CancelledError` and sends nothing more.
     """
 
     def _new_transport(self, http_client: Any) -> AsyncTransport:
@@ -272,14 +314,16 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
             return AiohttpTransport(http_client, base_url=base_url)
         return AsyncHttpxTransport(None, base_url=base_url, timeout=timeout)
 
-    async def _request(self, operation: Operation[ResultT], **inputs: Any) -> ResultT:
-        request, call = self._prepare(operation, inputs)
-        send, clock = self._transport.send, self._settings.clock
+    async def _call(self, operation: Operation[ResultT], **inputs: Any) -> ResultT:
+        request, state = self._prepare(operation, inputs)
+        send, settings = self._transport.send, self._settings
+        clock = settings.clock
 
         async def attempt(timeout: float) -> ResultT:
-            return finish(request, await send(request, timeout), call.attempts, clock.time())
+            reply = await send(request, timeout, settings.connect_within(timeout))
+            return finish(request, reply, state.attempts, clock.time())
 
-        return await run_async(call, attempt)
+        return await run_async(state, attempt)
 
     async def start_session(
         self,
@@ -297,7 +341,7 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
         have started the session (see `RetryPolicy`), with one idempotency key for every
         attempt. Raises an `AvatarioError` subclass.
         """
-        return await self._request(
+        return await self._call(
             START_SESSION,
             avatar_id=avatar_id,
             agent_identity=agent_identity,
@@ -321,7 +365,10 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
         Raises `APIConnectionError` (`APITimeoutError`) when the origin cannot be reached, and
         `ClientClosedError` once the client is closed.
         """
-        await self._transport.send(self._warm_up_request(), self._settings.timeout)
+        timeout = self._settings.timeout
+        await self._transport.send(
+            self._warm_up_request(), timeout, self._settings.connect_within(timeout)
+        )
 
     async def aclose(self) -> None:
         """Refuse to send from now on; close the connection pool if this client made it.

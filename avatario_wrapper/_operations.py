@@ -1,8 +1,10 @@
-"""The operations of openapi.yaml, each its generated builder plus how its reply is read.
+"""The operations of openapi.yaml, as data: one block per operation.
 
-Wrapping a new operation means adding its few lines here (inputs checked, the generated
-``_get_kwargs`` called, the 2xx body read into a result type) and a public method on the
-clients that calls ``self._request(OPERATION, ...)``; see docs/design.md.
+Each block is the operation's public result type, the function that checks its inputs and
+calls the generated request builder, and an `Operation` naming the generated 2xx model and
+how the result's own fields are read from it. Everything else (headers, the key, retries,
+errors, reading and checking the reply, redaction, telemetry, every transport) comes from the
+request path (`_request`). Wrapping a new operation: docs/design.md, "Wrapping a new operation".
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from avatario_client.api.sessions import start_session as start_session_api
 from avatario_client.models.live_kit_room import LiveKitRoom
 from avatario_client.models.start_session_request import StartSessionRequest
 from avatario_client.models.start_session_response import StartSessionResponse
-from avatario_client.types import UNSET
+from avatario_client.types import UNSET, Unset
 
-from ._request import Built, InvalidReply, Operation, ReplyInfo
+from ._request import Operation
 from ._settings import (
     VideoOptions,
     check_agent_identity,
@@ -26,7 +28,13 @@ from ._settings import (
     check_text_id,
 )
 
-DEFAULT_VIDEO = VideoOptions()
+__all__ = ["START_SESSION", "StartSessionResult"]
+
+
+def _set(value: Any) -> Any:
+    """A generated model's optional field: None when the server left it out."""
+    return None if isinstance(value, Unset) else value
+
 
 # -- POST /start-session ----------------------------------------------------------------------
 
@@ -35,9 +43,15 @@ DEFAULT_VIDEO = VideoOptions()
 class StartSessionResult:
     """An accepted start-session call.
 
-    `data` is the whole JSON object Avatario returned, unknown keys included; `session_id` is
-    its ``session_id`` when present; `request_id` comes from ``x-request-id``;
-    `idempotency_key` is the key every attempt carried.
+    Attributes:
+        session_id: The ``session_id`` Avatario returned, or None when it sent none.
+        data: The whole JSON object Avatario returned, unknown keys included (the API key or
+            the LiveKit token, if the server echoed one, redacted).
+        request_id: The ``x-request-id`` header, or None.
+        attempts: How many attempts the call made, the first included.
+        status_code: The HTTP status of the answer (0 when `AvatarSession` settled an unknown
+            outcome by seeing the avatar join the room).
+        idempotency_key: The ``Idempotency-Key`` every attempt carried.
     """
 
     session_id: str | None
@@ -48,15 +62,18 @@ class StartSessionResult:
     idempotency_key: str | None = None
 
 
-def _start_session_request(
+DEFAULT_VIDEO = VideoOptions()
+
+
+def _start_session(
     *,
     avatar_id: object,
     agent_identity: object,
     livekit_url: object,
     livekit_token: object,
-    video: VideoOptions | None,
+    video: VideoOptions | None = None,
     idempotency_key: str,
-) -> Built:
+) -> dict[str, Any]:
     agent = check_agent_identity(agent_identity)
     avatar = check_text_id("avatar_id", avatar_id)
     url = check_livekit_url(livekit_url)
@@ -73,28 +90,15 @@ def _start_session_request(
         video_width=video.width,
         custom_background_url=video.background_url if video.background_url is not None else UNSET,
     )
-    kwargs = start_session_api._get_kwargs(body=body, idempotency_key=idempotency_key)
-    return Built(kwargs, secrets=(token,))
+    return start_session_api._get_kwargs(body=body, idempotency_key=idempotency_key)
 
 
-def _start_session_result(data: dict[str, Any], info: ReplyInfo) -> StartSessionResult:
-    parsed = StartSessionResponse.from_dict(data)
-    session_id = None if parsed.session_id is UNSET else parsed.session_id
-    if session_id is not None and not isinstance(session_id, str):
-        raise InvalidReply("its session_id is not a string")
-    return StartSessionResult(
-        session_id=session_id,
-        data=data,
-        request_id=info.request_id,
-        attempts=info.attempts,
-        status_code=info.status_code,
-        idempotency_key=info.idempotency_key,
-    )
-
-
-START_SESSION = Operation(
-    name="start-session",
-    build=_start_session_request,
-    parse=_start_session_result,
-    keyed=True,
+START_SESSION: Operation[StartSessionResult] = Operation(
+    name="start_session",
+    build=_start_session,
+    secret_inputs=("livekit_token",),
+    model=StartSessionResponse,
+    result=StartSessionResult,
+    result_fields=lambda parsed: {"session_id": _set(parsed.session_id)},
+    starts_session=True,
 )

@@ -12,12 +12,11 @@ import json
 import math
 import zlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
-import attrs
 import httpx
 
-from ._retry import status_outcome
+from ._outcome import may_have_started, outcome_of_status, unreadable_success_note
 from ._text import clip, decode_body, one_line, safe_line
 from .errors import (
     MAX_ERROR_BODY_CHARS,
@@ -142,33 +141,40 @@ class Body:
         return clip(decode_body(self.raw()), MAX_ERROR_BODY_CHARS, secrets)
 
 
-@attrs.define(slots=True)
 class Reply:
     """What a transport got back: status line, headers and the (bounded) body."""
 
-    status: int
-    reason: str
-    headers: Mapping[str, str]
-    body: Body
+    __slots__ = ("body", "headers", "reason", "status")
+
+    def __init__(self, status: int, reason: str, headers: Mapping[str, str], body: Body) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    def __repr__(self) -> str:
+        return f"Reply({self.status})"
 
 
-def read_json(
-    reply: Reply,
-    *,
-    attempts: int,
-    idempotency_key: str | None,
-    secrets: tuple[str, ...],
-    now: float,
-) -> dict[str, Any]:
+class Sent(Protocol):
+    """What reading a reply needs to know of the request it answers."""
+
+    @property
+    def secrets(self) -> tuple[str, ...]: ...
+    @property
+    def idempotency_key(self) -> str | None: ...
+    @property
+    def starts_session(self) -> bool: ...
+
+
+def read_json(reply: Reply, sent: Sent, *, attempts: int, now: float) -> dict[str, Any]:
     """The JSON object of a 2xx reply; else the error to raise (a status or validation error)."""
     status, body = reply.status, reply.body
     if not 200 <= status < 300:
-        raise _status_error(reply, attempts, idempotency_key, secrets, now)
+        raise _status_error(reply, sent, attempts, now)
 
     def invalid(problem: str) -> APIResponseValidationError:
-        return validation_error(
-            reply, problem, attempts=attempts, idempotency_key=idempotency_key, secrets=secrets
-        )
+        return validation_error(reply, sent, problem, attempts=attempts)
 
     if body.undecodable is not None:
         raise invalid(f"the body is compressed with {body.undecodable}, which is not decoded")
@@ -189,23 +195,24 @@ def read_json(
 
 
 def validation_error(
-    reply: Reply,
-    problem: str,
-    *,
-    attempts: int,
-    idempotency_key: str | None,
-    secrets: tuple[str, ...],
+    reply: Reply, sent: Sent, problem: str, *, attempts: int
 ) -> APIResponseValidationError:
-    """The error for a 2xx whose body is not what the spec documents (never resent)."""
+    """The error for a 2xx whose body is not what the spec documents (never resent).
+
+    `problem` may quote the server: it reaches the message as one redacted printable line.
+    """
+    secrets = sent.secrets
     request_id = request_id_of(reply, secrets)
     return APIResponseValidationError(
-        f"Avatario answered HTTP {reply.status} but {problem}; the session may have started, "
-        "so the request is not sent again" + (f" [request id {request_id}]" if request_id else ""),
+        f"Avatario answered HTTP {reply.status} but {safe_line(problem, secrets, 300)}"
+        + unreadable_success_note(starts_session=sent.starts_session)
+        + (f" [request id {request_id}]" if request_id else ""),
         status_code=reply.status,
         body=reply.body.text(secrets),
         request_id=request_id,
         attempts=attempts,
-        idempotency_key=idempotency_key,
+        idempotency_key=sent.idempotency_key,
+        may_have_started=sent.starts_session,
     )
 
 
@@ -215,14 +222,8 @@ def request_id_of(reply: Reply, secrets: tuple[str, ...]) -> str | None:
     return None if value is None else safe_line(value, secrets)
 
 
-def _status_error(
-    reply: Reply,
-    attempts: int,
-    idempotency_key: str | None,
-    secrets: tuple[str, ...],
-    now: float,
-) -> Exception:
-    status = reply.status
+def _status_error(reply: Reply, sent: Sent, attempts: int, now: float) -> Exception:
+    status, secrets = reply.status, sent.secrets
     request_id = request_id_of(reply, secrets)
     text = reply.body.text(secrets)
     reason = safe_line(reply.reason, secrets, 60) or "error"
@@ -232,6 +233,7 @@ def _status_error(
         message += f": {summary}"
     if request_id:
         message += f" [request id {request_id}]"
+    outcome = outcome_of_status(status)
     error = status_error_class(status)(
         message,
         status_code=status,
@@ -240,19 +242,28 @@ def _status_error(
         headers=_headers(reply.headers, secrets),
         retry_after=parse_retry_after(reply.headers, now=now),
         attempts=attempts,
-        outcome=status_outcome(status),
-        idempotency_key=idempotency_key,
+        outcome=outcome,
+        idempotency_key=sent.idempotency_key,
+        may_have_started=may_have_started(outcome, starts_session=sent.starts_session),
     )
     error.__cause__ = reply.body.failure
     return error
 
 
 def _headers(headers: Mapping[str, str], secrets: tuple[str, ...]) -> Mapping[str, str]:
-    """The reply's headers, copied with secrets redacted if a server echoed one back."""
+    """The reply's headers as a picklable `httpx.Headers` (an error must cross processes),
+    with secrets redacted if a server echoed one back."""
     items = list(headers.items())
-    if not any(clip(value, len(value), secrets) != value for _, value in items):
+    if any(clip(value, len(value), secrets) != value for _, value in items):
+        items = [(name, clip(value, len(value), secrets)) for name, value in items]
+    elif isinstance(headers, httpx.Headers):
         return headers
-    return httpx.Headers([(name, clip(value, len(value), secrets)) for name, value in items])
+    # aiohttp decodes header bytes with surrogateescape: give httpx the bytes back.
+    return httpx.Headers([(_raw(name), _raw(value)) for name, value in items])
+
+
+def _raw(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
 
 
 def _error_summary(text: str) -> str:

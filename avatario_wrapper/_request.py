@@ -1,9 +1,18 @@
 """The one request path every operation goes through, minus the I/O.
 
-An `Operation` is a generated request builder (its inputs checked first) plus how a 2xx reply
-is read into a result. `prepare` turns a call into a `PreparedRequest`, serialised once and
-sent the same on every attempt; `finish` turns a transport's `Reply` into the result or the
-error to raise. The clients add only the retry loop, sending and sleeping.
+    client method ─▶ prepare ─▶ retry loop (_retry) ─▶ transport.send ─▶ finish ─▶ result
+                                                                              └──▶ error
+
+An `Operation` is one operation of openapi.yaml as data (see `_operations`): how its inputs
+are checked and handed to the generated request builder, which inputs are secrets, whether it
+starts a session, the generated model of its 2xx body and the public result it becomes.
+`prepare` runs the checks (raising before any I/O), adds what every request carries (the key,
+``Accept``, ``Accept-Encoding: identity``, ``User-Agent``, the idempotency key of a call that
+starts a session) and serialises the body once: every attempt sends the same bytes. `finish`
+reads a transport's `Reply`: a non-2xx becomes its status error, a 2xx body is read into the
+generated model (any mismatch an `APIResponseValidationError`), secrets the server echoed are
+redacted, and the operation's result is built. `warm_up_request` is the one request that is no
+operation of the spec. The clients add only the retry loop, sending and sleeping.
 """
 
 from __future__ import annotations
@@ -14,65 +23,123 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
-import attrs
-
+from ._models import InvalidReply, read_model
 from ._reply import Reply, read_json, request_id_of, validation_error
 from ._settings import Settings, check_idempotency_key
+from ._text import redact_data
 from ._version import __version__
+
+__all__ = [
+    "USER_AGENT",
+    "InvalidReply",
+    "Operation",
+    "PreparedRequest",
+    "finish",
+    "prepare",
+    "warm_up_request",
+]
 
 ResultT = TypeVar("ResultT")
 
 USER_AGENT = f"avatario-wrapper/{__version__} (python)"
 
 
-@attrs.frozen
-class ReplyInfo:
-    """What every result carries besides the body: how the call went."""
-
-    status_code: int
-    request_id: str | None
-    attempts: int
-    idempotency_key: str | None
-
-
-@attrs.frozen
-class Built:
-    """An operation's checked inputs: the generated builder's kwargs and the secrets in them."""
-
-    kwargs: dict[str, Any]
-    secrets: tuple[str, ...] = ()
-    idempotency_key: str | None = None
-
-
-@attrs.frozen
 class Operation(Generic[ResultT]):
     """One operation of openapi.yaml, as the clients call it.
 
-    `build` checks the inputs (raising `AvatarioConfigError` before any I/O) and returns the
-    generated request builder's kwargs; `parse` reads the 2xx JSON object into the result.
-    `idempotent` operations (reads) may be resent after an unknown outcome; others only when
-    the retry policy says the deployment deduplicates by ``Idempotency-Key``.
+    - `name`: the public method's name (``start_session``): logs, spans and messages use it.
+    - `build`: takes the public method's keyword arguments, checks each (raising
+      `AvatarioConfigError` before any I/O) and returns the generated builder's
+      ``_get_kwargs(...)``; an operation that `starts_session` also receives
+      ``idempotency_key`` (the caller's, checked, or a new UUID).
+    - `secret_inputs`: the names of inputs that are secrets (a LiveKit token): redacted from
+      every message, log, result and telemetry, like the API key.
+    - `model`: the generated model of the 2xx body; `result`: the public result type, built
+      from `result_fields(parsed model)` plus what every result carries (``data``,
+      ``request_id``, ``attempts``, ``status_code``, and ``idempotency_key`` for an
+      operation that starts a session).
+    - `starts_session`: True for an operation whose resend could start a second avatar: it
+      sends an ``Idempotency-Key``, its unknown outcomes are resent only with
+      ``retry_unknown_outcome``, and its errors may say ``may_have_started``. False for an
+      operation that only reads: resent after an unknown outcome, never "may have started".
     """
 
-    name: str
-    build: Callable[..., Built]
-    parse: Callable[[dict[str, Any], ReplyInfo], ResultT]
-    idempotent: bool = False
-    #: Send an ``Idempotency-Key`` (the caller's, else a new one) with every attempt.
-    keyed: bool = False
+    __slots__ = (
+        "build",
+        "model",
+        "name",
+        "result",
+        "result_fields",
+        "secret_inputs",
+        "starts_session",
+    )
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        build: Callable[..., dict[str, Any]],
+        model: type[Any],
+        result: Callable[..., ResultT],
+        result_fields: Callable[[Any], Mapping[str, Any]],
+        starts_session: bool,
+        secret_inputs: tuple[str, ...] = (),
+    ) -> None:
+        self.name = name
+        self.build = build
+        self.model = model
+        self.result = result
+        self.result_fields = result_fields
+        self.starts_session = starts_session
+        self.secret_inputs = secret_inputs
+
+    def __repr__(self) -> str:
+        return f"Operation({self.name!r})"
 
 
-@attrs.define(slots=True)
 class PreparedRequest(Generic[ResultT]):
-    """One call, checked and serialised once. Headers, body and secrets stay out of the repr."""
+    """One call, checked and serialised once. Headers, body and secrets stay out of the repr.
 
-    operation: Operation[ResultT]
-    method: str
-    url: str
-    headers: Mapping[str, str] = attrs.field(repr=False)
-    content: bytes | None = attrs.field(repr=False)
-    idempotency_key: str | None
-    secrets: tuple[str, ...] = attrs.field(repr=False)
+    `operation` is None for `warm_up`'s request, which is no operation of the spec.
+    """
+
+    __slots__ = (
+        "content",
+        "headers",
+        "idempotency_key",
+        "method",
+        "name",
+        "operation",
+        "secrets",
+        "starts_session",
+        "url",
+    )
+
+    def __init__(
+        self,
+        *,
+        operation: Operation[ResultT] | None,
+        name: str,
+        starts_session: bool,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        content: bytes | None,
+        idempotency_key: str | None,
+        secrets: tuple[str, ...],
+    ) -> None:
+        self.operation = operation
+        self.name = name
+        self.starts_session = starts_session
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.content = content
+        self.idempotency_key = idempotency_key
+        self.secrets = secrets
+
+    def __repr__(self) -> str:
+        return f"PreparedRequest({self.method} {self.url}, name={self.name!r})"
 
 
 def prepare(
@@ -81,11 +148,10 @@ def prepare(
     """Check the inputs and build the request once (raising before any I/O)."""
     inputs = dict(inputs)
     key: str | None = None
-    if operation.keyed:
+    if operation.starts_session:
         key = check_idempotency_key(inputs.get("idempotency_key")) or str(uuid.uuid4())
         inputs["idempotency_key"] = key
-    built = operation.build(**inputs)
-    kwargs = built.kwargs
+    kwargs = operation.build(**inputs)
     headers = {
         **kwargs.get("headers", {}),
         "accept": "application/json",
@@ -102,41 +168,53 @@ def prepare(
         content = json.dumps(kwargs["json"], ensure_ascii=False, separators=(",", ":")).encode()
     return PreparedRequest(
         operation=operation,
+        name=operation.name,
+        starts_session=operation.starts_session,
         method=kwargs["method"].upper(),
         url=url,
         headers=headers,
         content=content,
         idempotency_key=key,
-        secrets=(settings.api_key, *built.secrets),
+        secrets=(settings.api_key, *(inputs[name] for name in operation.secret_inputs)),
+    )
+
+
+def warm_up_request(settings: Settings) -> PreparedRequest[None]:
+    """``HEAD {base_url}/`` with no key and no body: what `warm_up` sends to open a connection.
+
+    It starts nothing, so none of its errors says the session may have started.
+    """
+    return PreparedRequest(
+        operation=None,
+        name="warm_up",
+        starts_session=False,
+        method="HEAD",
+        url=settings.base_url + "/",
+        headers={"accept-encoding": "identity", "user-agent": USER_AGENT},
+        content=None,
+        idempotency_key=None,
+        secrets=(settings.api_key,),
     )
 
 
 def finish(request: PreparedRequest[ResultT], reply: Reply, attempts: int, now: float) -> ResultT:
     """The operation's result for `reply`, or the error it means (raised)."""
-    data = read_json(
-        reply,
-        attempts=attempts,
-        idempotency_key=request.idempotency_key,
-        secrets=request.secrets,
-        now=now,
-    )
-    info = ReplyInfo(
-        status_code=reply.status,
-        request_id=request_id_of(reply, request.secrets),
-        attempts=attempts,
-        idempotency_key=request.idempotency_key,
-    )
+    operation = request.operation
+    if operation is None:
+        raise AssertionError("warm_up's reply is never read into a result")
+    # Secrets the server echoed are redacted before anything is read from the body.
+    data = redact_data(read_json(reply, request, attempts=attempts, now=now), request.secrets)
     try:
-        return request.operation.parse(data, info)
+        own = operation.result_fields(read_model(operation.model, data))
     except InvalidReply as exc:
-        raise validation_error(
-            reply,
-            str(exc),
-            attempts=attempts,
-            idempotency_key=request.idempotency_key,
-            secrets=request.secrets,
-        ) from None
-
-
-class InvalidReply(Exception):
-    """Raised by an operation's `parse`: the 2xx body breaks the spec (say how)."""
+        raise validation_error(reply, request, str(exc), attempts=attempts) from exc
+    fields: dict[str, Any] = {
+        **own,
+        "data": data,
+        "request_id": request_id_of(reply, request.secrets),
+        "attempts": attempts,
+        "status_code": reply.status,
+    }
+    if operation.starts_session:
+        fields["idempotency_key"] = request.idempotency_key
+    return operation.result(**fields)

@@ -1,59 +1,57 @@
-"""The retry decision in one place: what a failure means, whether to retry, when, and until when.
+"""The retry decision in one place: whether a failure is sent again, when, and until when.
 
-Every failed attempt is classified by what Avatario may have done (`errors.Outcome`):
+What a failure means comes from the outcome table (`_outcome`): not sent, refused, unknown or
+started. `is_retryable` applies the policy to it: a failure not sent is retried; a refusal when
+its status is in ``retry_statuses`` (408, 429, 503 by default); an unknown outcome only for an
+operation that only reads, or with ``retry_unknown_outcome=True`` (a deployment known to
+deduplicate by ``Idempotency-Key``); a 2xx never.
 
-    not sent   DNS, refused, connect/TLS/pool failure, or a reused keep-alive connection that
-               the server had closed before any response byte   -> retried
-    refused    a status: 408, 429 and 503 may be retried (if in `retry_statuses`); other 4xx
-               are final                                          -> retried if listed
-    unknown    read timeout or reset after the request went out, 500, 502, 504 (and any other
-               5xx)                                               -> retried only with
-                                                                     retry_unknown_outcome
-    started    any 2xx, even with a bad body                      -> never
+`plan_delay` (pure) then weighs the attempts left, Retry-After and the deadline: the next attempt
+is sent only if, after its delay, at least ``min_attempt_time`` of ``max_elapsed`` is left to
+hear its answer; otherwise the call ends with the last error and says why. `RetryState.decide`
+adds the retry budget and records the verdict on the error (`retryable`,
+`not_retried_because`) and the delay on the state.
 
-`decide` applies that table, the attempt count, the deadline (`max_elapsed`), Retry-After and
-the retry budget to one error, and records the verdict on it: `error.retryable`,
-`error.not_retried_because`, and the planned delay. `backoff` (imported only here, and only
-when a first retry is due) drives the retries: its give-up rule and on-backoff handler only
-read that verdict; the handler logs the WARNING and sleeps on the client's `Clock`, and backoff
-itself is told to wait zero seconds.
+`backoff` (imported only here, and only when a first retry is due) drives the retries: its
+give-up rule and on-backoff hook only read the verdict; the hook logs one WARNING and sleeps on
+the client's `Clock`, and backoff itself is told to wait zero seconds. Before every retry the
+loop checks that the client is still open and, on the async client, that the task has not been
+cancelled (a library that turned the caller's cancellation into a timeout cannot make us send
+again). Telemetry (`_telemetry`) hears of every attempt, wait and refusal when it is on.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._budget import RetryBudget
 from ._clock import Clock
 from ._settings import RetryPolicy
 from .errors import APIError, APIStatusError, Outcome
 
+if TYPE_CHECKING:
+    from ._telemetry import CallTrace
+
 logger = logging.getLogger("avatario_wrapper")
 
 T = TypeVar("T")
 
-#: The shortest timeout an attempt is given when the deadline is that close.
+#: The shortest timeout an attempt is given (only the first attempt can be that short: a retry
+#: needs `RetryPolicy.min_attempt_time` left).
 MIN_ATTEMPT_TIMEOUT = 0.001
 #: Exponential growth stops here (2**62 is already far past any max_delay).
 _MAX_EXPONENT = 62
-#: Statuses that say the server did not act on the request, though it may later.
-_REFUSED_5XX = frozenset({503})
-
-
-def status_outcome(status: int) -> Outcome:
-    """What a non-2xx status says Avatario did: 4xx and 503 refused, other statuses unknown."""
-    if 200 <= status < 300:
-        return Outcome.STARTED
-    if 400 <= status < 500 or status in _REFUSED_5XX or 300 <= status < 400:
-        return Outcome.REFUSED
-    return Outcome.UNKNOWN
 
 
 def is_retryable(error: BaseException, policy: RetryPolicy, *, idempotent: bool) -> bool:
-    """The table above: may this failure be sent again under `policy`? Pure."""
+    """May this failure be sent again under `policy`, by its outcome alone? Pure.
+
+    `idempotent`: the operation only reads, so resending after an unknown outcome is safe.
+    """
     if not isinstance(error, APIError) or error.outcome is Outcome.STARTED:
         return False
     if isinstance(error, APIStatusError) and error.status_code not in policy.retry_statuses:
@@ -70,41 +68,62 @@ def plan_delay(
     attempts: int,
     time_left: float,
     uniform: Callable[[float, float], float],
-) -> float | None:
-    """Seconds to wait before the next attempt, or None to give up and raise `error`.
+) -> tuple[float | None, str | None]:
+    """``(seconds to wait before the next attempt, None)``, or ``(None, why not)``. Pure.
 
-    `error.retryable` must already say whether the failure may be retried; `attempts` is how
-    many attempts were made so far; `time_left` is what remains of `max_elapsed`. Pure.
+    `error.retryable` must already say whether the failure may be retried (if not, the reason
+    is None: the error's own message says what happened); `attempts` is how many attempts were
+    made so far; `time_left` is what remains of `max_elapsed`.
     """
     if not isinstance(error, APIError) or not error.retryable:
-        return None
+        return None, None
     if attempts >= policy.max_attempts:
-        return None
+        if policy.max_attempts == 1:
+            return None, "retries are off (max_attempts=1)"
+        return None, f"all {policy.max_attempts} attempts are used (max_attempts)"
     asked = error.retry_after if isinstance(error, APIStatusError) else None
     if asked is not None and policy.respect_retry_after:
-        if asked > policy.max_retry_after or asked >= time_left:
-            return None  # waiting would break the policy or the deadline: fail now
-        return asked
-    ceiling = min(policy.max_delay, policy.initial_delay * 2.0 ** min(attempts - 1, _MAX_EXPONENT))
-    delay = uniform(0.0, ceiling)
-    if delay >= time_left:
-        return None
-    return delay
+        if asked > policy.max_retry_after:
+            return None, (
+                f"the server asked to wait {asked:g} s, more than max_retry_after "
+                f"({policy.max_retry_after:g} s)"
+            )
+        delay = asked
+    else:
+        ceiling = min(
+            policy.max_delay, policy.initial_delay * 2.0 ** min(attempts - 1, _MAX_EXPONENT)
+        )
+        delay = uniform(0.0, ceiling)
+    if time_left - delay < policy.min_attempt_time:
+        waited = "the server's Retry-After" if asked is not None else "the backoff delay"
+        return None, (
+            f"after {waited} ({delay:.2f} s) only {max(0.0, time_left - delay):.2f} s of "
+            f"max_elapsed ({policy.max_elapsed:g} s) would be left, less than min_attempt_time "
+            f"({policy.min_attempt_time:g} s) to hear an answer"
+        )
+    return delay, None
 
 
-class Call:
-    """The retry state of one call: its policy, attempts so far, deadline and budget."""
+#: not_retried_because when the client is closed during a backoff wait.
+CLOSED_DURING_WAIT = "the client was closed during the wait before the next attempt"
+
+
+class RetryState:
+    """The retry state of one call: its policy, attempts so far, deadline, budget and trace."""
 
     __slots__ = (
         "attempts",
         "budget",
+        "cancelling",
         "clock",
         "delay",
         "idempotent",
+        "is_closed",
         "name",
         "policy",
         "started",
         "timeout",
+        "trace",
     )
 
     def __init__(
@@ -116,6 +135,8 @@ class Call:
         clock: Clock,
         budget: RetryBudget,
         idempotent: bool,
+        is_closed: Callable[[], bool],
+        trace: CallTrace | None = None,
     ) -> None:
         self.name = name
         self.policy = policy
@@ -123,8 +144,11 @@ class Call:
         self.clock = clock
         self.budget = budget
         self.idempotent = idempotent
+        self.is_closed = is_closed
+        self.trace = trace
         self.attempts = 0
         self.delay: float | None = None
+        self.cancelling = 0  # the task's cancellation requests when the call began (async)
         self.started = clock.monotonic()
 
     def time_left(self) -> float:
@@ -137,11 +161,13 @@ class Call:
             self.budget.deposit()
         return max(MIN_ATTEMPT_TIMEOUT, min(self.timeout, self.time_left()))
 
-    def decide(self, error: APIError) -> None:
-        """Record on `error` whether it is retried and after how long (`self.delay`)."""
+    def decide(self, error: APIError) -> bool:
+        """Record on `error` whether it is retried and why not; True when it is (after
+        `self.delay` seconds)."""
         policy = self.policy
+        error.attempts = self.attempts
         error.retryable = is_retryable(error, policy, idempotent=self.idempotent)
-        delay = plan_delay(
+        delay, why_not = plan_delay(
             policy,
             error,
             attempts=self.attempts,
@@ -153,17 +179,34 @@ class Call:
             and policy.retry_budget is not None
             and not self.budget.try_withdraw(policy.retry_budget)
         ):
-            error.not_retried_because = (
+            why_not = (
                 f"the retry budget is spent (retries are capped at {policy.retry_budget:.0%} "
                 "of this client's recent calls while Avatario is failing)"
             )
             self._log(error, "not retried: the retry budget is spent")
+            if self.trace is not None:
+                self.trace.budget_refused()
             delay = None
+        error.not_retried_because = why_not
         self.delay = delay
+        return delay is not None
+
+    def stop_before_retry(self, error: APIError) -> bool:
+        """After a wait: True (and the reason recorded on `error`) if the retry must not go."""
+        if self.is_closed():
+            error.not_retried_because = CLOSED_DURING_WAIT
+            return True
+        return False
 
     def log_retry(self, error: APIError) -> None:
         """One WARNING per retry; the error text never holds a secret or raw server text."""
         self._log(error, f"retrying in {self.delay or 0.0:.2f}s")
+        if self.trace is not None:
+            self.trace.backoff(
+                self.delay or 0.0,
+                from_retry_after=getattr(error, "retry_after", None) is not None
+                and self.policy.respect_retry_after,
+            )
 
     def _log(self, error: APIError, what_next: str) -> None:
         status = getattr(error, "status_code", None)
@@ -191,6 +234,62 @@ class Call:
         )
 
 
+# -- one attempt, traced or not -----------------------------------------------------------------
+
+
+def _attempt(state: RetryState, attempt: Callable[[float], T]) -> T:
+    timeout = state.begin_attempt()
+    trace = state.trace
+    if trace is None:
+        return attempt(timeout)
+    trace.attempt_started(state.attempts)
+    try:
+        result = attempt(timeout)
+    except BaseException as error:
+        trace.attempt_ended(None, error)
+        raise
+    trace.attempt_ended(result, None)
+    return result
+
+
+async def _attempt_async(state: RetryState, attempt: Callable[[float], Awaitable[T]]) -> T:
+    timeout = state.begin_attempt()
+    trace = state.trace
+    if trace is None:
+        return await attempt(timeout)
+    trace.attempt_started(state.attempts)
+    try:
+        result = await attempt(timeout)
+    except BaseException as error:
+        trace.attempt_ended(None, error)
+        raise
+    trace.attempt_ended(result, None)
+    return result
+
+
+# -- cancellation (async) -----------------------------------------------------------------------
+
+
+def cancel_requests() -> int:
+    """How many cancellations of the current task are pending (0 on Python 3.10, which does not
+    count them; there the async transports keep the caller's cancellation from being lost)."""
+    if sys.version_info >= (3, 11):
+        import asyncio  # noqa: PLC0415 - already imported by whoever runs a coroutine
+
+        task = asyncio.current_task()
+        return task.cancelling() if task is not None else 0
+    return 0  # pragma: no cover - Python 3.10
+
+
+def _raise_if_cancelled(state: RetryState) -> None:
+    """The caller cancelled the task while an attempt ran and a library swallowed it: honour
+    it now rather than send again (or report a timeout)."""
+    if cancel_requests() > state.cancelling:
+        import asyncio  # noqa: PLC0415
+
+        raise asyncio.CancelledError
+
+
 # -- the loop, driven by backoff --------------------------------------------------------------
 #
 # The first attempt runs as a plain call: most calls succeed at once, and they need neither
@@ -201,60 +300,71 @@ class Call:
 
 
 def _zero_waits() -> Generator[float, Any, None]:
-    # The delay is planned by Call.decide and slept on the client's clock by _sleep / _asleep.
+    # The delay is planned by RetryState.decide and slept on the client's clock by the hooks.
     while True:
         yield 0.0
 
 
-#: Where a failed attempt's error carries its call (and so its verdict) to backoff's hooks.
-_CALL = "_avatario_call"
+#: Where a failed attempt's error carries its state (and so its verdict) to backoff's hooks.
+_STATE = "_avatario_retry_state"
 
 
 def _give_up(error: Exception) -> bool:
-    call: Call = error.__dict__[_CALL]
-    return call.delay is None
+    state: RetryState = error.__dict__[_STATE]
+    return state.delay is None
 
 
 def _sleep(details: Any) -> None:
-    call: Call = details["exception"].__dict__[_CALL]
-    call.log_retry(details["exception"])
-    call.clock.sleep(call.delay or 0.0)
+    state: RetryState = details["exception"].__dict__[_STATE]
+    state.log_retry(details["exception"])
+    state.clock.sleep(state.delay or 0.0)
 
 
 async def _asleep(details: Any) -> None:
-    call: Call = details["exception"].__dict__[_CALL]
-    call.log_retry(details["exception"])
-    await call.clock.asleep(call.delay or 0.0)
+    state: RetryState = details["exception"].__dict__[_STATE]
+    state.log_retry(details["exception"])
+    await state.clock.asleep(state.delay or 0.0)
 
 
-def _decided(call: Call, error: APIError) -> bool:
-    """Record the verdict on `error`; True when it is to be retried."""
-    error.attempts = call.attempts
-    call.decide(error)
-    return call.delay is not None
+def _carry(state: RetryState, error: APIError) -> APIError:
+    error.__dict__[_STATE] = state
+    return error
 
 
-def _sync_retries(call: Call, attempt: Callable[[float], T], pending: list[APIError]) -> T:
+def _sync_retries(
+    state: RetryState, attempt: Callable[[float], T], pending: list[APIError], last: list[APIError]
+) -> T:
     if pending:
         raise pending.pop()
+    if state.stop_before_retry(last[0]):
+        state.delay = None
+        raise last[0]
     try:
-        return attempt(call.begin_attempt())
+        return _attempt(state, attempt)
     except APIError as error:
-        _decided(call, error)
-        error.__dict__[_CALL] = call
+        state.decide(error)
+        last[0] = _carry(state, error)
         raise
 
 
 async def _async_retries(
-    call: Call, attempt: Callable[[float], Awaitable[T]], pending: list[APIError]
+    state: RetryState,
+    attempt: Callable[[float], Awaitable[T]],
+    pending: list[APIError],
+    last: list[APIError],
 ) -> T:
     if pending:
         raise pending.pop()
+    _raise_if_cancelled(state)
+    if state.stop_before_retry(last[0]):
+        state.delay = None
+        raise last[0]
     try:
-        return await attempt(call.begin_attempt())
+        return await _attempt_async(state, attempt)
     except APIError as error:
-        _decided(call, error)
-        error.__dict__[_CALL] = call
+        _raise_if_cancelled(state)
+        state.decide(error)
+        last[0] = _carry(state, error)
         raise
 
 
@@ -264,7 +374,7 @@ def _loops() -> tuple[Any, Any]:
     import backoff  # noqa: PLC0415 - only when a retry is due (see above)
 
     def retrying(on_backoff: Any) -> Any:
-        # Attempts, the deadline and the delays are counted by Call.decide, not by backoff.
+        # Attempts, the deadline and the delays are counted by RetryState, not by backoff.
         return backoff.on_exception(
             _zero_waits,
             APIError,
@@ -280,35 +390,56 @@ def _loops() -> tuple[Any, Any]:
     return retrying(_sleep)(_sync_retries), retrying(_asleep)(_async_retries)
 
 
-def run_sync(call: Call, attempt: Callable[[float], T]) -> T:
-    """Run `attempt(timeout)` until it succeeds or `call` gives up, sleeping on its clock."""
+def _ended(state: RetryState, result: Any, error: BaseException | None) -> None:
+    if state.trace is not None:
+        state.trace.ended(result, error, state.attempts)
+
+
+def run_sync(state: RetryState, attempt: Callable[[float], T]) -> T:
+    """Run `attempt(timeout)` until it succeeds or `state` gives up, sleeping on its clock."""
     try:
-        return attempt(call.begin_attempt())
-    except APIError as error:
-        if not _decided(call, error):
+        try:
+            result = _attempt(state, attempt)
+        except APIError as error:
+            if not state.decide(error):
+                raise
+            first = _carry(state, error)
+        else:
+            _ended(state, result, None)
+            return result
+        try:
+            result = _loops()[0](state, attempt, [first], [first])
+        except APIError as error:
+            error.__dict__.pop(_STATE, None)
             raise
-        error.__dict__[_CALL] = call
-        first = error
-    try:
-        result: T = _loops()[0](call, attempt, [first])
-    except APIError as error:
-        error.__dict__.pop(_CALL, None)
+    except BaseException as error:
+        _ended(state, None, error)
         raise
+    _ended(state, result, None)
     return result
 
 
-async def run_async(call: Call, attempt: Callable[[float], Awaitable[T]]) -> T:
-    """The same as `run_sync` for a coroutine; cancellation during a sleep ends the call."""
+async def run_async(state: RetryState, attempt: Callable[[float], Awaitable[T]]) -> T:
+    """The same as `run_sync` for a coroutine; cancellation ends the call at once."""
+    state.cancelling = cancel_requests()
     try:
-        return await attempt(call.begin_attempt())
-    except APIError as error:
-        if not _decided(call, error):
+        try:
+            result = await _attempt_async(state, attempt)
+        except APIError as error:
+            _raise_if_cancelled(state)
+            if not state.decide(error):
+                raise
+            first = _carry(state, error)
+        else:
+            _ended(state, result, None)
+            return result
+        try:
+            result = await _loops()[1](state, attempt, [first], [first])
+        except APIError as error:
+            error.__dict__.pop(_STATE, None)
             raise
-        error.__dict__[_CALL] = call
-        first = error
-    try:
-        result: T = await _loops()[1](call, attempt, [first])
-    except APIError as error:
-        error.__dict__.pop(_CALL, None)
+    except BaseException as error:
+        _ended(state, None, error)
         raise
+    _ended(state, result, None)
     return result

@@ -295,8 +295,25 @@ class RetryPolicy:
 
     The delay before retry n is uniform(0, min(max_delay, initial_delay * 2 ** (n - 1)))
     (full jitter), unless the server sent Retry-After and `respect_retry_after` is set.
-    `max_elapsed` bounds the whole call, attempts and sleeps included. `retry_budget` caps
+    `max_elapsed` bounds the whole call, attempts and sleeps included; a retry is sent only if
+    at least `min_attempt_time` of it is left after the wait (time to hear an answer), else the
+    call ends with the last error and `not_retried_because` says so. `retry_budget` caps
     retries at that share of the calls the client made recently (None: no cap).
+
+    Attributes:
+        max_attempts: Attempts in all, the first included (1: no retries).
+        initial_delay: The first backoff ceiling, in seconds; it doubles per retry.
+        max_delay: The largest backoff ceiling, in seconds.
+        max_elapsed: The deadline of the whole call, in seconds.
+        respect_retry_after: Wait as long as ``Retry-After`` / ``retry-after-ms`` say.
+        max_retry_after: Give up at once when the server asks for a longer wait than this.
+        retry_statuses: Statuses that may be retried (408, 429, 500, 502, 503, 504); 500,
+            502 and 504 only with `retry_unknown_outcome`.
+        retry_unknown_outcome: Resend a start-session whose outcome is unknown (only for a
+            deployment known to deduplicate by ``Idempotency-Key``).
+        retry_budget: Retries allowed as a share of recent calls (None: no budget).
+        min_attempt_time: The least time, in seconds, a retry must have left before
+            `max_elapsed` to be sent at all.
     """
 
     max_attempts: int = attrs.field(default=3, validator=_positive_int)
@@ -310,6 +327,7 @@ class RetryPolicy:
     )
     retry_unknown_outcome: bool = False
     retry_budget: float | None = attrs.field(default=0.2, validator=_budget)
+    min_attempt_time: float = attrs.field(default=0.5, validator=_seconds())
 
     @classmethod
     def no_retries(cls, *, max_elapsed: float = 30.0) -> RetryPolicy:
@@ -327,7 +345,13 @@ def _background(instance: object, attribute: attrs.Attribute[str | None], value:
 
 @attrs.frozen
 class VideoOptions:
-    """The rendered video: its size in pixels and an optional background image URL."""
+    """The rendered video: its size in pixels and an optional background image URL.
+
+    Attributes:
+        height: Height of the video in pixels (1 to 4096).
+        width: Width of the video in pixels (1 to 4096).
+        background_url: An http(s) URL of an image drawn behind the avatar, or None.
+    """
 
     height: int = attrs.field(default=720, validator=_video_size)
     width: int = attrs.field(default=1280, validator=_video_size)
@@ -340,15 +364,44 @@ def check_retry(retry: object) -> RetryPolicy:
     return retry
 
 
-@attrs.frozen
+#: Connecting (TCP and TLS together) gets at most this long by default; see docs/retries.md.
+DEFAULT_CONNECT_TIMEOUT = 1.0
+
+
+def check_connect_timeout(value: object) -> float | None:
+    """None (connecting is bounded by the attempt's timeout alone) or seconds > 0."""
+    if value is None:
+        return None
+    return check_seconds("connect_timeout", value, allow_zero=False)
+
+
 class Settings:
     """One client's configuration, resolved and checked. The key is kept out of the repr."""
 
-    api_key: str = attrs.field(repr=False)
-    base_url: str
-    timeout: float
-    retry: RetryPolicy
-    clock: Clock = attrs.field(repr=False)
+    __slots__ = ("api_key", "base_url", "clock", "connect_timeout", "retry", "timeout")
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str,
+        timeout: float,
+        connect_timeout: float | None,
+        retry: RetryPolicy,
+        clock: Clock,
+    ) -> None:
+        self.api_key = api_key
+        self.base_url = base_url
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.retry = retry
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(base_url={self.base_url!r}, timeout={self.timeout!r}, "
+            f"connect_timeout={self.connect_timeout!r}, retry={self.retry!r})"
+        )
 
     @classmethod
     def build(
@@ -357,6 +410,7 @@ class Settings:
         *,
         base_url: object,
         timeout: object,
+        connect_timeout: object = DEFAULT_CONNECT_TIMEOUT,
         retry: RetryPolicy | None,
         allow_insecure_http: bool,
         clock: Clock,
@@ -365,16 +419,30 @@ class Settings:
             api_key=resolve_api_key(api_key),
             base_url=resolve_base_url(base_url, allow_insecure_http=allow_insecure_http),
             timeout=check_seconds("timeout", timeout, allow_zero=False),
+            connect_timeout=check_connect_timeout(connect_timeout),
             retry=check_retry(retry) if retry is not None else RetryPolicy(),
             clock=clock,
         )
 
-    def with_options(self, *, timeout: object, retry: RetryPolicy | None) -> Settings:
-        """These settings with another timeout and/or retry policy (checked like the originals)."""
-        return attrs.evolve(
-            self,
+    def connect_within(self, timeout: float) -> float:
+        """How long connecting may take in an attempt given `timeout`."""
+        connect = self.connect_timeout
+        return timeout if connect is None else min(connect, timeout)
+
+    def with_options(
+        self, *, timeout: object, retry: RetryPolicy | None, connect_timeout: object = ...
+    ) -> Settings:
+        """These settings with another timeout, connect timeout and/or retry policy (checked
+        like the originals); an argument left out (None for `timeout` and `retry`) is kept."""
+        return Settings(
+            api_key=self.api_key,
+            base_url=self.base_url,
             timeout=self.timeout
             if timeout is None
             else check_seconds("timeout", timeout, allow_zero=False),
+            connect_timeout=self.connect_timeout
+            if connect_timeout is ...
+            else check_connect_timeout(connect_timeout),
             retry=self.retry if retry is None else check_retry(retry),
+            clock=self.clock,
         )

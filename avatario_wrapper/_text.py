@@ -8,6 +8,8 @@ through `one_line`; bytes are decoded with `decode_body`.
 
 from __future__ import annotations
 
+from typing import Any
+
 REDACTED = "[redacted]"
 #: Shorter "secrets" are not real keys or tokens; replacing them would garble messages.
 MIN_REDACTED_CHARS = 6
@@ -53,6 +55,37 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
         if len(secret) >= MIN_REDACTED_CHARS and secret in text:
             text = text.replace(secret, REDACTED)
     return text
+
+
+def redact_data(value: Any, secrets: tuple[str, ...]) -> Any:
+    """A JSON value with every secret inside its strings (keys included) redacted.
+
+    Returns `value` itself when no string holds a secret, so a clean body is never copied.
+    """
+    secrets = tuple(s for s in secrets if len(s) >= MIN_REDACTED_CHARS)
+    if not secrets or not _holds_secret(value, secrets):
+        return value
+    return _redacted(value, secrets)
+
+
+def _holds_secret(value: Any, secrets: tuple[str, ...]) -> bool:
+    if isinstance(value, str):
+        return any(secret in value for secret in secrets)
+    if isinstance(value, dict):
+        return any(_holds_secret(k, secrets) or _holds_secret(v, secrets) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_secret(v, secrets) for v in value)
+    return False
+
+
+def _redacted(value: Any, secrets: tuple[str, ...]) -> Any:
+    if isinstance(value, str):
+        return redact(value, secrets)
+    if isinstance(value, dict):
+        return {_redacted(k, secrets): _redacted(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v, secrets) for v in value]
+    return value
 
 
 def clip(text: str, limit: int, secrets: tuple[str, ...]) -> str:

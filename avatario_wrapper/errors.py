@@ -4,6 +4,8 @@
     ├── AvatarioConfigError            also a ValueError; raised before any I/O; names the field
     │   └── MissingAgentIdentityError  agent identity missing, empty or blank
     ├── ClientClosedError              also a RuntimeError; the client was closed, nothing sent
+    ├── WrongEventLoopError            also a RuntimeError; an async client used on another
+    │                                  event loop than its own; nothing sent
     └── APIError                       .message .attempts .retryable .outcome .may_have_started
         │                              .idempotency_key
         ├── APIConnectionError         no response (refused, reset, DNS, protocol); __cause__ kept
@@ -16,19 +18,24 @@
         └── APIResponseValidationError a 2xx whose body is not the documented JSON object
 
 Every `APIError` says what Avatario may have done (`outcome`, an `Outcome`): the request was
-not sent, it was refused, its outcome is unknown (the avatar may have started), or it started.
-`may_have_started` is True for the last two; `idempotency_key` is the key the call sent, so the
-same logical call can be retried by hand.
+not sent, it was refused, its outcome is unknown, or it was carried out. `may_have_started` is
+True when the call starts sessions and the outcome is unknown or started; `idempotency_key` is
+the key the call sent, so the same logical call can be retried by hand.
 
-Any other exception (a bug, a wrong type) is not wrapped: it propagates unchanged and is never
-retried. No message here ever contains the API key or a LiveKit token, and text that came from
-the server reaches a message only as one printable line.
+Every error is a value: it survives `pickle` and `copy.deepcopy` with all its attributes, so it
+can cross a process pool or a task queue (its ``__cause__`` stays behind, as with any
+exception). Any other exception (a bug, a wrong type) is not wrapped: it propagates unchanged
+and is never retried; a cancelled task ends in `asyncio.CancelledError`, never in one of these.
+No message here ever contains the API key or a LiveKit token, and text that came from the
+server reaches a message only as one printable line.
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
+from typing import Any
+
+from ._outcome import Outcome
 
 __all__ = [
     "APIConnectionError",
@@ -50,6 +57,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "UnprocessableEntityError",
+    "WrongEventLoopError",
     "status_error_class",
 ]
 
@@ -59,6 +67,19 @@ MAX_ERROR_BODY_CHARS = 4096
 
 class AvatarioError(Exception):
     """The base of every error raised on purpose by this package."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # The default rebuilds an exception as cls(*args), which keyword-only constructors
+        # (and ones whose message is composed) cannot take: rebuild it from args and attributes.
+        return (_rebuild, (type(self), self.args, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[AvatarioError], args: tuple[Any, ...], state: dict[str, Any]) -> Any:
+    """An error of `cls` with these `args` and attributes, without calling its ``__init__``."""
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 #: The old plugin's name for the base error; `except AvatarioException` keeps working.
@@ -94,32 +115,31 @@ class ClientClosedError(AvatarioError, RuntimeError):
     """The client (or the connection pool it was given) is closed; no request was sent."""
 
 
-class Outcome(str, enum.Enum):
-    """What Avatario may have done with a failed attempt (see docs/retries.md)."""
+class WrongEventLoopError(AvatarioError, RuntimeError):
+    """An async client was used on an event loop other than its own; no request was sent.
 
-    #: The request never reached Avatario whole: DNS, refused, connect or TLS failure, or a
-    #: reused keep-alive connection the server had closed before any response byte.
-    NOT_SENT = "not_sent"
-    #: Avatario (or a proxy) answered with a status saying it did not act: 4xx, 503.
-    REFUSED = "refused"
-    #: The request went out and no answer says what happened: read timeout, reset, 500/502/504.
-    UNKNOWN = "unknown"
-    #: A 2xx arrived: the session started, whatever the body says.
-    STARTED = "started"
+    An `AsyncAvatarioClient` belongs to the event loop it first sends on (or to the loop of
+    the `aiohttp.ClientSession` it was given): its pooled connections live there. Make the
+    client inside the loop that uses it, one per loop (in pytest, in a fixture with the same
+    scope as the event loop; in a service, in its lifespan).
+    """
 
 
 class APIError(AvatarioError):
     """A call to Avatario failed. `attempts` counts every attempt made, the first included.
 
     `outcome` says what Avatario may have done with the last attempt; `may_have_started` is
-    True when the avatar may already be on its way (unknown outcome, or a 2xx with a bad body),
-    and `idempotency_key` is the key the call sent: pass it again as ``idempotency_key=`` to
-    retry the same logical call by hand where the deployment deduplicates by key.
+    True when the avatar may already be on its way (a call that starts sessions, with an
+    unknown outcome or a 2xx with a bad body; never for a call that only reads, nor for
+    `warm_up`), and `idempotency_key` is the key the call sent: pass it again as
+    ``idempotency_key=`` to retry the same logical call by hand where the deployment
+    deduplicates by key.
     """
 
     #: Whether the client's retry policy would retry this failure (set when it gives up).
     retryable: bool = False
-    #: Why a retryable failure was not retried (for example the retry budget), or None.
+    #: Why a retryable failure was not retried (attempts or time used up, Retry-After too
+    #: long, the retry budget, the client closed), or None.
     not_retried_because: str | None = None
 
     def __init__(
@@ -129,17 +149,19 @@ class APIError(AvatarioError):
         attempts: int = 1,
         outcome: Outcome = Outcome.UNKNOWN,
         idempotency_key: str | None = None,
+        may_have_started: bool | None = None,
     ) -> None:
         self.message: str = message
         self.attempts: int = attempts
         self.outcome: Outcome = outcome
         self.idempotency_key: str | None = idempotency_key
+        #: True when Avatario may have started the session despite this error.
+        self.may_have_started: bool = (
+            outcome in (Outcome.UNKNOWN, Outcome.STARTED)
+            if may_have_started is None
+            else may_have_started
+        )
         super().__init__(message)
-
-    @property
-    def may_have_started(self) -> bool:
-        """True when Avatario may have started the session despite this error."""
-        return self.outcome in (Outcome.UNKNOWN, Outcome.STARTED)
 
     def __str__(self) -> str:
         text = self.message
@@ -181,9 +203,14 @@ class APIStatusError(APIError):
         attempts: int = 1,
         outcome: Outcome = Outcome.REFUSED,
         idempotency_key: str | None = None,
+        may_have_started: bool | None = None,
     ) -> None:
         super().__init__(
-            message, attempts=attempts, outcome=outcome, idempotency_key=idempotency_key
+            message,
+            attempts=attempts,
+            outcome=outcome,
+            idempotency_key=idempotency_key,
+            may_have_started=may_have_started,
         )
         self.status_code: int = status_code
         self.body: str = body[:MAX_ERROR_BODY_CHARS]
@@ -205,7 +232,8 @@ class PermissionDeniedError(APIStatusError):
 
 
 class NotFoundError(APIStatusError):
-    """404: the avatar (or the endpoint, if `base_url` is wrong) does not exist."""
+    """404: what the request names does not exist (for start-session, the avatar), or the
+    endpoint itself does not (a wrong `base_url`)."""
 
 
 class ConflictError(APIStatusError):
@@ -227,9 +255,9 @@ class InternalServerError(APIStatusError):
 class APIResponseValidationError(APIError):
     """A 2xx arrived but its body is not the documented JSON object.
 
-    Never retried: the session may already have started (`outcome` is `Outcome.STARTED`), and
-    sending again could start a second avatar. `body` holds at most 4096 characters of what
-    arrived.
+    Never retried: the operation was carried out (`outcome` is `Outcome.STARTED`); for
+    start-session the session may already have started and sending again could start a second
+    avatar. `body` holds at most 4096 characters of what arrived.
     """
 
     def __init__(
@@ -241,9 +269,14 @@ class APIResponseValidationError(APIError):
         request_id: str | None,
         attempts: int = 1,
         idempotency_key: str | None = None,
+        may_have_started: bool | None = None,
     ) -> None:
         super().__init__(
-            message, attempts=attempts, outcome=Outcome.STARTED, idempotency_key=idempotency_key
+            message,
+            attempts=attempts,
+            outcome=Outcome.STARTED,
+            idempotency_key=idempotency_key,
+            may_have_started=may_have_started,
         )
         self.status_code: int = status_code
         self.body: str = body[:MAX_ERROR_BODY_CHARS]

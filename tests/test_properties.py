@@ -130,7 +130,7 @@ def test_plan_delay_never_breaks_the_policy(policy, attempts, time_left, asked, 
             retry_after=asked,
         )
         error.retryable = True
-    delay = plan_delay(
+    delay, why_not = plan_delay(
         policy,
         error,
         attempts=attempts,
@@ -138,9 +138,12 @@ def test_plan_delay_never_breaks_the_policy(policy, attempts, time_left, asked, 
         uniform=lambda low, high: low + (high - low) * draw,
     )
     if delay is None:
+        assert why_not  # a retryable failure that is not retried always says why
         return
+    assert why_not is None
     assert attempts < policy.max_attempts
-    assert 0 <= delay < time_left
+    # The attempt it leads to has at least min_attempt_time left to hear its answer.
+    assert 0 <= delay <= time_left - policy.min_attempt_time
     if asked is not None and policy.respect_retry_after:
         assert delay == asked <= policy.max_retry_after
     else:
@@ -150,11 +153,14 @@ def test_plan_delay_never_breaks_the_policy(policy, attempts, time_left, asked, 
 def test_plan_delay_gives_up_on_what_is_not_retryable() -> None:
     policy = RetryPolicy()
     not_retryable = InternalServerError("x", status_code=501, body="", request_id=None, headers={})
-    assert plan_delay(policy, not_retryable, attempts=1, time_left=30, uniform=min) is None
-    assert plan_delay(policy, ValueError("bug"), attempts=1, time_left=30, uniform=min) is None
+    assert plan_delay(policy, not_retryable, attempts=1, time_left=30, uniform=min) == (None, None)
+    assert plan_delay(policy, ValueError("bug"), attempts=1, time_left=30, uniform=min) == (
+        None,
+        None,
+    )
     retryable = APIConnectionError("x")
     retryable.retryable = True
-    big = plan_delay(
+    big, _ = plan_delay(
         RetryPolicy(max_attempts=5000, max_delay=1.0),
         retryable,
         attempts=4000,

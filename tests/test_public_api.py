@@ -34,6 +34,7 @@ EXPECTED = [
     "StartSessionResult",
     "UnprocessableEntityError",
     "VideoOptions",
+    "WrongEventLoopError",
     "__version__",
 ]
 

@@ -4,14 +4,15 @@ Measured in docs/benchmarks.md: httpx's own async pool loses most of its through
 requests in flight on loopback, while aiohttp keeps it, so the async client talks to aiohttp
 directly. Imported only when an `AsyncAvatarioClient` sends over aiohttp, never by
 ``import avatario_wrapper``. A worker's shared `aiohttp.ClientSession` may be passed in.
+aiohttp itself never reuses a connection with bytes left over after a response.
 """
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, TypeVar
 
 import aiohttp
-from aiohttp.http_parser import RawResponseMessage
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .._reply import Body, Reply
@@ -19,10 +20,25 @@ from .._request import PreparedRequest
 from .._settings import resolve_proxy
 from .._text import REDACTED
 from ..errors import APIConnectionError, ClientClosedError
-from .base import CLOSED_MESSAGE, CURRENT, Exchange, connection_error, exchange_within, is_timeout
+from .base import (
+    CLOSED_MESSAGE,
+    CURRENT,
+    KEEPALIVE_EXPIRY,
+    MAX_KEEPALIVE_EXPIRY,
+    Exchange,
+    LoopBinding,
+    close_inherited,
+    connection_error,
+    exchange_within,
+    fork_generation,
+    is_timeout,
+    keepalive_expiry,
+    track,
+)
 
 _CHUNK = 64 * 1024
-#: How long after the attempt's timeout the whole-exchange bound fires, behind aiohttp's own.
+#: How long after the attempt's timeout the whole-exchange bound fires on a session passed in
+#: (behind aiohttp's own timers; a session of ours needs none).
 _BACKSTOP = 0.05
 #: The longest status line or header field accepted, as with httpx (whose whole head may
 #: reach 100 KiB): large enough for real proxies' cookies and traces.
@@ -40,7 +56,14 @@ _CONNECT_TIMEOUT: tuple[type[BaseException], ...] = (
 
 
 class _Connector(aiohttp.TCPConnector):
-    """Tells the exchange in progress whether its connection is new and when it is ready."""
+    """Tells the exchange in progress whether its connection is new and when it is ready, and
+    lets each connection idle only as long as its server allows (`base.keepalive_expiry`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        # Idle connections are checked against their own expiry (see _release); the
+        # connector's keep-alive timeout is only the longest any may get.
+        super().__init__(keepalive_timeout=MAX_KEEPALIVE_EXPIRY, **kwargs)
+        self.expiry: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
 
     async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
         exchange = CURRENT.get()
@@ -55,6 +78,21 @@ class _Connector(aiohttp.TCPConnector):
             exchange.wrote = True  # from here on the request is being written
         return connection
 
+    def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
+        super()._release(key, protocol, should_close=should_close)
+        idle = self.expiry.pop(protocol, KEEPALIVE_EXPIRY)
+        pooled = self._conns.get(key)
+        if pooled and pooled[-1][0] is protocol:
+            # aiohttp reuses a connection while now - t0 <= its keep-alive timeout: moving t0
+            # back gives this one its own expiry.
+            t0 = pooled[-1][1] - (MAX_KEEPALIVE_EXPIRY - idle)
+            pooled[-1] = (protocol, t0)
+
+
+def _protocol(response: aiohttp.ClientResponse) -> Any:
+    connection = response.connection
+    return connection.protocol if connection is not None else None
+
 
 class AiohttpTransport:
     """Sends with one pooled `aiohttp.ClientSession`, opened on first use in the running loop.
@@ -63,7 +101,8 @@ class AiohttpTransport:
     aiohttp) and bounded, and the whole exchange is bounded by the attempt's timeout. A session
     made here takes proxies from the environment by the same rules as httpx (resolved once,
     not per request: aiohttp's own ``trust_env`` reads them, and ~/.netrc, in a worker thread
-    on every request). A session passed in is used as it is and never closed here.
+    on every request). A session passed in is used as it is and never closed here; the client
+    then belongs to that session's event loop.
     """
 
     def __init__(self, session: aiohttp.ClientSession | None = None, *, base_url: str) -> None:
@@ -72,6 +111,8 @@ class AiohttpTransport:
         self._closed = False
         found = resolve_proxy(base_url) if session is None else None
         self._proxy = found[1] if found else None
+        self._loop = LoopBinding(getattr(session, "_loop", None))
+        self._generation = track(self)
 
     @property
     def closed(self) -> bool:
@@ -86,20 +127,35 @@ class AiohttpTransport:
             )
         return self._session
 
-    async def send(self, request: PreparedRequest[Any], timeout: float) -> Reply:
+    def _after_fork(self) -> None:
+        """In a child process: a session of ours is dropped with its parent's connections (a
+        new one opens on the child's loop); a session passed in keeps its loop."""
+        if self.owns and self._session is not None:
+            close_inherited(_sockets(self._session))
+            self._session = None
+            self._loop = LoopBinding()
+        self._generation = fork_generation()
+
+    async def send(
+        self, request: PreparedRequest[Any], timeout: float, connect_timeout: float
+    ) -> Reply:
         if self.closed:
             raise ClientClosedError(CLOSED_MESSAGE)
+        if self._generation != fork_generation():
+            self._after_fork()
+        self._loop.check("AsyncAvatarioClient")
         session = self._open()
-        exchange = Exchange(timeout)
+        exchange = Exchange(timeout, connect_timeout)
         # A connector of ours reports the connection; with another, only exception types tell.
-        exchange.observed = isinstance(session.connector, _Connector)
+        ours = isinstance(session.connector, _Connector)
+        exchange.observed = ours
         return await exchange_within(
             request,
             exchange,
-            lambda got: self._exchange(session, request, timeout, got),
+            lambda got: self._exchange(session, request, timeout, connect_timeout, got),
             # aiohttp's own timers (total, connect) end the attempt at `timeout` and say which
-            # phase it was in; this bound only backs them up.
-            timeout=timeout + _BACKSTOP,
+            # phase it was in; on a session passed in, a bound backs them up.
+            bound=None if ours else timeout + _BACKSTOP,
             caught=lambda exc: isinstance(exc, (aiohttp.ClientError, OSError)) or is_timeout(exc),
             failure=_failure,
         )
@@ -109,6 +165,7 @@ class AiohttpTransport:
         session: aiohttp.ClientSession,
         request: PreparedRequest[Any],
         timeout: float,
+        connect_timeout: float,
         got: list[Reply],
     ) -> Reply:
         async with session.request(
@@ -118,8 +175,12 @@ class AiohttpTransport:
             headers=request.headers,
             # `connect` covers waiting for a pooled connection too, and ends just before `total`
             # so that its ConnectionTimeoutError (not sent) wins on a session whose connector
-            # cannot be watched.
-            timeout=aiohttp.ClientTimeout(total=timeout, connect=timeout - min(0.01, timeout / 10)),
+            # cannot be watched; `sock_connect` bounds opening one (TCP and TLS).
+            timeout=aiohttp.ClientTimeout(
+                total=timeout,
+                connect=timeout - min(0.01, timeout / 10),
+                sock_connect=min(connect_timeout, timeout),
+            ),
             allow_redirects=False,
             raise_for_status=False,  # a caller's session may raise on statuses: read them here
             proxy=self._proxy,
@@ -130,6 +191,11 @@ class AiohttpTransport:
             body = Body(response.status, response.headers.get("content-encoding"))
             reply = Reply(response.status, response.reason or "", response.headers, body)
             got.append(reply)
+            expiry = keepalive_expiry(response.headers)
+            if expiry is not None and isinstance(session.connector, _Connector):
+                protocol = _protocol(response)
+                if protocol is not None:
+                    session.connector.expiry[protocol] = expiry
             try:
                 async for chunk in response.content.iter_chunked(_CHUNK):
                     if body.feed(chunk):
@@ -140,8 +206,34 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         self._closed = True
-        if self.owns and self._session is not None:
-            await self._session.close()
+        if not self.owns or self._session is None:
+            return
+        loop = self._loop.loop
+        if self._loop.is_other():  # its connections belong to a loop that is not running here
+            if loop.is_closed():
+                close_inherited(_sockets(self._session))
+            else:
+                import asyncio  # noqa: PLC0415 - a coroutine is running: asyncio is imported
+
+                asyncio.run_coroutine_threadsafe(self._session.close(), loop)
+            return
+        await self._session.close()
+
+
+def _sockets(session: aiohttp.ClientSession) -> list[Any]:
+    """The sockets of `session`'s idle pooled connections (taken out of the pool)."""
+    connector = session.connector
+    conns = getattr(connector, "_conns", None)
+    sockets = []
+    if conns:
+        for pooled in conns.values():
+            for protocol, _ in pooled:
+                transport = getattr(protocol, "transport", None)
+                sock = transport.get_extra_info("socket") if transport is not None else None
+                if sock is not None:
+                    sockets.append(sock)
+        conns.clear()
+    return sockets
 
 
 E = TypeVar("E", bound=BaseException)
@@ -164,12 +256,12 @@ def _failure(
 ) -> APIConnectionError:
     """The one place an aiohttp exception becomes ours; timeouts are classified here, once."""
     _scrub(exc)
-    if isinstance(exc, aiohttp.ServerDisconnectedError) and not isinstance(
-        exc.message, RawResponseMessage
-    ):
-        exchange.eof_before_response = True  # closed cleanly before a whole status line
     timed_out = isinstance(exc, aiohttp.ServerTimeoutError) or is_timeout(exc)
     not_sent = isinstance(exc, _NOT_SENT + _CONNECT_TIMEOUT)
     return connection_error(
-        request, exc, timed_out=timed_out, outcome=exchange.outcome(not_sent=not_sent)
+        request,
+        exc,
+        timed_out=timed_out,
+        outcome=exchange.outcome(not_sent=not_sent),
+        connecting=isinstance(exc, _CONNECT_TIMEOUT) and exchange.fresh,
     )

@@ -1,21 +1,53 @@
-"""What every transport shares: the protocols, the exchange record, the connection error."""
+"""What every transport shares: the protocols, the exchange record, the connection error, the
+keep-alive rule, and life in the user's process (one event loop, fork, cancellation)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import sys
 import time
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
+from .._outcome import Outcome, unknown_outcome_note
 from .._reply import Reply
 from .._request import PreparedRequest
 from .._text import safe_line
-from ..errors import APIConnectionError, APITimeoutError, Outcome
+from ..errors import APIConnectionError, APITimeoutError, WrongEventLoopError
 
 T = TypeVar("T")
 
 CLOSED_MESSAGE = "the Avatario client is closed; make a new one to send requests"
+
+#: How long a connection of a pool the client made may sit idle and still be reused, when the
+#: server does not say (``Keep-Alive: timeout=N``). Below the idle timeouts of common servers
+#: (gunicorn 2 s, uvicorn and Node.js 5 s), so a request is not sent on a connection the server
+#: is closing: that would be an unknown outcome (docs/retries.md).
+KEEPALIVE_EXPIRY = 1.5
+#: A server's ``Keep-Alive: timeout=N`` is trusted up to this many seconds of idle time.
+MAX_KEEPALIVE_EXPIRY = 60.0
+_KEEP_ALIVE_TIMEOUT = re.compile(r"(?:^|[,;\s])timeout\s*=\s*(\d+(?:\.\d+)?)", re.IGNORECASE)
+
+
+def keepalive_expiry(headers: Mapping[str, str]) -> float | None:
+    """How long the connection may idle before reuse, from the reply's ``Keep-Alive`` header.
+
+    ``timeout=N`` means the server keeps it at least N seconds; it is reused only until
+    ``N - max(1, N / 5)`` (4 s for Node.js's 5, 60 s at most), well before the server may let
+    it go. None when the server said nothing.
+    """
+    value = headers.get("keep-alive")
+    if value is None:
+        return None
+    found = _KEEP_ALIVE_TIMEOUT.search(value)
+    if found is None:
+        return None
+    seconds = float(found.group(1))
+    return max(0.0, min(MAX_KEEPALIVE_EXPIRY, seconds - max(1.0, seconds / 5)))
 
 
 class SyncTransport(Protocol):
@@ -24,7 +56,9 @@ class SyncTransport(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    def send(self, request: PreparedRequest[Any], timeout: float) -> Reply: ...
+    def send(
+        self, request: PreparedRequest[Any], timeout: float, connect_timeout: float
+    ) -> Reply: ...
 
     def close(self) -> None: ...
 
@@ -35,45 +69,50 @@ class AsyncTransport(Protocol):
     @property
     def closed(self) -> bool: ...
 
-    async def send(self, request: PreparedRequest[Any], timeout: float) -> Reply: ...
+    async def send(
+        self, request: PreparedRequest[Any], timeout: float, connect_timeout: float
+    ) -> Reply: ...
 
     async def aclose(self) -> None: ...
 
 
 class Exchange:
-    """How far one attempt got on the wire, as the transport saw it; and its deadline.
+    """How far one attempt got on the wire, as the transport saw it; and its deadlines.
 
     `observed` is False when the transport could not watch the socket (a connection from
     before this client, or a custom or mock transport): then only the exception's type tells
     whether the request was sent.
     """
 
-    __slots__ = ("ends", "eof_before_response", "fresh", "observed", "received", "wrote")
+    __slots__ = ("connect_ends", "connect_timeout", "ends", "fresh", "observed", "wrote")
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, connect_timeout: float | None = None) -> None:
         self.ends = time.monotonic() + timeout
+        self.connect_timeout = timeout if connect_timeout is None else connect_timeout
+        self.connect_ends: float | None = None  # set when connecting starts
         self.observed = False
         self.fresh = False  # a new connection was opened for this attempt
         self.wrote = False  # a byte of the request may have left
-        self.received = False  # a byte of a response arrived
-        self.eof_before_response = False  # the server closed cleanly before any response byte
 
     def time_left(self) -> float:
         return self.ends - time.monotonic()
 
-    def outcome(self, *, not_sent: bool) -> Outcome:
-        """`not_sent`: the transport's exception says the request never left whole.
+    def connect_time_left(self) -> float:
+        """What is left for connecting (TCP, TLS and a proxy's tunnel together)."""
+        now = time.monotonic()
+        if self.connect_ends is None:
+            self.connect_ends = now + self.connect_timeout
+        return min(self.ends, self.connect_ends) - now
 
-        Otherwise the request is taken as not sent only when nothing of it was written, or in
-        the idle race: a reused keep-alive connection that the server had closed (a clean
-        EOF, not a reset) before any response byte, the case Go's net/http replays for
-        requests with an Idempotency-Key (``transportReadFromServerError`` on a reused conn).
+    def outcome(self, *, not_sent: bool) -> Outcome:
+        """`not_sent`: the transport's exception says the request never left.
+
+        Otherwise the request counts as not sent only when the socket was watched and not one
+        byte of it was written. A request written on a reused keep-alive connection that then
+        closed before any response byte is unknown, not sent: at the socket level that is
+        also a server that died after starting the session (see docs/retries.md).
         """
-        if not_sent:
-            return Outcome.NOT_SENT
-        if self.observed and (
-            not self.wrote or (not self.fresh and self.eof_before_response and not self.received)
-        ):
+        if not_sent or (self.observed and not self.wrote):
             return Outcome.NOT_SENT
         return Outcome.UNKNOWN
 
@@ -88,15 +127,28 @@ def connection_error(
     *,
     timed_out: bool,
     outcome: Outcome,
+    connecting: bool = False,
 ) -> APIConnectionError:
-    """The one constructor of "no response" errors (raise it `from exc`)."""
+    """The one constructor of "no response" errors (raise it `from exc`).
+
+    `connecting`: the attempt timed out while opening a connection (the hint names
+    ``connect_timeout``).
+    """
     cls = APITimeoutError if timed_out else APIConnectionError
     what = "timed out waiting for Avatario" if timed_out else "could not reach Avatario"
     detail = safe_line(str(exc), request.secrets)
     message = f"{what}: {type(exc).__name__}" + (f": {detail}" if detail else "")
-    if outcome is Outcome.UNKNOWN and request.method != "HEAD":  # warm_up's HEAD starts nothing
-        message += " (the request went out: Avatario may have started the session)"
-    return cls(message, outcome=outcome, idempotency_key=request.idempotency_key)
+    if timed_out and connecting:
+        message += " (connecting took longer than connect_timeout allows; raise it for slow links)"
+    starts = request.starts_session
+    if outcome is Outcome.UNKNOWN:
+        message += unknown_outcome_note(starts_session=starts)
+    return cls(
+        message,
+        outcome=outcome,
+        idempotency_key=request.idempotency_key,
+        may_have_started=starts and outcome is Outcome.UNKNOWN,
+    )
 
 
 def is_timeout(exc: BaseException) -> bool:
@@ -105,6 +157,90 @@ def is_timeout(exc: BaseException) -> bool:
         return True
     asyncio = sys.modules.get("asyncio")  # not imported: none of its exceptions can exist
     return asyncio is not None and isinstance(exc, asyncio.TimeoutError)
+
+
+# -- one event loop ---------------------------------------------------------------------------
+
+
+class LoopBinding:
+    """The event loop an async transport belongs to: the first it sends on, or its pool's."""
+
+    __slots__ = ("loop",)
+
+    def __init__(self, loop: Any = None) -> None:
+        self.loop = loop
+
+    def check(self, client: str) -> None:
+        """Bind to the running loop, or raise `WrongEventLoopError` if bound to another."""
+        import asyncio  # noqa: PLC0415 - a coroutine is running: asyncio is imported
+
+        running = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = running
+        elif self.loop is not running:
+            raise WrongEventLoopError(wrong_loop_message(client, self.loop))
+
+    def is_other(self) -> bool:
+        """True when a loop is bound and it is not the one running in this thread."""
+        import asyncio  # noqa: PLC0415
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        return self.loop is not None and self.loop is not running
+
+
+def wrong_loop_message(client: str, loop: Any) -> str:
+    state = "now closed" if loop.is_closed() else "still open, in another thread or task runner"
+    return (
+        f"this {client} belongs to another event loop (the one it first sent on, {state}); "
+        "nothing was sent. Make the client inside the event loop that uses it, one per loop "
+        "(with pytest-asyncio or anyio, in a fixture of the same scope as the event loop; in a "
+        "service, in its lifespan)"
+    )
+
+
+# -- fork -------------------------------------------------------------------------------------
+
+#: Bumped in a child process after os.fork(): a transport made in another generation drops the
+#: connections it inherited (they belong to the parent) and opens its own.
+_generation = [0]
+_transports: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def fork_generation() -> int:
+    return _generation[0]
+
+
+def track(transport: Any) -> int:
+    """Watch `transport` across forks; returns the current generation."""
+    _transports.add(transport)
+    return _generation[0]
+
+
+def _after_fork_in_child() -> None:
+    _generation[0] += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def close_inherited(sockets: list[Any]) -> None:
+    """Close a child's copies of its parent's sockets: only the descriptors, which sends
+    nothing (no FIN, no TLS close_notify) while the parent keeps its own copies open."""
+    for sock in sockets:
+        try:
+            fd = sock.detach() if hasattr(sock, "detach") else sock.fileno()
+        except (OSError, ValueError):
+            continue
+        if isinstance(fd, int) and fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+# -- cancellation and bounds (async) ---------------------------------------------------------
 
 
 async def within(awaitable: Awaitable[T], seconds: float) -> T:
@@ -123,26 +259,104 @@ async def exchange_within(
     exchange: Exchange,
     run: Callable[[list[Reply]], Awaitable[Reply]],
     *,
-    timeout: float,
+    bound: float | None,
     caught: Callable[[Exception], bool],
     failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
 ) -> Reply:
-    """One async attempt, bounded whole (headers and body) by `timeout`.
+    """One async attempt; with `bound`, the whole of it (headers and body) within that.
 
     `run` appends the reply to the list it is given as soon as the status arrives, so a body
     that does not finish in time still yields that reply (its body marked cut off); an
     exception `caught` says is the transport's becomes `failure(...)`, raised from it.
+
+    The caller's cancellation always wins: on Python 3.11+ a cancellation requested while the
+    exchange ran is raised even if a library's timer turned it into a timeout; on 3.10, which
+    does not count cancellations, the exchange runs in its own task so the caller's
+    cancellation reaches the caller alone (the exchange is then cancelled and awaited).
     """
     token = CURRENT.set(exchange)
     got: list[Reply] = []
     try:
-        return await within(run(got), timeout)
+        if sys.version_info >= (3, 11):
+            return await _exchange_311(request, exchange, run, got, bound, caught, failure)
+        return await _exchange_310(request, exchange, run, got, bound, caught, failure)
+    finally:
+        CURRENT.reset(token)
+
+
+async def _exchange_311(
+    request: PreparedRequest[Any],
+    exchange: Exchange,
+    run: Callable[[list[Reply]], Awaitable[Reply]],
+    got: list[Reply],
+    bound: float | None,
+    caught: Callable[[Exception], bool],
+    failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
+) -> Reply:
+    import asyncio  # noqa: PLC0415
+
+    task = asyncio.current_task()
+    before = _cancelling(task)
+    try:
+        return await (run(got) if bound is None else within(run(got), bound))
     except Exception as exc:
+        if _cancelling(task) > before:
+            raise asyncio.CancelledError from exc  # the caller's, not a timeout of ours
         if not caught(exc):
             raise
         if got:  # the status arrived, the body did not finish
             got[0].body.fail(exc)
             return got[0]
         raise failure(request, exchange, exc) from exc
-    finally:
-        CURRENT.reset(token)
+
+
+def _cancelling(task: Any) -> int:
+    """The cancellations requested of `task` and not yet handled (Python 3.11+)."""
+    return task.cancelling() if task is not None else 0
+
+
+async def _exchange_310(  # pragma: no cover - Python 3.10
+    request: PreparedRequest[Any],
+    exchange: Exchange,
+    run: Callable[[list[Reply]], Awaitable[Reply]],
+    got: list[Reply],
+    bound: float | None,
+    caught: Callable[[Exception], bool],
+    failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
+) -> Reply:
+    import asyncio  # noqa: PLC0415
+
+    inner = asyncio.ensure_future(run(got) if bound is None else within(run(got), bound))
+    try:
+        return await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        if not inner.done():  # the caller was cancelled, not the exchange
+            inner.cancel()
+            await asyncio.wait({inner})
+            if not inner.cancelled():
+                inner.exception()  # retrieved: the caller's cancellation is what counts
+            raise
+        if inner.cancelled():
+            raise
+        exc: BaseException | None = inner.exception()
+        if exc is None:
+            return inner.result()
+        return _settle(request, exchange, exc, got, caught, failure)
+    except Exception as exc:
+        return _settle(request, exchange, exc, got, caught, failure)
+
+
+def _settle(  # pragma: no cover - Python 3.10
+    request: PreparedRequest[Any],
+    exchange: Exchange,
+    exc: BaseException,
+    got: list[Reply],
+    caught: Callable[[Exception], bool],
+    failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
+) -> Reply:
+    if not isinstance(exc, Exception) or not caught(exc):
+        raise exc
+    if got:
+        got[0].body.fail(exc)
+        return got[0]
+    raise failure(request, exchange, exc) from exc

@@ -3,12 +3,18 @@
 httpx times each phase (connect, write, each read) separately, so a server that trickles its
 status line, headers or body a byte at a time could stretch an attempt without end. The
 clients therefore wrap the connection pool's network backend (`_Backend`): every connect,
-TLS handshake, read and write is given at most the time left before the attempt's deadline,
-and one past it fails at once. The same wrappers record how far the exchange got, which is
-how a failure is classified as "not sent" or "unknown" (`base.Exchange`). A pool passed in as
-`http_client` gets the wrappers too (they do nothing for its other requests); where they cannot
-be installed (a custom or mock transport), the exception's type alone classifies a failure.
-The async transport also bounds the whole exchange with `asyncio.timeout`.
+TLS handshake, read and write is given at most the time left before the attempt's deadline
+(connecting, at most what is left of ``connect_timeout``), and one past it fails at once. The
+same wrappers record how far the exchange got, which is how a failure is classified as "not
+sent" or "unknown" (`base.Exchange`). A pool passed in as `http_client` gets the wrappers too
+(they do nothing for its other requests); where they cannot be installed (a custom or mock
+transport), the exception's type alone classifies a failure and the async transport bounds
+the whole exchange with `asyncio.timeout`.
+
+After each reply the connection it came on is looked at before it goes back to the pool
+(`_after_reply`): bytes left over after a complete response (a second response, a body on a
+204 or a HEAD) make it unusable, so an answer is never taken for a request it does not
+answer; and a server's ``Keep-Alive: timeout=N`` sets how long it may idle (`base`).
 """
 
 from __future__ import annotations
@@ -27,10 +33,16 @@ from ..errors import APIConnectionError, ClientClosedError
 from .base import (
     CLOSED_MESSAGE,
     CURRENT,
+    KEEPALIVE_EXPIRY,
     Exchange,
+    LoopBinding,
+    close_inherited,
     connection_error,
     exchange_within,
+    fork_generation,
     is_timeout,
+    keepalive_expiry,
+    track,
 )
 
 T = TypeVar("T")
@@ -57,14 +69,15 @@ def _cut(timeout: float | None, error: type[Exception]) -> float | None:
     return left if timeout is None else min(timeout, left)
 
 
-def _saw(data: bytes) -> bytes:
+def _cut_connect(timeout: float | None) -> float | None:
     exchange = CURRENT.get()
-    if exchange is not None:
-        if data:
-            exchange.received = True
-        elif not exchange.received:
-            exchange.eof_before_response = True
-    return data
+    if exchange is None:
+        return timeout
+    exchange.observed = True
+    left = exchange.connect_time_left()
+    if left <= 0:
+        raise httpcore.ConnectTimeout("connect_timeout or the attempt's deadline passed")
+    return left if timeout is None else min(timeout, left)
 
 
 def _wrote() -> None:
@@ -82,9 +95,10 @@ def _opened() -> None:
 class _Stream(httpcore.NetworkStream):
     def __init__(self, inner: httpcore.NetworkStream) -> None:
         self._inner = inner
+        self.unusable = False  # bytes no request asked for are waiting: never reuse it
 
     def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return _saw(self._inner.read(max_bytes, _cut(timeout, httpcore.ReadTimeout)))
+        return self._inner.read(max_bytes, _cut(timeout, httpcore.ReadTimeout))
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         timeout = _cut(timeout, httpcore.WriteTimeout)
@@ -100,10 +114,12 @@ class _Stream(httpcore.NetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.NetworkStream:
-        timeout = _cut(timeout, httpcore.ConnectTimeout)
+        timeout = _cut_connect(timeout)
         return _Stream(self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self.unusable:
+            return True  # what httpcore reads as "the server closed it": dropped, not reused
         return self._inner.get_extra_info(info)
 
 
@@ -119,14 +135,14 @@ class _Backend(httpcore.NetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
-        timeout = _cut(timeout, httpcore.ConnectTimeout)
+        timeout = _cut_connect(timeout)
         _opened()
         return _Stream(self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
 
     def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
     ) -> httpcore.NetworkStream:
-        timeout = _cut(timeout, httpcore.ConnectTimeout)
+        timeout = _cut_connect(timeout)
         _opened()
         return _Stream(self._inner.connect_unix_socket(path, timeout, socket_options))
 
@@ -137,9 +153,10 @@ class _Backend(httpcore.NetworkBackend):
 class _AsyncStream(httpcore.AsyncNetworkStream):
     def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
         self._inner = inner
+        self.unusable = False  # bytes no request asked for are waiting: never reuse it
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return _saw(await self._inner.read(max_bytes, _cut(timeout, httpcore.ReadTimeout)))
+        return await self._inner.read(max_bytes, _cut(timeout, httpcore.ReadTimeout))
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         timeout = _cut(timeout, httpcore.WriteTimeout)
@@ -155,10 +172,12 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         server_hostname: str | None = None,
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
-        timeout = _cut(timeout, httpcore.ConnectTimeout)
+        timeout = _cut_connect(timeout)
         return _AsyncStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self.unusable:
+            return True  # what httpcore reads as "the server closed it": dropped, not reused
         return self._inner.get_extra_info(info)
 
 
@@ -174,7 +193,7 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Any = None,
     ) -> httpcore.AsyncNetworkStream:
-        timeout = _cut(timeout, httpcore.ConnectTimeout)
+        timeout = _cut_connect(timeout)
         _opened()
         return _AsyncStream(
             await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
@@ -183,7 +202,7 @@ class _AsyncBackend(httpcore.AsyncNetworkBackend):
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
     ) -> httpcore.AsyncNetworkStream:
-        timeout = _cut(timeout, httpcore.ConnectTimeout)
+        timeout = _cut_connect(timeout)
         _opened()
         return _AsyncStream(await self._inner.connect_unix_socket(path, timeout, socket_options))
 
@@ -212,7 +231,8 @@ def watch(http: httpx.Client | httpx.AsyncClient) -> bool:
 
 def own_client(kind: type[T], base_url: str, timeout: float) -> T:
     """A pool made by the client: proxies resolved like every transport's, TLS verified
-    (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured), redirects off, ~/.netrc not read."""
+    (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured), redirects off, ~/.netrc not read, idle
+    connections not reused after `KEEPALIVE_EXPIRY` (unless the server says longer)."""
     proxy = resolve_proxy(base_url)
     return kind(  # type: ignore[call-arg]
         timeout=timeout,
@@ -220,7 +240,60 @@ def own_client(kind: type[T], base_url: str, timeout: float) -> T:
         trust_env=False,
         proxy=proxy[1] if proxy else None,
         verify=httpx.create_ssl_context(trust_env=True),
+        limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY),
     )
+
+
+def _pools(http: httpx.Client | httpx.AsyncClient) -> list[Any]:
+    transports = [http._transport, *http._mounts.values()]
+    return [pool for t in transports if (pool := getattr(t, "_pool", None)) is not None]
+
+
+def _connection(response: httpx.Response) -> Any:
+    """The httpcore HTTP/1.1 connection a streamed response came on, or None (a mock transport,
+    HTTP/2, another httpcore layout)."""
+    stream = getattr(getattr(response.stream, "_stream", None), "_httpcore_stream", None)
+    return getattr(getattr(stream, "_stream", None), "_connection", None)
+
+
+def _after_reply(response: httpx.Response, *, complete: bool, owned: bool) -> None:
+    """Before the connection goes back to the pool: never reuse it if bytes no request asked
+    for are waiting on it (a complete response was followed by more); let it idle as long as
+    the server's ``Keep-Alive: timeout=N`` allows (a pool of ours) or no longer than that (a
+    pool passed in)."""
+    stream = response.extensions.get("network_stream")
+    if not isinstance(stream, (_Stream, _AsyncStream)):
+        return
+    connection = _connection(response)
+    if connection is None:
+        return
+    if complete:
+        h11_state = getattr(connection, "_h11_state", None)
+        leftover = getattr(h11_state, "trailing_data", (b"", False))
+        if leftover[0]:
+            stream.unusable = True
+            return
+    expiry = keepalive_expiry(response.headers)
+    if expiry is not None and hasattr(connection, "_keepalive_expiry"):
+        current = connection._keepalive_expiry
+        if owned or current is None or expiry < current:
+            connection._keepalive_expiry = expiry
+
+
+def _inherited_sockets(http: httpx.Client | httpx.AsyncClient) -> list[Any]:
+    """The sockets of `http`'s pooled connections (taken out of its pools)."""
+    sockets = []
+    for pool in _pools(http):
+        connections = list(getattr(pool, "_connections", []))
+        for connection in connections:
+            inner = getattr(connection, "_connection", None)
+            stream = getattr(inner, "_network_stream", None)
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is not None:
+                sockets.append(sock)
+        if hasattr(pool, "_connections"):
+            pool._connections = []
+    return sockets
 
 
 E = TypeVar("E", bound=BaseException)
@@ -244,7 +317,9 @@ def _failure(
     _scrub(exc)
     timed_out = isinstance(exc, httpx.TimeoutException) or is_timeout(exc)
     outcome = exchange.outcome(not_sent=isinstance(exc, _NOT_SENT))
-    return connection_error(request, exc, timed_out=timed_out, outcome=outcome)
+    return connection_error(
+        request, exc, timed_out=timed_out, outcome=outcome, connecting=_connecting(exc)
+    )
 
 
 def _closed_error() -> ClientClosedError:
@@ -252,14 +327,17 @@ def _closed_error() -> ClientClosedError:
 
 
 def _build(
-    http: httpx.Client | httpx.AsyncClient, request: PreparedRequest[Any], timeout: float
+    http: httpx.Client | httpx.AsyncClient,
+    request: PreparedRequest[Any],
+    timeout: float,
+    connect_timeout: float,
 ) -> httpx.Request:
     return http.build_request(
         request.method,
         request.url,
         content=request.content,
         headers=request.headers,
-        timeout=timeout,
+        timeout=httpx.Timeout(timeout, connect=connect_timeout),
     )
 
 
@@ -273,39 +351,62 @@ def _keep(body: Body, chunk: bytes, exchange: Exchange) -> bool:
     return False
 
 
+def _connecting(exc: Exception) -> bool:
+    return isinstance(exc, httpx.ConnectTimeout)
+
+
 class HttpxTransport:
     """Sends with an `httpx.Client`: redirects never followed, bodies read raw and bounded."""
 
     def __init__(self, http: httpx.Client | None, *, base_url: str, timeout: float) -> None:
         self.owns = http is None
+        self._base_url, self._timeout = base_url, timeout
         self.http = http if http is not None else own_client(httpx.Client, base_url, timeout)
         watch(self.http)
         self._closed = False
+        self._generation = track(self)
 
     @property
     def closed(self) -> bool:
         return self._closed or self.http.is_closed
 
-    def send(self, request: PreparedRequest[Any], timeout: float) -> Reply:
+    def _after_fork(self) -> None:
+        """In a child process: drop the parent's connections, keep working with new ones."""
+        close_inherited(_inherited_sockets(self.http))
+        if self.owns:
+            self.http = own_client(httpx.Client, self._base_url, self._timeout)
+            watch(self.http)
+        self._generation = fork_generation()
+
+    def send(self, request: PreparedRequest[Any], timeout: float, connect_timeout: float) -> Reply:
         if self.closed:
             raise _closed_error()
-        exchange = Exchange(timeout)
+        if self._generation != fork_generation():
+            self._after_fork()
+        http = self.http
+        exchange = Exchange(timeout, connect_timeout)
         token = CURRENT.set(exchange)
         try:
             try:
-                response = self.http.send(
-                    _build(self.http, request, timeout), stream=True, follow_redirects=False
+                response = http.send(
+                    _build(http, request, timeout, connect_timeout),
+                    stream=True,
+                    follow_redirects=False,
                 )
             except httpx.HTTPError as exc:
                 raise _failure(request, exchange, exc) from exc
             body = _body(response)
+            complete = False
             try:
                 for chunk in _raw(response):
                     if _keep(body, chunk, exchange):
                         break
+                else:
+                    complete = True
             except httpx.HTTPError as exc:
                 body.fail(_scrub(exc))
             finally:
+                _after_reply(response, complete=complete, owned=self.owns)
                 response.close()
             return Reply(response.status_code, response.reason_phrase, response.headers, body)
         finally:
@@ -330,28 +431,49 @@ def _raw(response: httpx.Response) -> Iterator[bytes]:
 
 
 class AsyncHttpxTransport:
-    """Sends with an `httpx.AsyncClient`: the same as `HttpxTransport`, awaited, and the
-    whole exchange (headers and body) bounded by the attempt's timeout."""
+    """Sends with an `httpx.AsyncClient`: the same as `HttpxTransport`, awaited. Where the
+    socket wrappers could not be installed (a custom transport), the whole exchange is bounded
+    by the attempt's timeout instead."""
 
     def __init__(self, http: httpx.AsyncClient | None, *, base_url: str, timeout: float) -> None:
         self.owns = http is None
+        self._base_url, self._timeout = base_url, timeout
         self.http = http if http is not None else own_client(httpx.AsyncClient, base_url, timeout)
-        watch(self.http)
+        self._watched = watch(self.http)
         self._closed = False
+        self._loop = LoopBinding()
+        self._generation = track(self)
 
     @property
     def closed(self) -> bool:
         return self._closed or self.http.is_closed
 
-    async def send(self, request: PreparedRequest[Any], timeout: float) -> Reply:
+    def _after_fork(self) -> None:
+        """In a child process: drop the parent's connections; a pool of ours starts afresh
+        (and may serve the child's own event loop)."""
+        close_inherited(_inherited_sockets(self.http))
+        if self.owns:
+            self.http = own_client(httpx.AsyncClient, self._base_url, self._timeout)
+            self._watched = watch(self.http)
+            self._loop = LoopBinding()
+        self._generation = fork_generation()
+
+    async def send(
+        self, request: PreparedRequest[Any], timeout: float, connect_timeout: float
+    ) -> Reply:
         if self.closed:
             raise _closed_error()
-        exchange = Exchange(timeout)
+        if self._generation != fork_generation():
+            self._after_fork()
+        self._loop.check("AsyncAvatarioClient")
+        exchange = Exchange(timeout, connect_timeout)
         return await exchange_within(
             request,
             exchange,
-            lambda got: self._exchange(request, timeout, exchange, got),
-            timeout=timeout,
+            lambda got: self._exchange(request, timeout, connect_timeout, exchange, got),
+            # The socket wrappers hold every phase to the deadline and httpx's pool timeout
+            # bounds the wait for a connection (not sent); without them, bound it all here.
+            bound=None if self._watched else timeout,
             caught=lambda exc: isinstance(exc, httpx.HTTPError) or is_timeout(exc),
             failure=_failure,
         )
@@ -360,29 +482,45 @@ class AsyncHttpxTransport:
         self,
         request: PreparedRequest[Any],
         timeout: float,
+        connect_timeout: float,
         exchange: Exchange,
         got: list[Reply],
     ) -> Reply:
-        response = await self.http.send(
-            _build(self.http, request, timeout), stream=True, follow_redirects=False
+        http = self.http
+        response = await http.send(
+            _build(http, request, timeout, connect_timeout), stream=True, follow_redirects=False
         )
         body = _body(response)
         reply = Reply(response.status_code, response.reason_phrase, response.headers, body)
         got.append(reply)
+        complete = False
         try:
             async for chunk in _araw(response):
                 if _keep(body, chunk, exchange):
                     break
+            else:
+                complete = True
         except httpx.HTTPError as exc:
             body.fail(_scrub(exc))
         finally:
+            _after_reply(response, complete=complete, owned=self.owns)
             await response.aclose()
         return reply
 
     async def aclose(self) -> None:
         self._closed = True
-        if self.owns:
-            await self.http.aclose()
+        if not self.owns:
+            return
+        loop = self._loop.loop
+        if self._loop.is_other():  # its connections belong to a loop that is not running here
+            if loop.is_closed():
+                close_inherited(_inherited_sockets(self.http))
+            else:
+                import asyncio  # noqa: PLC0415 - a coroutine is running: asyncio is imported
+
+                asyncio.run_coroutine_threadsafe(self.http.aclose(), loop)
+            return
+        await self.http.aclose()
 
 
 async def _araw(response: httpx.Response) -> AsyncIterator[bytes]:
