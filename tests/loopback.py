@@ -115,3 +115,115 @@ class LoopbackServer:
 def loopback(*behaviours: Behaviour, tls: ssl.SSLContext | None = None) -> Iterator[LoopbackServer]:
     with LoopbackServer(list(behaviours), tls=tls) as server:
         yield server
+
+
+# -- a keep-alive server: many requests per connection -----------------------------------------
+
+#: What a keep-alive server answers: the raw bytes to send (and keep the connection), a pair
+#: (bytes, True) to send them and then close, or None to close the connection without
+#: answering. Called with (request number, counting from 1; connection number; request head).
+Answer = Callable[[int, int, str], "bytes | tuple[bytes, bool] | None"]
+
+
+def ok_session(n: int, headers: dict[str, str] | None = None) -> bytes:
+    """A keep-alive 200 with session ``s-<n>``."""
+    body = f'{{"session_id":"s-{n}"}}'.encode()
+    extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n{extra}"
+    return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+
+
+class KeepAliveServer:
+    """An HTTP/1.1 server on 127.0.0.1 that keeps connections open; `answer` says what each
+    request gets. Records (connection number, request head) for every request it read."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+        self.seen: list[tuple[int, str]] = []
+        self.closed_by_client: list[int] = []  # connections the client closed (EOF seen)
+        self._lock = threading.Lock()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._sock.settimeout(0.05)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._accepted = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def connections(self) -> int:
+        return self._accepted
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with self._lock:
+                self._accepted += 1
+                number = self._accepted
+                self._conns.append(conn)
+            thread = threading.Thread(target=self._handle, args=(conn, number), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _handle(self, conn: socket.socket, number: int) -> None:
+        buffer = b""
+        conn.settimeout(5)
+        try:
+            while not self._stop.is_set():
+                while b"\r\n\r\n" not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        with self._lock:
+                            self.closed_by_client.append(number)
+                        return
+                    buffer += chunk
+                head, _, buffer = buffer.partition(b"\r\n\r\n")
+                text = head.decode("latin-1")
+                length = 0
+                for line in text.split("\r\n")[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                while len(buffer) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                buffer = buffer[length:]
+                with self._lock:
+                    self.seen.append((number, text))
+                    index = len(self.seen)
+                reply = self.answer(index, number, text)
+                if reply is None:
+                    conn.close()
+                    return
+                if isinstance(reply, tuple):
+                    conn.sendall(reply[0])
+                    conn.close()
+                    return
+                conn.sendall(reply)
+        except OSError:
+            return
+
+    def __enter__(self) -> KeepAliveServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+        with self._lock:
+            for conn in self._conns:
+                with contextlib.suppress(OSError):
+                    conn.close()
+        for thread in self._threads:
+            thread.join(5)

@@ -9,6 +9,7 @@ aiohttp itself never reuses a connection with bytes left over after a response.
 
 from __future__ import annotations
 
+import time
 import weakref
 from typing import Any, TypeVar
 
@@ -37,9 +38,6 @@ from .base import (
 )
 
 _CHUNK = 64 * 1024
-#: How long after the attempt's timeout the whole-exchange bound fires on a session passed in
-#: (behind aiohttp's own timers; a session of ours needs none).
-_BACKSTOP = 0.05
 #: The longest status line or header field accepted, as with httpx (whose whole head may
 #: reach 100 KiB): large enough for real proxies' cookies and traces.
 MAX_HEADER_BYTES = 64 * 1024
@@ -78,27 +76,28 @@ class _Connector(aiohttp.TCPConnector):
             exchange.wrote = True  # from here on the request is being written
         return connection
 
-    def _release(self, key: Any, protocol: Any, *, should_close: bool = False) -> None:
-        super()._release(key, protocol, should_close=should_close)
-        idle = self.expiry.pop(protocol, KEEPALIVE_EXPIRY)
+    async def _get(self, key: Any, traces: Any) -> Any:
+        # aiohttp reuses a pooled connection while it has idled no longer than the
+        # connector's keep-alive timeout; each of ours has its own expiry, checked first.
         pooled = self._conns.get(key)
-        if pooled and pooled[-1][0] is protocol:
-            # aiohttp reuses a connection while now - t0 <= its keep-alive timeout: moving t0
-            # back gives this one its own expiry.
-            t0 = pooled[-1][1] - (MAX_KEEPALIVE_EXPIRY - idle)
-            pooled[-1] = (protocol, t0)
-
-
-def _protocol(response: aiohttp.ClientResponse) -> Any:
-    connection = response.connection
-    return connection.protocol if connection is not None else None
+        if pooled:
+            now = time.monotonic()
+            for entry in list(pooled):
+                protocol, since = entry
+                if now - since > self.expiry.get(protocol, KEEPALIVE_EXPIRY):
+                    pooled.remove(entry)
+                    protocol.close()
+            if not pooled:
+                del self._conns[key]
+        return await super()._get(key, traces)
 
 
 class AiohttpTransport:
     """Sends with one pooled `aiohttp.ClientSession`, opened on first use in the running loop.
 
     TLS is verified, redirects are never followed, bodies are read raw (never inflated by
-    aiohttp) and bounded, and the whole exchange is bounded by the attempt's timeout. A session
+    aiohttp) and bounded, and the whole exchange is bounded by the attempt's timeout (with
+    asyncio's timeout, which never takes a caller's cancellation for its own). A session
     made here takes proxies from the environment by the same rules as httpx (resolved once,
     not per request: aiohttp's own ``trust_env`` reads them, and ~/.netrc, in a worker thread
     on every request). A session passed in is used as it is and never closed here; the client
@@ -153,9 +152,10 @@ class AiohttpTransport:
             request,
             exchange,
             lambda got: self._exchange(session, request, timeout, connect_timeout, got),
-            # aiohttp's own timers (total, connect) end the attempt at `timeout` and say which
-            # phase it was in; on a session passed in, a bound backs them up.
-            bound=None if ours else timeout + _BACKSTOP,
+            # The whole attempt is bounded here, not by aiohttp's `total` timer: that timer,
+            # entered twice per request, takes back a caller's cancellation that arrives with
+            # its own and turns both into a timeout (aiohttp 3.14); asyncio's is exact.
+            bound=timeout,
             caught=lambda exc: isinstance(exc, (aiohttp.ClientError, OSError)) or is_timeout(exc),
             failure=_failure,
         )
@@ -173,11 +173,12 @@ class AiohttpTransport:
             request.url,
             data=request.content,
             headers=request.headers,
-            # `connect` covers waiting for a pooled connection too, and ends just before `total`
-            # so that its ConnectionTimeoutError (not sent) wins on a session whose connector
-            # cannot be watched; `sock_connect` bounds opening one (TCP and TLS).
+            # No `total` (see `send`). `connect` covers waiting for a pooled connection too,
+            # and ends just before the attempt's bound so that its ConnectionTimeoutError (not
+            # sent) wins on a session whose connector cannot be watched; `sock_connect`
+            # bounds opening a connection (TCP and TLS).
             timeout=aiohttp.ClientTimeout(
-                total=timeout,
+                total=None,
                 connect=timeout - min(0.01, timeout / 10),
                 sock_connect=min(connect_timeout, timeout),
             ),
@@ -193,7 +194,7 @@ class AiohttpTransport:
             got.append(reply)
             expiry = keepalive_expiry(response.headers)
             if expiry is not None and isinstance(session.connector, _Connector):
-                protocol = _protocol(response)
+                protocol = getattr(response, "_protocol", None)  # kept after its release
                 if protocol is not None:
                     session.connector.expiry[protocol] = expiry
             try:

@@ -19,6 +19,7 @@ answer; and a server's ``Keep-Alive: timeout=N`` sets how long it may idle (`bas
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
@@ -173,12 +174,25 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         timeout: float | None = None,
     ) -> httpcore.AsyncNetworkStream:
         timeout = _cut_connect(timeout)
-        return _AsyncStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        try:
+            return _AsyncStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+        except BaseException:
+            # httpcore closes the TCP stream when the handshake fails, not when the task is
+            # cancelled during it: the socket would stay open.
+            await _close_shielded(self._inner)
+            raise
 
     def get_extra_info(self, info: str) -> Any:
         if info == "is_readable" and self.unusable:
             return True  # what httpcore reads as "the server closed it": dropped, not reused
         return self._inner.get_extra_info(info)
+
+
+async def _close_shielded(stream: httpcore.AsyncNetworkStream) -> None:
+    import anyio  # noqa: PLC0415 - httpx's own dependency; only on this rare path
+
+    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+        await stream.aclose()
 
 
 class _AsyncBackend(httpcore.AsyncNetworkBackend):
@@ -274,6 +288,9 @@ def _after_reply(response: httpx.Response, *, complete: bool, owned: bool) -> No
             stream.unusable = True
             return
     expiry = keepalive_expiry(response.headers)
+    if expiry is not None and expiry <= 0:
+        stream.unusable = True  # the server keeps it too briefly to reuse safely
+        return
     if expiry is not None and hasattr(connection, "_keepalive_expiry"):
         current = connection._keepalive_expiry
         if owned or current is None or expiry < current:
@@ -425,9 +442,14 @@ def _body(response: httpx.Response) -> Body:
 
 
 def _raw(response: httpx.Response) -> Iterator[bytes]:
+    """The body's raw bytes. Read from the stream itself, not `iter_raw`, which closes the
+    response (handing its connection back to the pool) before `_after_reply` has looked."""
     if response.is_stream_consumed:
         return iter((response.content,))
-    return response.iter_raw()
+    stream = response.stream
+    if not isinstance(stream, httpx.SyncByteStream):
+        raise TypeError("an async response on the sync client")
+    return iter(stream)
 
 
 class AsyncHttpxTransport:
@@ -524,8 +546,12 @@ class AsyncHttpxTransport:
 
 
 async def _araw(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's raw bytes, read from the stream itself (see `_raw`)."""
     if response.is_stream_consumed:
         yield response.content
         return
-    async for chunk in response.aiter_raw():
+    stream = response.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise TypeError("a sync response on the async client")
+    async for chunk in stream:
         yield chunk
