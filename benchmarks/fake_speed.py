@@ -9,16 +9,20 @@ back to back on one kept-alive connection (median and p90 per call, calls per se
 the throughput with `--concurrency` calls in flight (async clients only; the sync client runs
 that many threads on one client). The fake runs in this process, in its own thread, as tests
 run it (`run_fake_server`); every call starts a session (the fake ignores Idempotency-Key).
+The fake's own CPU time per call (its thread's CPU clock, where the platform has one) is
+shown too: unlike the wall-clock figures it barely moves when other work shares the cores.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import platform
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +46,24 @@ CALL: dict[str, Any] = {
 }
 
 
+class FakeCpu:
+    """The CPU time the fake's server thread has used, in seconds (nan where unknown)."""
+
+    def __init__(self) -> None:
+        [thread] = [t for t in threading.enumerate() if t.name == "fake-avatario"]
+        self._clock = (
+            time.pthread_getcpuclockid(thread.ident)
+            if hasattr(time, "pthread_getcpuclockid") and thread.ident is not None
+            else None
+        )
+
+    def __call__(self) -> float:
+        return math.nan if self._clock is None else time.clock_gettime(self._clock)
+
+
+CPU: list[FakeCpu] = []
+
+
 def summary(name: str, mode: str, per_call: list[float], wall: float) -> dict[str, Any]:
     ordered = sorted(per_call)
     return {
@@ -52,6 +74,14 @@ def summary(name: str, mode: str, per_call: list[float], wall: float) -> dict[st
         "p90_ms": ordered[int(0.9 * (len(ordered) - 1))] * 1000,
         "calls_per_s": len(per_call) / wall,
     }
+
+
+def measured(
+    name: str, mode: str, cpu_before: float, times: list[float], wall: float
+) -> dict[str, Any]:
+    """The summary of a run, with the fake's CPU milliseconds per call since `cpu_before`."""
+    cpu_ms = (CPU[0]() - cpu_before) / len(times) * 1000
+    return {**summary(name, mode, times, wall), "fake_cpu_ms": cpu_ms}
 
 
 def timed_sync(client: AvatarioClient, calls: int) -> tuple[list[float], float]:
@@ -67,8 +97,9 @@ def timed_sync(client: AvatarioClient, calls: int) -> tuple[list[float], float]:
 def sync_sequential(url: str, calls: int, warm_up: int) -> dict[str, Any]:
     with AvatarioClient(KEY, base_url=url) as client:
         timed_sync(client, warm_up)
+        before = CPU[0]()
         times, wall = timed_sync(client, calls)
-    return summary("sync (httpx)", "sequential", times, wall)
+    return measured("sync (httpx)", "sequential", before, times, wall)
 
 
 def sync_concurrent(url: str, calls: int, concurrency: int) -> dict[str, Any]:
@@ -85,10 +116,11 @@ def sync_concurrent(url: str, calls: int, concurrency: int) -> dict[str, Any]:
             client.start_session(**CALL)
             return time.perf_counter() - before
 
+        before = CPU[0]()
         started = time.perf_counter()
         times = list(pool.map(one, range(calls)))
         wall = time.perf_counter() - started
-    return summary("sync (httpx)", f"{concurrency} threads", times, wall)
+    return measured("sync (httpx)", f"{concurrency} threads", before, times, wall)
 
 
 async def timed_async(
@@ -124,11 +156,13 @@ async def async_runs(
                 return await client.start_session(**CALL)
 
             await timed_async(call, warm_up, 1)
+            before = CPU[0]()
             times, wall = await timed_async(call, calls, 1)
-            results.append(summary(name, "sequential", times, wall))
+            results.append(measured(name, "sequential", before, times, wall))
             await timed_async(call, concurrency, concurrency)  # open the connections
+            before = CPU[0]()
             times, wall = await timed_async(call, calls, concurrency)
-            results.append(summary(name, f"{concurrency} in flight", times, wall))
+            results.append(measured(name, f"{concurrency} in flight", before, times, wall))
     finally:
         if http is not None:
             await http.aclose()
@@ -143,6 +177,7 @@ def main() -> None:
     args = parser.parse_args()
     rows: list[dict[str, Any]] = []
     with run_fake_server(api_key=KEY, honour_idempotency_key=False) as server:
+        CPU.append(FakeCpu())
         rows.append(sync_sequential(server.url, args.calls, args.warm_up))
         rows.append(sync_concurrent(server.url, args.calls, args.concurrency))
         for sender in ("aiohttp", "httpx"):
@@ -156,12 +191,12 @@ def main() -> None:
         f"# fake Avatario on loopback: Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}, {platform.machine()}, {cpus} CPUs"
     )
-    print("| client | mode | calls | median ms/call | p90 ms/call | calls/s |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| client | mode | calls | median ms/call | p90 ms/call | calls/s | fake CPU ms/call |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for row in rows:
         print(
             f"| {row['client']} | {row['mode']} | {row['calls']} | {row['median_ms']:.2f} "
-            f"| {row['p90_ms']:.2f} | {row['calls_per_s']:.0f} |"
+            f"| {row['p90_ms']:.2f} | {row['calls_per_s']:.0f} | {row['fake_cpu_ms']:.2f} |"
         )
 
 

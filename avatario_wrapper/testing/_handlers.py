@@ -26,6 +26,11 @@ from typing import Any, TypeAlias
 
 import attrs
 
+from .._text import one_line
+
+#: The longest error message the fake sends.
+MAX_MESSAGE = 400
+
 
 @attrs.frozen
 class OperationResponse:
@@ -37,8 +42,13 @@ class OperationResponse:
 
 
 def error_body(code: str, message: str, request_id: str) -> dict[str, str]:
-    """The spec's Error body: ``{"error", "message", "request_id"}``."""
-    return {"error": code, "message": message, "request_id": request_id}
+    """The spec's Error body: ``{"error", "message", "request_id"}``, the message one printable
+    line (it may quote what a client sent)."""
+    return {
+        "error": code or "error",
+        "message": one_line(message, MAX_MESSAGE) or code,
+        "request_id": request_id,
+    }
 
 
 @attrs.frozen

@@ -7,6 +7,7 @@ document (a dict, as ``yaml.safe_load`` returns it).
 
 from __future__ import annotations
 
+import copy
 import functools
 import re
 from collections.abc import Mapping
@@ -135,7 +136,8 @@ class ApiSpec:
     def __init__(self, document: Mapping[str, Any]) -> None:
         if not isinstance(document, Mapping) or not isinstance(document.get("paths"), Mapping):
             raise SpecError("the spec must be an OpenAPI document (a mapping with 'paths')")
-        self.document = document
+        self.document: Mapping[str, Any] = copy.deepcopy(document)  # later edits change nothing
+        document = self.document
         self._components = document.get("components", {})
         self.prefixes = self._prefixes()
         operations: list[Operation] = []

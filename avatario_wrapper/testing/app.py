@@ -53,6 +53,7 @@ faults: loopback clients with the API key only, never part of the spec's routes.
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.utils
 import inspect
 import json
@@ -60,12 +61,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
 import attrs
 
+from .._text import one_line
 from ._checks import (
     Inputs,
     Problem,
@@ -79,14 +81,8 @@ from ._fault_plan import FaultPlan
 from ._handlers import Handler, OperationRequest, OperationResponse, error_body
 from ._router import Match, Router, request_segments
 from ._spec import JSON_MEDIA_TYPE, ApiSpec, Operation, bundled_api
-from ._start_session import (
-    OPERATION_ID as START_SESSION,
-)
-from ._start_session import (
-    REDACTED,
-    SessionListener,
-    StartSessionHandler,
-)
+from ._start_session import OPERATION_ID as START_SESSION
+from ._start_session import REDACTED, SessionListener, StartSessionHandler
 from ._transport import close_connection, reset_connection
 from .faults import Fault
 
@@ -164,9 +160,17 @@ class _Exchange:
         client = scope.get("client")
         self.client_host: str | None = client[0] if client else None
         self.client = f"{client[0]}:{client[1]}" if client else None
+        # What the fake learns as it serves, for the record.
+        self.body = b""
+        self.match: Match | None = None
+        self.fault: Fault | None = None
 
     async def read_body(self) -> bytes | None:
-        """The whole body (at most MAX_BODY_BYTES + 1 kept), or None if the client left."""
+        """The body, or None if the client left before it was all sent.
+
+        It is read to its end (so that closing the connection later sends a FIN, not a reset)
+        but at most MAX_BODY_BYTES + 1 bytes are kept: a longer one is refused (413).
+        """
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -175,7 +179,7 @@ class _Exchange:
                 return None
             chunk: bytes = message.get("body", b"")
             if size <= MAX_BODY_BYTES:
-                chunks.append(chunk)
+                chunks.append(chunk[: MAX_BODY_BYTES + 1 - size])
             size += len(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -257,13 +261,13 @@ class FakeAvatario:
             await self._serve(exchange)
         except Exception:
             logger.exception(
-                "the fake Avatario failed on %s %s", exchange.method, scope["path"][:200]
+                "the fake Avatario failed on %s %s", exchange.method, one_line(scope["path"])
             )
             if not exchange.started:
                 answer = _error(
                     500, "internal_error", "The fake failed; see its log.", exchange.request_id
                 )
-                self._record(exchange, b"", None, None, answer.status)
+                self._record(exchange, answer.status)
                 await exchange.respond(answer)
 
     @property
@@ -283,9 +287,9 @@ class FakeAvatario:
         return self._verifies_tokens
 
     @property
-    def spec(self) -> Mapping[str, Any]:
-        """The OpenAPI document the fake serves."""
-        return self._api.document
+    def spec(self) -> dict[str, Any]:
+        """A copy of the OpenAPI document the fake serves (to extend for another fake)."""
+        return copy.deepcopy(dict(self._api.document))
 
     @property
     def operation_ids(self) -> tuple[str, ...]:
@@ -310,7 +314,7 @@ class FakeAvatario:
             raise TypeError("a handler is a function of an OperationRequest")
         self._handlers[operation_id] = handler
 
-    def on_session_started(self, listener: SessionListener) -> Any:
+    def on_session_started(self, listener: SessionListener) -> Callable[[], None]:
         """Call `listener(SessionStarted)` whenever start-session starts a NEW session.
 
         It runs in the thread that serves the request (the server's thread), before the
@@ -379,29 +383,28 @@ class FakeAvatario:
     async def _serve(self, exchange: _Exchange) -> None:
         body = await exchange.read_body()
         if body is None:  # the client gave up before its body arrived: no one to answer
-            self._record(exchange, b"", None, None, None)
+            self._record(exchange, None)
             return
+        exchange.body = body
         segments = request_segments(exchange.scope)
-        if self.control and segments == CONTROL_SEGMENTS:
-            await exchange.respond(_json_answer(self._control_answer(exchange, body)))
+        if self.control and segments == CONTROL_SEGMENTS:  # never recorded nor faulted
+            await exchange.respond(_json_answer(self._control_answer(exchange)))
             return
-        match = self._router.match(exchange.method, segments)
+        exchange.match = match = self._router.match(exchange.method, segments)
         if match.operation is None:
             answer = self._no_operation(match, exchange)
-            self._record(exchange, body, match, None, answer.status)
+            self._record(exchange, answer.status)
             await exchange.respond(answer)
             return
-        await self._serve_operation(exchange, body, match, match.operation)
+        await self._serve_operation(exchange, match, match.operation)
 
-    async def _serve_operation(
-        self, exchange: _Exchange, body: bytes, match: Match, op: Operation
-    ) -> None:
-        fault = self._plan.take(op.operation_id)
+    async def _serve_operation(self, exchange: _Exchange, match: Match, op: Operation) -> None:
+        exchange.fault = fault = self._plan.take(op.operation_id)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
         what = fault.what if fault is not None else "ok"
         if what in _NO_RESPONSE:  # the request is not served: no session
-            self._record(exchange, body, match, fault, None)
+            self._record(exchange, None)
             if what == "stall":
                 await self._stall(exchange)
             else:
@@ -409,22 +412,23 @@ class FakeAvatario:
             return
         answer = self._fault_answer(fault, op, exchange.request_id) if fault else None
         if answer is None:
-            answer = await self._answer(exchange, body, match, op)
+            answer = await self._answer(exchange, match, op)
         if what in ("lost", "lost-close"):  # served, but the client never sees the response
-            self._record(exchange, body, match, fault, None)
+            self._record(exchange, None)
             await _drop(exchange, clean=what == "lost-close")
             return
-        self._record(exchange, body, match, fault, answer.status)
+        self._record(exchange, answer.status)
         await exchange.respond(answer)
 
-    async def _answer(
-        self, exchange: _Exchange, body: bytes, match: Match, op: Operation
-    ) -> _Answer:
+    async def _answer(self, exchange: _Exchange, match: Match, op: Operation) -> _Answer:
+        body = exchange.body
         query = parse_qs(
             exchange.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
         )
         inputs = Inputs(exchange.headers, query, match.path_params, body)
         value, problem = None, credential_problem(op, inputs, self.api_key)
+        if problem is None and len(body) > MAX_BODY_BYTES:
+            problem = Problem(413, "payload_too_large", "The body is larger than 1 MiB.")
         if problem is None:
             value, problem = body_problem(op.body, inputs)
         params: dict[str, Any] = {}
@@ -497,13 +501,13 @@ class FakeAvatario:
         source = "fault script" if fault.chance is None else "random fault"
         return _error(status, "injected_fault", f"{source}: HTTP {status}", request_id, **headers)
 
-    def _control_answer(self, exchange: _Exchange, body: bytes) -> OperationResponse:
+    def _control_answer(self, exchange: _Exchange) -> OperationResponse:
         return control_answer(
             method=exchange.method,
             client_host=exchange.client_host,
             headers=exchange.headers,
             query_string=exchange.scope.get("query_string", b""),
-            body=body,
+            body=exchange.body,
             api_key=self.api_key,
             plan=self._plan,
             request_id=exchange.request_id,
@@ -516,23 +520,18 @@ class FakeAvatario:
         except asyncio.TimeoutError:
             await _drop(exchange, clean=False)
 
-    def _record(
-        self,
-        exchange: _Exchange,
-        body: bytes,
-        match: Match | None,
-        fault: Fault | None,
-        status: int | None,
-    ) -> None:
+    def _record(self, exchange: _Exchange, status: int | None) -> None:
+        """Keep what the fake saw of `exchange` and answered (`status`; None: nothing)."""
+        match = exchange.match
         op = match.operation if match is not None else None
         hidden = credential_headers(op) if op is not None else {"x-api-key", "authorization"}
         entry = RecordedRequest(
             method=exchange.method,
             path=exchange.scope.get("path", ""),
             headers={k: (REDACTED if k in hidden else v) for k, v in exchange.headers.items()},
-            body=body,
+            body=exchange.body,
             time=time.time(),
-            fault=fault.describe() if fault else None,
+            fault=exchange.fault.describe() if exchange.fault else None,
             status=status,
             client=exchange.client,
             operation_id=op.operation_id if op is not None else None,

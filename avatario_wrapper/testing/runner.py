@@ -195,8 +195,7 @@ class FakeServer:
     def on_session_started(self, listener: SessionListener) -> Callable[[], None]:
         """Call `listener` with each new session, in the server's thread (see
         `FakeAvatario.on_session_started`); returns a function that removes it."""
-        remove: Callable[[], None] = self.app.on_session_started(listener)
-        return remove
+        return self.app.on_session_started(listener)
 
     def register_handler(self, operation_id: str, handler: Handler) -> None:
         """Answer `operation_id` with `handler` (see `FakeAvatario.register_handler`)."""
