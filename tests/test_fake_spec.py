@@ -387,6 +387,39 @@ def test_a_spec_the_fake_cannot_serve_is_refused_with_the_reason() -> None:
         FakeAvatario(spec={"openapi": "3.1.0"})
 
 
+@pytest.mark.parametrize(
+    ("scheme", "query", "headers", "recorded_query"),
+    [
+        (
+            {"type": "apiKey", "in": "query", "name": "key"},
+            f"?key={KEY}&x=1",
+            {},
+            "key=%5Bredacted%5D&x=1",
+        ),
+        ({"type": "apiKey", "in": "cookie", "name": "key"}, "", {"cookie": f"key={KEY}"}, ""),
+        ({"type": "http", "scheme": "bearer"}, "", {"authorization": f"Bearer {KEY}"}, ""),
+    ],
+)
+def test_other_security_schemes_are_checked_and_kept_out_of_records(
+    scheme: dict[str, str], query: str, headers: dict[str, str], recorded_query: str
+) -> None:
+    document = with_session_lookup()
+    document["components"]["securitySchemes"]["other"] = scheme
+    document["paths"]["/sessions/{session_id}"]["get"]["security"] = [{"other": []}]
+    fake = FakeAvatario(api_key=KEY, spec=document)
+    assert call_app(fake, "GET", "/sessions/x", query=query, headers=headers)[0] == 200
+    assert call_app(fake, "GET", "/sessions/x", headers={"x-api-key": KEY})[0] == 401
+    assert (
+        call_app(
+            fake, "GET", "/sessions/x", query="?key=wrong", headers={"authorization": "Bearer no"}
+        )[0]
+        == 401
+    )
+    recorded = fake.requests[0]
+    assert recorded.query == recorded_query
+    assert KEY not in repr(recorded)
+
+
 def test_concrete_paths_win_over_templates() -> None:
     document = with_session_lookup()
     document["paths"]["/sessions/active"] = {

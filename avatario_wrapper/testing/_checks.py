@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from http.cookies import SimpleCookie
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import attrs
 import jsonschema
@@ -21,6 +22,7 @@ import jsonschema
 from ._spec import Credential, Operation, Parameter, RequestBody, is_json
 
 MAX_MESSAGE = 300
+REDACTED = "[redacted]"
 _SECRET = re.compile(r"token|secret|password|api[-_]?key|authorization", re.IGNORECASE)
 
 
@@ -101,12 +103,31 @@ def credential_problem(op: Operation, inputs: Inputs, api_key: str) -> Problem |
     return Problem(401, "unauthorized", "Missing or invalid API key.")
 
 
-def credential_headers(op: Operation) -> set[str]:
-    """The header names that carry the operation's credentials (kept out of records)."""
+def credential_headers(op: Operation | None) -> set[str]:
+    """The header names that carry the operation's credentials (kept out of records): a
+    ``Cookie`` header holding one is hidden whole."""
     names = {"x-api-key", "authorization"}
-    for alternative in op.security:
-        names.update(c.name.lower() for c in alternative if c.location == "header")
+    for alternative in op.security if op is not None else ():
+        for credential in alternative:
+            if credential.location == "header":
+                names.add(credential.name.lower())
+            elif credential.location == "cookie":
+                names.add("cookie")
     return names
+
+
+def redacted_query(op: Operation | None, query_string: str) -> str:
+    """The query string with the values of the operation's credential parameters redacted."""
+    names = {
+        c.name
+        for alternative in (op.security if op is not None else ())
+        for c in alternative
+        if c.location == "query"
+    }
+    if not names or not query_string:
+        return query_string
+    pairs = parse_qsl(query_string, keep_blank_values=True)
+    return urlencode([(k, REDACTED if k in names else v) for k, v in pairs])
 
 
 # -- body ---------------------------------------------------------------------------------------

@@ -75,6 +75,7 @@ from ._checks import (
     credential_headers,
     credential_problem,
     parameter_problem,
+    redacted_query,
 )
 from ._control import CONTROL_SEGMENTS, control_answer
 from ._fault_plan import FaultPlan
@@ -115,6 +116,8 @@ class RecordedRequest:
     route: str | None = None
     #: The ``x-request-id`` it was answered with.
     request_id: str | None = None
+    #: The query string, as sent (an API key given in it redacted).
+    query: str = ""
 
     def json(self) -> Any:
         """The body parsed as JSON."""
@@ -524,7 +527,8 @@ class FakeAvatario:
         """Keep what the fake saw of `exchange` and answered (`status`; None: nothing)."""
         match = exchange.match
         op = match.operation if match is not None else None
-        hidden = credential_headers(op) if op is not None else {"x-api-key", "authorization"}
+        hidden = credential_headers(op)
+        query_string = exchange.scope.get("query_string", b"").decode("latin-1")
         entry = RecordedRequest(
             method=exchange.method,
             path=exchange.scope.get("path", ""),
@@ -537,6 +541,7 @@ class FakeAvatario:
             operation_id=op.operation_id if op is not None else None,
             route=match.route if match is not None else None,
             request_id=exchange.request_id,
+            query=redacted_query(op, query_string),
         )
         with self._lock:
             self._requests.append(entry)
