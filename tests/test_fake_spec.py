@@ -24,6 +24,7 @@ from avatario_wrapper.testing import (
     OperationResponse,
     run_fake_server,
 )
+from avatario_wrapper.testing._examples import schema_example
 
 from .spec_helpers import spec, validator
 
@@ -267,6 +268,39 @@ def test_without_an_example_the_answer_is_built_from_the_schema() -> None:
     status_validator().validate(body)
     assert body == {"session_id": "string", "status": "starting"}
     assert headers["x-request-id"].startswith("req_")
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "integer", "minimum": 5, "maximum": 9},
+        {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 0.5},
+        {"type": "integer", "exclusiveMinimum": 2.5},
+        {"type": "integer", "maximum": -3},
+        {"type": "number", "exclusiveMaximum": -1},
+        {"type": "string", "minLength": 12, "maxLength": 20},
+        {"type": "string", "format": "date-time"},
+        {"type": "string", "format": "uri"},
+        {"type": ["null", "boolean"]},
+        {"type": "array", "items": {"type": "string", "format": "uuid"}, "minItems": 2},
+        {
+            "allOf": [
+                {"type": "object", "required": ["a"], "properties": {"a": {"const": 1}}},
+                {"type": "object", "required": ["b"], "properties": {"b": {"enum": ["x"]}}},
+            ]
+        },
+        {"oneOf": [{"type": "integer", "minimum": 3}, {"type": "string"}]},
+        {"$ref": "#/components/schemas/StartSessionRequest"},
+        {"$ref": "#/components/schemas/Error"},
+    ],
+)
+def test_a_minimal_instance_validates_against_its_schema(schema: dict[str, Any]) -> None:
+    document = spec()
+    instance = schema_example(document, schema)
+    cls = jsonschema.Draft202012Validator
+    cls(
+        {**schema, "components": document["components"]}, format_checker=cls.FORMAT_CHECKER
+    ).validate(instance)
 
 
 # -- parameters ------------------------------------------------------------------------------------

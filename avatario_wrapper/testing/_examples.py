@@ -3,6 +3,7 @@ minimal instance built from the response's schema."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -119,13 +120,28 @@ def _of_type(
 
 
 def _number(schema: Mapping[str, Any], *, integer: bool) -> int | float:
-    value: float = 0
-    if "minimum" in schema:
-        value = schema["minimum"]
-    elif "exclusiveMinimum" in schema:
-        value = schema["exclusiveMinimum"] + 1
-    if "maximum" in schema and value > schema["maximum"]:
-        value = schema["maximum"]
-    elif "exclusiveMaximum" in schema and value >= schema["exclusiveMaximum"]:
-        value = schema["exclusiveMaximum"] - 1
-    return int(value) if integer else float(value)
+    """A number within the schema's bounds: its lower bound, the middle of a closed range, or
+    zero when that is allowed."""
+    low, low_open = _bound(schema, "minimum", "exclusiveMinimum")
+    high, high_open = _bound(schema, "maximum", "exclusiveMaximum")
+    if integer:
+        first = None if low is None else math.floor(low) + 1 if low_open else math.ceil(low)
+        last = None if high is None else math.ceil(high) - 1 if high_open else math.floor(high)
+        if first is not None:
+            return first
+        return 0 if last is None else min(0, last)
+    if low is not None and high is not None:
+        return (low + high) / 2
+    if low is not None:
+        return float(low + 1 if low_open else low)
+    if high is not None:
+        return float(high - 1 if high_open else min(0, high))
+    return 0.0
+
+
+def _bound(schema: Mapping[str, Any], closed: str, opened: str) -> tuple[float | None, bool]:
+    if isinstance(schema.get(opened), (int, float)) and not isinstance(schema[opened], bool):
+        return schema[opened], True
+    if isinstance(schema.get(closed), (int, float)) and not isinstance(schema[closed], bool):
+        return schema[closed], False
+    return None, False
