@@ -60,7 +60,6 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
@@ -78,16 +77,15 @@ from ._checks import (
     redacted_query,
 )
 from ._control import CONTROL_SEGMENTS, control_answer
+from ._exchange import MAX_BODY_BYTES, Exchange, Reply, drop, error_reply, json_reply, lifespan
 from ._fault_plan import FaultPlan
-from ._handlers import Handler, OperationRequest, OperationResponse, error_body
+from ._handlers import Handler, OperationRequest, OperationResponse
 from ._router import Match, Router, request_segments
-from ._spec import JSON_MEDIA_TYPE, ApiSpec, Operation, bundled_api
+from ._spec import ApiSpec, Operation, bundled_api
 from ._start_session import OPERATION_ID as START_SESSION
 from ._start_session import REDACTED, SessionListener, StartSessionHandler
-from ._transport import close_connection, reset_connection
 from .faults import Fault
 
-MAX_BODY_BYTES = 1024 * 1024
 MAX_STALL_SECONDS = 300.0
 #: Faults that end the exchange without a response (the record's status is None).
 _NO_RESPONSE = frozenset({"stall", "reset", "idle-close"})
@@ -122,86 +120,6 @@ class RecordedRequest:
     def json(self) -> Any:
         """The body parsed as JSON."""
         return json.loads(self.body)
-
-
-@attrs.frozen
-class _Answer:
-    """Bytes to send: what every path through the app ends in."""
-
-    status: int
-    content: bytes = b""
-    media_type: str | None = None
-    headers: Mapping[str, str] = attrs.field(factory=dict)
-
-
-def _json_answer(response: OperationResponse) -> _Answer:
-    if response.body is None:
-        return _Answer(response.status, headers=response.headers)
-    content = json.dumps(response.body, separators=(",", ":")).encode()
-    return _Answer(response.status, content, JSON_MEDIA_TYPE, response.headers)
-
-
-def _error(status: int, code: str, message: str, request_id: str, **headers: str) -> _Answer:
-    return _json_answer(OperationResponse(status, error_body(code, message, request_id), headers))
-
-
-class _Exchange:
-    """One request and its response, over ASGI."""
-
-    def __init__(self, scope: Mapping[str, Any], receive: Any, send: Any) -> None:
-        self.scope = scope
-        self.receive = receive
-        self._send = send
-        self.request_id = f"req_{uuid.uuid4().hex[:16]}"
-        self.started = False
-        self.method: str = scope["method"]
-        headers: dict[str, str] = {}
-        for raw_name, raw_value in scope.get("headers", []):
-            name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
-        self.headers = headers
-        client = scope.get("client")
-        self.client_host: str | None = client[0] if client else None
-        self.client = f"{client[0]}:{client[1]}" if client else None
-        # What the fake learns as it serves, for the record.
-        self.body = b""
-        self.match: Match | None = None
-        self.fault: Fault | None = None
-
-    async def read_body(self) -> bytes | None:
-        """The body, or None if the client left before it was all sent.
-
-        It is read to its end (so that closing the connection later sends a FIN, not a reset)
-        but at most MAX_BODY_BYTES + 1 bytes are kept: a longer one is refused (413).
-        """
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk: bytes = message.get("body", b"")
-            if size <= MAX_BODY_BYTES:
-                chunks.append(chunk[: MAX_BODY_BYTES + 1 - size])
-            size += len(chunk)
-            if not message.get("more_body", False):
-                return b"".join(chunks)
-
-    async def respond(self, answer: _Answer) -> None:
-        headers = [(b"content-length", str(len(answer.content)).encode())]
-        if answer.media_type is not None:
-            headers.append((b"content-type", answer.media_type.encode()))
-        headers.append((b"x-request-id", self.request_id.encode()))
-        headers.extend((k.lower().encode(), v.encode("latin-1")) for k, v in answer.headers.items())
-        self.started = True
-        await self._send(
-            {"type": "http.response.start", "status": answer.status, "headers": headers}
-        )
-        await self._send({"type": "http.response.body", "body": answer.content})
-
-    async def wait_for_disconnect(self) -> None:
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
 
 
 class FakeAvatario:
@@ -254,12 +172,12 @@ class FakeAvatario:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await lifespan(receive, send)
             return
         if scope["type"] != "http":  # a websocket: refused before it is accepted
             await send({"type": "websocket.close", "code": 1008})
             return
-        exchange = _Exchange(scope, receive, send)
+        exchange = Exchange(scope, receive, send)
         try:
             await self._serve(exchange)
         except Exception:
@@ -267,7 +185,7 @@ class FakeAvatario:
                 "the fake Avatario failed on %s %s", exchange.method, one_line(scope["path"])
             )
             if not exchange.started:
-                answer = _error(
+                answer = error_reply(
                     500, "internal_error", "The fake failed; see its log.", exchange.request_id
                 )
                 self._record(exchange, answer.status)
@@ -383,7 +301,7 @@ class FakeAvatario:
 
     # -- serving ---------------------------------------------------------------------------------
 
-    async def _serve(self, exchange: _Exchange) -> None:
+    async def _serve(self, exchange: Exchange) -> None:
         body = await exchange.read_body()
         if body is None:  # the client gave up before its body arrived: no one to answer
             self._record(exchange, None)
@@ -391,7 +309,7 @@ class FakeAvatario:
         exchange.body = body
         segments = request_segments(exchange.scope)
         if self.control and segments == CONTROL_SEGMENTS:  # never recorded nor faulted
-            await exchange.respond(_json_answer(self._control_answer(exchange)))
+            await exchange.respond(json_reply(self._control_answer(exchange)))
             return
         exchange.match = match = self._router.match(exchange.method, segments)
         if match.operation is None:
@@ -401,7 +319,7 @@ class FakeAvatario:
             return
         await self._serve_operation(exchange, match, match.operation)
 
-    async def _serve_operation(self, exchange: _Exchange, match: Match, op: Operation) -> None:
+    async def _serve_operation(self, exchange: Exchange, match: Match, op: Operation) -> None:
         exchange.fault = fault = self._plan.take(op.operation_id)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
@@ -411,19 +329,19 @@ class FakeAvatario:
             if what == "stall":
                 await self._stall(exchange)
             else:
-                await _drop(exchange, clean=what == "idle-close")
+                await drop(exchange, clean=what == "idle-close")
             return
         answer = self._fault_answer(fault, op, exchange.request_id) if fault else None
         if answer is None:
             answer = await self._answer(exchange, match, op)
         if what in ("lost", "lost-close"):  # served, but the client never sees the response
             self._record(exchange, None)
-            await _drop(exchange, clean=what == "lost-close")
+            await drop(exchange, clean=what == "lost-close")
             return
         self._record(exchange, answer.status)
         await exchange.respond(answer)
 
-    async def _answer(self, exchange: _Exchange, match: Match, op: Operation) -> _Answer:
+    async def _answer(self, exchange: Exchange, match: Match, op: Operation) -> Reply:
         body = exchange.body
         query = parse_qs(
             exchange.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
@@ -444,7 +362,7 @@ class FakeAvatario:
         )
         handler = self._handlers.get(op.operation_id)
         if handler is None:
-            return _json_answer(documented)
+            return json_reply(documented)
         hidden = credential_headers(op)
         request = OperationRequest(
             operation_id=op.operation_id,
@@ -468,25 +386,25 @@ class FakeAvatario:
                 f"the handler of {op.operation_id} returned {type(response).__name__}, "
                 "not an OperationResponse"
             )
-        return _json_answer(response)
+        return json_reply(response)
 
-    def _no_operation(self, match: Match, exchange: _Exchange) -> _Answer:
+    def _no_operation(self, match: Match, exchange: Exchange) -> Reply:
         if match.allowed:
             allowed = ", ".join(match.allowed)
-            return _error(
+            return error_reply(
                 405,
                 "method_not_allowed",
                 f"{exchange.method} is not allowed here; this path takes {allowed}.",
                 exchange.request_id,
                 allow=allowed,
             )
-        return _error(404, "not_found", "No such route in the spec.", exchange.request_id)
+        return error_reply(404, "not_found", "No such route in the spec.", exchange.request_id)
 
-    def _fault_answer(self, fault: Fault, op: Operation, request_id: str) -> _Answer | None:
+    def _fault_answer(self, fault: Fault, op: Operation, request_id: str) -> Reply | None:
         if fault.what in ("ok", "lost", "lost-close"):
             return None
         if fault.what == "malformed":
-            return _Answer(200, b"<html>this is not JSON</html>", "text/html")
+            return Reply(200, b"<html>this is not JSON</html>", "text/html")
         status = fault.status
         assert status is not None
         headers: dict[str, str] = {}
@@ -500,11 +418,13 @@ class FakeAvatario:
         if 200 <= status < 300:
             documented = op.answer_for(status)
             body = documented.body if documented.has_body else None
-            return _json_answer(OperationResponse(status, body, headers))
+            return json_reply(OperationResponse(status, body, headers))
         source = "fault script" if fault.chance is None else "random fault"
-        return _error(status, "injected_fault", f"{source}: HTTP {status}", request_id, **headers)
+        return error_reply(
+            status, "injected_fault", f"{source}: HTTP {status}", request_id, **headers
+        )
 
-    def _control_answer(self, exchange: _Exchange) -> OperationResponse:
+    def _control_answer(self, exchange: Exchange) -> OperationResponse:
         return control_answer(
             method=exchange.method,
             client_host=exchange.client_host,
@@ -516,14 +436,14 @@ class FakeAvatario:
             request_id=exchange.request_id,
         )
 
-    async def _stall(self, exchange: _Exchange) -> None:
+    async def _stall(self, exchange: Exchange) -> None:
         """Answer nothing until the client leaves (at most MAX_STALL_SECONDS, then reset)."""
         try:
             await asyncio.wait_for(exchange.wait_for_disconnect(), MAX_STALL_SECONDS)
         except asyncio.TimeoutError:
-            await _drop(exchange, clean=False)
+            await drop(exchange, clean=False)
 
-    def _record(self, exchange: _Exchange, status: int | None) -> None:
+    def _record(self, exchange: Exchange, status: int | None) -> None:
         """Keep what the fake saw of `exchange` and answered (`status`; None: nothing)."""
         match = exchange.match
         op = match.operation if match is not None else None
@@ -547,26 +467,5 @@ class FakeAvatario:
             self._requests.append(entry)
 
 
-def _problem_answer(problem: Problem, request_id: str) -> _Answer:
-    return _error(problem.status, problem.code, problem.message, request_id)
-
-
-async def _drop(exchange: _Exchange, *, clean: bool) -> None:
-    """End the connection without a response: a FIN when `clean`, else a reset."""
-    if clean:
-        close_connection(exchange.scope)
-    else:
-        reset_connection(exchange.scope)
-    # Let the server see the connection go, so it does not try to answer on it.
-    await asyncio.sleep(0)
-
-
-async def _lifespan(receive: Any, send: Any) -> None:
-    """Nothing to start or stop: acknowledge both."""
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
+def _problem_answer(problem: Problem, request_id: str) -> Reply:
+    return error_reply(problem.status, problem.code, problem.message, request_id)
