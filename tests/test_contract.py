@@ -30,6 +30,7 @@ from avatario_wrapper.errors import status_error_class
 from avatario_wrapper.testing import FakeAvatario, FakeClock
 
 from .spec_helpers import SPEC_PATH, spec, validator
+from .test_fake_spec import with_session_lookup
 
 pytestmark = pytest.mark.contract
 
@@ -49,6 +50,16 @@ SCHEMA.app = FAKE.app
 
 @SCHEMA.parametrize()
 def test_the_fake_server_honours_the_spec(case: Any) -> None:
+    case.call_and_validate()
+
+
+# The same for an operation the fake has no handler for: served from the spec alone.
+EXTENDED = schemathesis.openapi.from_dict(with_session_lookup(), config=CONFIG)
+EXTENDED.app = FakeAvatario(api_key=KEY, spec=with_session_lookup()).app
+
+
+@EXTENDED.include(operation_id="getSession").parametrize()
+def test_the_fake_serves_an_operation_from_the_spec_alone(case: Any) -> None:
     case.call_and_validate()
 
 

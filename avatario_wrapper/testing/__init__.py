@@ -1,8 +1,8 @@
 """Test helpers for services that use avatario_wrapper.
 
 `FakeClock` needs nothing beyond the core install. The fake Avatario server (`FakeAvatario`,
-`run_fake_server`, `Fault`) needs the ``server`` extra: ``pip install avatario-wrapper[server]``;
-it is imported only when first used.
+`run_fake_server`, `Fault`, ...) needs the ``server`` extra: ``pip install
+avatario-wrapper[server]``; it is imported only when first used.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from .._extras import hint
 from ._clock import FakeClock
 
 if TYPE_CHECKING:
+    from ._handlers import OperationRequest, OperationResponse
+    from ._start_session import SessionStarted
     from .app import FakeAvatario, RecordedRequest
-    from .faults import Fault, parse_faults
+    from .faults import Fault, FaultSyntaxError, parse_faults
     from .runner import FakeServer, run_fake_server
 
 __all__ = [
@@ -23,7 +25,11 @@ __all__ = [
     "FakeClock",
     "FakeServer",
     "Fault",
+    "FaultSyntaxError",
+    "OperationRequest",
+    "OperationResponse",
     "RecordedRequest",
+    "SessionStarted",
     "parse_faults",
     "run_fake_server",
 ]
@@ -32,7 +38,11 @@ _LAZY = {
     "FakeAvatario": "app",
     "RecordedRequest": "app",
     "Fault": "faults",
+    "FaultSyntaxError": "faults",
     "parse_faults": "faults",
+    "OperationRequest": "_handlers",
+    "OperationResponse": "_handlers",
+    "SessionStarted": "_start_session",
     "FakeServer": "runner",
     "run_fake_server": "runner",
 }

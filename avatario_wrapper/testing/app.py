@@ -1,100 +1,97 @@
-"""A spec-faithful fake Avatario: an ASGI app (Starlette) driven by openapi.yaml.
+"""A spec-driven fake Avatario: an ASGI app that serves every operation of openapi.yaml.
 
-Every request is checked against the bundled spec: a missing or wrong ``x-api-key`` is a 401,
-a body whose ``Content-Type`` is not ``application/json`` a 415, a body that is not a JSON
-object a 400, one that breaks the request schema (or a bad ``Idempotency-Key``) a 422, each
-with the spec's error body. Valid requests start a session and get a 200 with a
-``session_id``; every response carries ``x-request-id``. Requests are recorded (the API key
-redacted).
+How a request is served, in order:
 
+1. **Route.** The spec's path templates, at the root and under each server URL's path
+   (``/api/sdk`` for the bundled spec). A path parameter matches one whole segment of any
+   characters once percent-decoded. An unknown path is a JSON 404; a known path with another
+   method a JSON 405 with ``Allow``.
+2. **Faults** (see `avatario_wrapper.testing.faults`) are played before anything else.
+3. **Checks**, from the spec: the security scheme (a missing or wrong ``x-api-key`` is a 401),
+   the body's ``Content-Type`` (415 unless ``application/json``), its JSON (400 when it is not
+   JSON, or not the object the schema wants), its schema (422), the path, query and header
+   parameters against their schemas (422).
+4. **Answer.** An operation with a handler gets the handler's answer; any other the spec's
+   example of its documented 2xx response (else a minimal instance of that response's schema).
+
+Every answer is JSON with an ``x-request-id`` header, errors in the spec's Error shape
+(``{"error", "message", "request_id"}``), unknown routes and the fake's own failures (a JSON
+500) included; only the ``malformed`` fault sends anything else. Every request is recorded
+(`FakeAvatario.requests`) with its operation, route, fault and status, the API key redacted.
+
+**Stateful operations.** Start-session (``startSession``) has a built-in handler: a valid
+request starts a session (`FakeAvatario.sessions`) and gets a 200 with a ``session_id``.
 ``Idempotency-Key`` is honoured by default: the same key and body return the same session
 without starting another, the same key with another body is a 409. With
 ``honour_idempotency_key=False`` the fake plays a server that ignores the header (as nothing
-shows Avatario honours it): every valid request starts a new session, whatever its key, so a
-test can count the avatars a retry would really have started.
+shows Avatario honours it; it is not even validated): every valid request starts a new
+session, whatever its key, so a test can count the avatars a retry would really have started.
+Another operation gets state through the public hook
+``FakeAvatario.register_handler(operation_id, handler)``: the handler receives an
+`OperationRequest` that passed every check and returns an `OperationResponse` (see
+`avatario_wrapper.testing._handlers`); it replaces the spec's example answer for that
+operation only, faults and checks still apply.
 
-Given ``livekit_api_key`` and ``livekit_api_secret``, the fake also verifies the avatar's
-LiveKit token (``livekit.token``) as LiveKit would: an HS256 JWT signed with the secret, issued
-by the key (``iss``), not expired (``exp``) nor early (``nbf``), naming an identity (``sub``),
-granting ``video.roomJoin`` for a ``video.room``, of participant ``kind`` ``"agent"``, with the
-attribute ``lk.publish_on_behalf`` equal to the request's ``agent_id``. A bad token is a 422
-whose message names what is wrong (never the token, a claim's value or the secret). Without
-both, tokens are not checked. The secret is kept only to check signatures: never recorded,
-logged or shown in a repr.
+**LiveKit.** Given ``livekit_api_key`` and ``livekit_api_secret``, the fake verifies the
+avatar's LiveKit token (``livekit.token``) as LiveKit would: an HS256 JWT signed with the
+secret, issued by the key (``iss``), not expired (``exp``) nor early (``nbf``), naming an
+identity (``sub``), granting ``video.roomJoin`` for a ``video.room``, of participant ``kind``
+``"agent"``, with the attribute ``lk.publish_on_behalf`` equal to the request's ``agent_id``.
+A bad token is a 422 whose message names what is wrong (never the token, a claim's value or
+the secret). Without both, tokens are not checked. The secret is kept only to check
+signatures: never recorded, logged or shown in a repr. ``on_session_started(listener)``
+registers a function called with a `SessionStarted` record each time start-session starts a
+NEW session (the avatar's identity, name and room read from the token), in the thread that
+serves the request: keep it short, hop to your own loop with ``loop.call_soon_threadsafe``.
+A listener that raises is logged and kept in ``listener_errors``; the response goes out.
 
-Scripted faults (see `faults`) are played before any of that.
+**Control.** With ``control=True`` the fake also serves ``/_fake/faults`` (see
+`avatario_wrapper.testing._control`) so that a process that did not start it can change its
+faults: loopback clients with the API key only, never part of the spec's routes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import email.utils
-import functools
-import hashlib
-import itertools
+import inspect
 import json
+import logging
 import threading
 import time
-import uuid
-from collections import deque
-from collections.abc import Iterable
-from importlib import resources
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 import attrs
-import jsonschema
-import yaml
-from starlette.applications import Starlette
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
-from ._livekit_token import TokenProblem, verify_avatar_token
-from ._transport import close_connection, reset_connection
-from .faults import Fault, parse_faults
+from .._text import one_line
+from ._checks import (
+    Inputs,
+    Problem,
+    body_problem,
+    credential_headers,
+    credential_problem,
+    parameter_problem,
+    redacted_query,
+)
+from ._control import CONTROL_SEGMENTS, control_answer
+from ._exchange import MAX_BODY_BYTES, Exchange, Reply, drop, error_reply, json_reply, lifespan
+from ._fault_plan import FaultPlan
+from ._handlers import Handler, OperationRequest, OperationResponse
+from ._router import Match, Router, request_segments
+from ._spec import ApiSpec, Operation, bundled_api
+from ._start_session import OPERATION_ID as START_SESSION
+from ._start_session import REDACTED, SessionListener, StartSessionHandler
+from .faults import Fault
 
-REDACTED = "[redacted]"
-MAX_BODY_BYTES = 1024 * 1024
 MAX_STALL_SECONDS = 300.0
-SPEC_PATH_PREFIX = "/api/sdk"
-JSON_MEDIA_TYPE = "application/json"
 #: Faults that end the exchange without a response (the record's status is None).
 _NO_RESPONSE = frozenset({"stall", "reset", "idle-close"})
+_IDEMPOTENCY_KEY = "idempotency-key"
 
-
-def _spec_text() -> str:
-    bundled = resources.files("avatario_wrapper.testing").joinpath("openapi.yaml")
-    if bundled.is_file():  # an installed wheel carries its own copy
-        return bundled.read_text(encoding="utf-8")
-    # A source checkout (editable install): the one spec at the repository root.
-    return (Path(__file__).resolve().parents[2] / "openapi.yaml").read_text(encoding="utf-8")
-
-
-@functools.cache
-def load_spec() -> dict[str, Any]:
-    """openapi.yaml, parsed once."""
-    spec: dict[str, Any] = yaml.safe_load(_spec_text())
-    return spec
-
-
-@functools.cache
-def _validator(pointer: str) -> jsonschema.protocols.Validator:
-    spec = load_spec()
-    node: Any = spec
-    for part in pointer.split("/"):
-        node = node[part]
-    schema = {**node, "components": spec["components"]}
-    cls = jsonschema.Draft202012Validator
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)
-
-
-def _request_validator() -> jsonschema.protocols.Validator:
-    return _validator("components/schemas/StartSessionRequest")
-
-
-def _idempotency_validator() -> jsonschema.protocols.Validator:
-    return _validator("components/parameters/IdempotencyKey/schema")
+logger = logging.getLogger("avatario_wrapper.testing")
 
 
 @attrs.frozen
@@ -111,46 +108,40 @@ class RecordedRequest:
     #: The client's address and port ("127.0.0.1:50123"): one per connection, so two requests
     #: with the same `client` came over one kept-alive connection.
     client: str | None = None
+    #: The spec's operationId it was routed to (None: an unknown route or method).
+    operation_id: str | None = None
+    #: The spec's path template it matched, e.g. "/start-session" (None: an unknown path).
+    route: str | None = None
+    #: The ``x-request-id`` it was answered with.
+    request_id: str | None = None
+    #: The query string, as sent (an API key given in it redacted).
+    query: str = ""
 
     def json(self) -> Any:
         """The body parsed as JSON."""
         return json.loads(self.body)
 
 
-@attrs.define
-class _Session:
-    session_id: str
-    body_digest: str
-    payload: dict[str, Any]
-
-
-def _first_error(validator: jsonschema.protocols.Validator, instance: Any) -> str | None:
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path) or "body"
-    message = error.message
-    if len(message) > 300:
-        message = message[:300] + "…"
-    return f"{where}: {message}"
-
-
 class FakeAvatario:
-    """The fake service. `app` is the ASGI application; the rest is for assertions.
+    """The fake service: an ASGI application (call it, or pass `app`), plus what it saw.
 
-    Thread-safe: tests read `requests` and `sessions` while a server thread serves.
-    `honour_idempotency_key` and the LiveKit key and secret are described in the module's
-    docstring.
+    Thread-safe: tests read `requests` and `sessions`, and change faults, while a server
+    thread serves. The options are described in the module's docstring; `spec` is an OpenAPI
+    document as a dict (default: the bundled openapi.yaml); `faults` a script or `Fault`
+    objects (None: none); `seed` seeds the random faults (None: a random seed, see `seed`).
     """
 
     def __init__(
         self,
         api_key: str = "test-key",
-        faults: str | Iterable[Fault] = "",
+        faults: str | Iterable[Fault] | None = "",
         *,
         honour_idempotency_key: bool = True,
         livekit_api_key: str | None = None,
         livekit_api_secret: str | None = None,
+        spec: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        control: bool = False,
     ) -> None:
         if (livekit_api_key is None) != (livekit_api_secret is None):
             raise ValueError(
@@ -159,53 +150,137 @@ class FakeAvatario:
         self.api_key = api_key
         self.honour_idempotency_key = honour_idempotency_key
         self.livekit_api_key = livekit_api_key
-        self._livekit_api_secret = livekit_api_secret
+        self.control = control
+        self._verifies_tokens = livekit_api_secret is not None
+        self._api = bundled_api() if spec is None else ApiSpec(spec)
+        self._router = Router(self._api.operations.values(), self._api.prefixes)
+        self._ignored = frozenset() if honour_idempotency_key else frozenset({_IDEMPOTENCY_KEY})
+        self._plan = FaultPlan(self._api.operations, seed=seed)
+        self._plan.add(faults)
         self._lock = threading.Lock()
-        self._faults: deque[Fault] = deque()
         self._requests: list[RecordedRequest] = []
-        self._sessions: dict[str, _Session] = {}  # by session id
-        self._by_key: dict[str, _Session] = {}
-        self._ids = itertools.count(1)
-        self.add_faults(faults)
-        # Served at the root (base_url = server.url) and under the production path prefix
-        # (base_url = server.url + "/api/sdk"), so either base URL works.
-        routes = [
-            Route(prefix + "/start-session", self._start_session, methods=["POST"])
-            for prefix in ("", SPEC_PATH_PREFIX)
-        ]
-        self.app: Starlette = Starlette(routes=routes)
+        self._handlers: dict[str, Handler] = {}
+        start = self._api.operations.get(START_SESSION)
+        self._start_session = StartSessionHandler(
+            body_schema=start.body.schema if start and start.body else {},
+            honour_idempotency_key=honour_idempotency_key,
+            livekit_api_key=livekit_api_key,
+            livekit_api_secret=livekit_api_secret,
+        )
+        if start is not None:
+            self._handlers[START_SESSION] = self._start_session
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        if scope["type"] != "http":  # a websocket: refused before it is accepted
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        exchange = Exchange(scope, receive, send)
+        try:
+            await self._serve(exchange)
+        except Exception:
+            logger.exception(
+                "the fake Avatario failed on %s %s", exchange.method, one_line(scope["path"])
+            )
+            if not exchange.started:
+                answer = error_reply(
+                    500, "internal_error", "The fake failed; see its log.", exchange.request_id
+                )
+                self._record(exchange, answer.status)
+                await exchange.respond(answer)
+
+    @property
+    def app(self) -> FakeAvatario:
+        """The ASGI application: the fake itself (kept for callers that pass ``fake.app``)."""
+        return self
 
     def __repr__(self) -> str:
         return (
             f"FakeAvatario(honour_idempotency_key={self.honour_idempotency_key!r}, "
-            f"verifies_tokens={self.verifies_tokens!r})"
+            f"verifies_tokens={self.verifies_tokens!r}, control={self.control!r})"
         )
 
     @property
     def verifies_tokens(self) -> bool:
         """True when the fake checks `livekit.token` (it was given a LiveKit key and secret)."""
-        return self._livekit_api_secret is not None
+        return self._verifies_tokens
 
-    # -- for tests -------------------------------------------------------------------------
+    @property
+    def spec(self) -> dict[str, Any]:
+        """A copy of the OpenAPI document the fake serves (to extend for another fake)."""
+        return copy.deepcopy(dict(self._api.document))
 
-    def add_faults(self, faults: str | Iterable[Fault]) -> None:
-        """Queue more fault steps (a script string or `Fault` objects)."""
-        steps = parse_faults(faults) if isinstance(faults, str) else list(faults)
-        with self._lock:
-            self._faults.extend(steps)
+    @property
+    def operation_ids(self) -> tuple[str, ...]:
+        """The operationIds of the spec, each served at its route."""
+        return tuple(sorted(self._api.operations))
+
+    # -- hooks ---------------------------------------------------------------------------------
+
+    def register_handler(self, operation_id: str, handler: Handler) -> None:
+        """Answer `operation_id` with `handler` instead of the spec's example.
+
+        The handler gets an `OperationRequest` (checked against the spec) and returns an
+        `OperationResponse`; it may be a coroutine function. Registering ``startSession``
+        replaces the built-in sessions (and their listeners).
+        """
+        if operation_id not in self._api.operations:
+            known = ", ".join(self.operation_ids) or "none"
+            raise ValueError(
+                f"the spec has no operation {operation_id!r} (its operations: {known})"
+            )
+        if not callable(handler):
+            raise TypeError("a handler is a function of an OperationRequest")
+        self._handlers[operation_id] = handler
+
+    def on_session_started(self, listener: SessionListener) -> Callable[[], None]:
+        """Call `listener(SessionStarted)` whenever start-session starts a NEW session.
+
+        It runs in the thread that serves the request (the server's thread), before the
+        response is sent. Returns a function that removes the listener.
+        """
+        if not callable(listener):
+            raise TypeError("a listener is a function of a SessionStarted record")
+        return self._start_session.add_listener(listener)
+
+    @property
+    def listener_errors(self) -> list[BaseException]:
+        """What session-started listeners raised (each was logged; the responses went out)."""
+        return self._start_session.listener_errors
+
+    # -- faults ---------------------------------------------------------------------------------
+
+    def set_faults(self, faults: str | Iterable[Fault] | None, *, seed: int | None = None) -> None:
+        """Replace every fault (steps and chances) with `faults`; the random draws restart from
+        `seed` (or the current seed)."""
+        self._plan.replace(faults, seed=seed)
+
+    def add_faults(self, faults: str | Iterable[Fault] | None) -> None:
+        """Queue more fault steps and add more chances (a script string or `Fault` objects)."""
+        self._plan.add(faults)
 
     def clear_faults(self) -> None:
-        """Drop every fault step not yet played."""
-        with self._lock:
-            self._faults.clear()
+        """Drop every fault step not yet played, and every chance."""
+        self._plan.clear()
+
+    @property
+    def faults(self) -> str:
+        """The faults left, as a script: the pending steps in order, then the chances."""
+        return self._plan.script
 
     @property
     def pending_faults(self) -> int:
-        with self._lock:
-            return len(self._faults)
+        """How many fault steps are left to play (chances are not counted)."""
+        return self._plan.pending
+
+    @property
+    def seed(self) -> int:
+        """The seed of the random faults (chosen at random when none was given)."""
+        return self._plan.seed
+
+    # -- what it saw ----------------------------------------------------------------------------
 
     @property
     def requests(self) -> list[RecordedRequest]:
@@ -215,103 +290,121 @@ class FakeAvatario:
     @property
     def sessions(self) -> list[dict[str, Any]]:
         """Every session started, in order: ``{"session_id", "payload"}`` (token redacted)."""
-        with self._lock:
-            return [
-                {"session_id": s.session_id, "payload": s.payload} for s in self._sessions.values()
-            ]
+        return self._start_session.sessions
 
     def reset(self) -> None:
-        """Forget requests, sessions, idempotency keys and pending faults."""
+        """Forget requests, sessions, idempotency keys and faults (steps and chances)."""
+        self._plan.clear()
         with self._lock:
-            self._faults.clear()
             self._requests.clear()
-            self._sessions.clear()
-            self._by_key.clear()
+        self._start_session.reset()
 
-    # -- the endpoint ----------------------------------------------------------------------
+    # -- serving ---------------------------------------------------------------------------------
 
-    def _next_fault(self) -> Fault | None:
-        with self._lock:
-            return self._faults.popleft() if self._faults else None
+    async def _serve(self, exchange: Exchange) -> None:
+        body = await exchange.read_body()
+        if body is None:  # the client gave up before its body arrived: no one to answer
+            self._record(exchange, None)
+            return
+        exchange.body = body
+        segments = request_segments(exchange.scope)
+        if self.control and segments == CONTROL_SEGMENTS:  # never recorded nor faulted
+            await exchange.respond(json_reply(self._control_answer(exchange)))
+            return
+        exchange.match = match = self._router.match(exchange.method, segments)
+        if match.operation is None:
+            answer = self._no_operation(match, exchange)
+            self._record(exchange, answer.status)
+            await exchange.respond(answer)
+            return
+        await self._serve_operation(exchange, match, match.operation)
 
-    def _record(
-        self, request: Request, body: bytes, fault: Fault | None, status: int | None
-    ) -> None:
-        headers = {
-            k: (REDACTED if k.lower() == "x-api-key" else v) for k, v in request.headers.items()
-        }
-        entry = RecordedRequest(
-            method=request.method,
-            path=request.url.path,
-            headers=headers,
-            body=body,
-            time=time.time(),
-            fault=fault.describe() if fault else None,
-            status=status,
-            client=f"{request.client.host}:{request.client.port}" if request.client else None,
-        )
-        with self._lock:
-            self._requests.append(entry)
-
-    async def _start_session(self, request: Request) -> Response:
-        request_id = f"req_{uuid.uuid4().hex[:16]}"
-        try:
-            body = await self._read_body(request)
-        except ClientDisconnect:  # the client gave up before its body arrived: no one to answer
-            self._record(request, b"", None, None)
-            return Response(status_code=400)
-        fault = self._next_fault()
+    async def _serve_operation(self, exchange: Exchange, match: Match, op: Operation) -> None:
+        exchange.fault = fault = self._plan.take(op.operation_id)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
         what = fault.what if fault is not None else "ok"
         if what in _NO_RESPONSE:  # the request is not served: no session
-            self._record(request, body, fault, None)
+            self._record(exchange, None)
             if what == "stall":
-                await self._stall(request)
+                await self._stall(exchange)
             else:
-                await self._drop(request, clean=what == "idle-close")
-            return Response(status_code=503)  # the client has gone; nobody reads this
-        response = self._fault_response(fault, request_id) if fault else None
-        if response is None:
-            response = self._serve(request, body, request_id)
+                await drop(exchange, clean=what == "idle-close")
+            return
+        answer = self._fault_answer(fault, op, exchange.request_id) if fault else None
+        if answer is None:
+            answer = await self._answer(exchange, match, op)
         if what in ("lost", "lost-close"):  # served, but the client never sees the response
-            self._record(request, body, fault, None)
-            await self._drop(request, clean=what == "lost-close")
-            return response
-        response.headers["x-request-id"] = request_id
-        self._record(request, body, fault, response.status_code)
-        return response
+            self._record(exchange, None)
+            await drop(exchange, clean=what == "lost-close")
+            return
+        self._record(exchange, answer.status)
+        await exchange.respond(answer)
 
-    async def _drop(self, request: Request, *, clean: bool) -> None:
-        """End the connection without a response: a FIN when `clean`, else a reset."""
-        if clean:
-            close_connection(request.scope)
-        else:
-            reset_connection(request.scope)
-        # Let the server see the connection go, so it does not try to answer on it.
-        await asyncio.sleep(0)
+    async def _answer(self, exchange: Exchange, match: Match, op: Operation) -> Reply:
+        body = exchange.body
+        query = parse_qs(
+            exchange.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
+        inputs = Inputs(exchange.headers, query, match.path_params, body)
+        value, problem = None, credential_problem(op, inputs, self.api_key)
+        if problem is None and len(body) > MAX_BODY_BYTES:
+            problem = Problem(413, "payload_too_large", "The body is larger than 1 MiB.")
+        if problem is None:
+            value, problem = body_problem(op.body, inputs)
+        params: dict[str, Any] = {}
+        if problem is None:
+            params, problem = parameter_problem(op, inputs, self._ignored)
+        if problem is not None:
+            return _problem_answer(problem, exchange.request_id)
+        documented = OperationResponse(
+            op.success.status, op.success.body if op.success.has_body else None
+        )
+        handler = self._handlers.get(op.operation_id)
+        if handler is None:
+            return json_reply(documented)
+        hidden = credential_headers(op)
+        request = OperationRequest(
+            operation_id=op.operation_id,
+            method=exchange.method,
+            path=exchange.scope.get("path", ""),
+            route=op.route,
+            path_params=dict(match.path_params),
+            params=params,
+            headers={k: v for k, v in exchange.headers.items() if k not in hidden},
+            body=body,
+            json=value,
+            request_id=exchange.request_id,
+            client=exchange.client,
+            documented=documented,
+        )
+        response = handler(request)
+        if inspect.isawaitable(response):
+            response = await response
+        if not isinstance(response, OperationResponse):
+            raise TypeError(
+                f"the handler of {op.operation_id} returned {type(response).__name__}, "
+                "not an OperationResponse"
+            )
+        return json_reply(response)
 
-    async def _read_body(self, request: Request) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                break
-            chunks.append(chunk)
-        return b"".join(chunks)
+    def _no_operation(self, match: Match, exchange: Exchange) -> Reply:
+        if match.allowed:
+            allowed = ", ".join(match.allowed)
+            return error_reply(
+                405,
+                "method_not_allowed",
+                f"{exchange.method} is not allowed here; this path takes {allowed}.",
+                exchange.request_id,
+                allow=allowed,
+            )
+        return error_reply(404, "not_found", "No such route in the spec.", exchange.request_id)
 
-    async def _stall(self, request: Request) -> None:
-        deadline = time.monotonic() + MAX_STALL_SECONDS
-        # Starlette only offers a non-blocking disconnect check, so poll it.
-        while time.monotonic() < deadline and not await request.is_disconnected():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-
-    def _fault_response(self, fault: Fault, request_id: str) -> Response | None:
+    def _fault_answer(self, fault: Fault, op: Operation, request_id: str) -> Reply | None:
         if fault.what in ("ok", "lost", "lost-close"):
             return None
         if fault.what == "malformed":
-            return Response(b"<html>this is not JSON</html>", 200, media_type="text/html")
+            return Reply(200, b"<html>this is not JSON</html>", "text/html")
         status = fault.status
         assert status is not None
         headers: dict[str, str] = {}
@@ -323,111 +416,56 @@ class FakeAvatario:
         if fault.retry_after_ms is not None:
             headers["retry-after-ms"] = fault.retry_after_ms
         if 200 <= status < 300:
-            return JSONResponse({"session_id": self._new_id()}, status, headers=headers)
-        return _error(status, "injected_fault", f"fault script: HTTP {status}", request_id, headers)
-
-    def _serve(self, request: Request, body: bytes, request_id: str) -> Response:
-        if request.headers.get("x-api-key") != self.api_key:
-            return _error(401, "unauthorized", "Missing or invalid API key.", request_id)
-        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-        if media_type != JSON_MEDIA_TYPE:
-            return _error(
-                415,
-                "unsupported_media_type",
-                f"The body must be sent as {JSON_MEDIA_TYPE} (Content-Type).",
-                request_id,
-            )
-        try:
-            payload = json.loads(body)
-        except (ValueError, RecursionError):
-            return _error(400, "bad_request", "The body is not JSON.", request_id)
-        if not isinstance(payload, dict):
-            return _error(400, "bad_request", "The body is not a JSON object.", request_id)
-        problem = _first_error(_request_validator(), payload)
-        key = request.headers.get("idempotency-key") if self.honour_idempotency_key else None
-        if problem is None and key is not None:
-            key_problem = _first_error(_idempotency_validator(), key)
-            if key_problem is not None:
-                problem = f"Idempotency-Key: {key_problem.split(': ', 1)[1]}"
-        if problem is None:
-            problem = self._token_problem(payload)
-        if problem is not None:
-            return _error(422, "validation_error", problem, request_id)
-        digest = hashlib.sha256(
-            json.dumps(_canonical(payload), sort_keys=True).encode()
-        ).hexdigest()
-        with self._lock:
-            session = self._by_key.get(key) if key is not None else None
-            if session is not None and session.body_digest != digest:
-                conflict = True
-            else:
-                conflict = False
-                if session is None:
-                    session = _Session(self._new_id(), digest, _redacted(payload))
-                    self._sessions[session.session_id] = session
-                    if key is not None:
-                        self._by_key[key] = session
-        if conflict:
-            return _error(
-                409,
-                "conflict",
-                "This Idempotency-Key was used with a different request.",
-                request_id,
-            )
-        assert session is not None
-        return JSONResponse(
-            {
-                "session_id": session.session_id,
-                "status": "starting",
-                "avatario_face_id": payload["avatario_face_id"],
-                "agent_id": payload["agent_id"],
-            }
+            documented = op.answer_for(status)
+            body = documented.body if documented.has_body else None
+            return json_reply(OperationResponse(status, body, headers))
+        source = "fault script" if fault.chance is None else "random fault"
+        return error_reply(
+            status, "injected_fault", f"{source}: HTTP {status}", request_id, **headers
         )
 
-    def _token_problem(self, payload: dict[str, Any]) -> str | None:
-        if self.livekit_api_key is None or self._livekit_api_secret is None:
-            return None
+    def _control_answer(self, exchange: Exchange) -> OperationResponse:
+        return control_answer(
+            method=exchange.method,
+            client_host=exchange.client_host,
+            headers=exchange.headers,
+            query_string=exchange.scope.get("query_string", b""),
+            body=exchange.body,
+            api_key=self.api_key,
+            plan=self._plan,
+            request_id=exchange.request_id,
+        )
+
+    async def _stall(self, exchange: Exchange) -> None:
+        """Answer nothing until the client leaves (at most MAX_STALL_SECONDS, then reset)."""
         try:
-            verify_avatar_token(
-                payload["livekit"]["token"],
-                api_key=self.livekit_api_key,
-                api_secret=self._livekit_api_secret,
-                agent_id=payload["agent_id"],
-                now=time.time(),
-            )
-        except TokenProblem as problem:
-            return f"livekit/token: the LiveKit token is not valid for the avatar: {problem}"
-        return None
+            await asyncio.wait_for(exchange.wait_for_disconnect(), MAX_STALL_SECONDS)
+        except asyncio.TimeoutError:
+            await drop(exchange, clean=False)
 
-    def _new_id(self) -> str:
-        return f"sess_{next(self._ids):06d}_{uuid.uuid4().hex[:8]}"
-
-
-def _canonical(payload: dict[str, Any]) -> dict[str, Any]:
-    """The payload with the spec's defaults filled in, so equal requests compare equal."""
-    properties = load_spec()["components"]["schemas"]["StartSessionRequest"]["properties"]
-    defaults = {name: p["default"] for name, p in properties.items() if "default" in p}
-    canonical = {**defaults, **payload}
-    if canonical.get("custom_background_url") is None:
-        canonical.pop("custom_background_url", None)
-    return canonical
-
-
-def _redacted(payload: dict[str, Any]) -> dict[str, Any]:
-    livekit = dict(payload["livekit"])
-    livekit["token"] = REDACTED
-    return {**payload, "livekit": livekit}
+    def _record(self, exchange: Exchange, status: int | None) -> None:
+        """Keep what the fake saw of `exchange` and answered (`status`; None: nothing)."""
+        match = exchange.match
+        op = match.operation if match is not None else None
+        hidden = credential_headers(op)
+        query_string = exchange.scope.get("query_string", b"").decode("latin-1")
+        entry = RecordedRequest(
+            method=exchange.method,
+            path=exchange.scope.get("path", ""),
+            headers={k: (REDACTED if k in hidden else v) for k, v in exchange.headers.items()},
+            body=exchange.body,
+            time=time.time(),
+            fault=exchange.fault.describe() if exchange.fault else None,
+            status=status,
+            client=exchange.client,
+            operation_id=op.operation_id if op is not None else None,
+            route=match.route if match is not None else None,
+            request_id=exchange.request_id,
+            query=redacted_query(op, query_string),
+        )
+        with self._lock:
+            self._requests.append(entry)
 
 
-def _error(
-    status: int,
-    code: str,
-    message: str,
-    request_id: str,
-    headers: dict[str, str] | None = None,
-) -> JSONResponse:
-    return JSONResponse(
-        {"error": code, "message": message, "request_id": request_id},
-        status_code=status,
-        headers=headers,
-    )
+def _problem_answer(problem: Problem, request_id: str) -> Reply:
+    return error_reply(problem.status, problem.code, problem.message, request_id)
