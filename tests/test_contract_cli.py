@@ -13,6 +13,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 import pytest
 from click.testing import CliRunner, Result
@@ -22,12 +23,12 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from avatario_wrapper import _contract
-from avatario_wrapper._contract import (
+from avatario_wrapper._contract import Mode, choose_mode
+from avatario_wrapper._contract_rules import (
     DUMMY_LIVEKIT_TOKEN,
     DUMMY_LIVEKIT_URL,
     Key,
-    Mode,
-    choose_mode,
+    Refusal,
     may_start,
     safe_requests,
 )
@@ -110,13 +111,14 @@ def test_full_mode_sends_what_it_announced_and_nothing_else() -> None:
 
 
 def test_the_seed_repeats_the_requests() -> None:
-    bodies = []
-    for _ in range(2):
-        with run_fake_server(api_key=KEY) as server:
-            result = invoke("--url", server.url, "--full", "--max-examples", "4", "--seed", "3")
-            bodies.append([r.body for r in server.requests])
-        assert result.exit_code == 0, result.output
-    assert bodies[0][SAFE_COUNT:] == bodies[1][SAFE_COUNT:]  # the wrong key is random
+    def bodies(seed: int) -> list[bytes]:
+        run = _contract.plan(
+            mode=Mode.FULL, base_url="http://127.0.0.1:9", api_key=KEY, max_examples=6, seed=seed
+        )
+        return [planned.request.content for planned in run.requests]
+
+    assert bodies(3) == bodies(3)
+    assert bodies(3) != bodies(4)
 
 
 # -- safe mode -------------------------------------------------------------------------------
@@ -196,7 +198,7 @@ def test_full_mode_against_a_deployment_needs_the_confirmation_flag() -> None:
     url = "https://avatario.example/api/sdk"
     result = invoke("--url", url, "--full", "--max-examples", "3")
     assert result.exit_code == 2, result.output
-    total, starting = counts(result)  # the count came first
+    _, starting = counts(result)  # the count came first
     assert starting > 0
     assert result.stderr.strip() == (
         f"error: --full would send {starting} requests that may start sessions (real avatars) "
@@ -275,7 +277,7 @@ def test_a_server_that_echoes_the_key_gets_it_redacted() -> None:
 # -- what safe mode sends ----------------------------------------------------------------------
 
 
-def _request(refusal: _contract.Refusal) -> httpx.Request:
+def _request(refusal: Refusal) -> httpx.Request:
     keys = {Key.REAL: KEY, Key.WRONG: WRONG, Key.EMPTY: ""}
     headers = {"content-type": refusal.content_type}
     if refusal.key is not Key.NONE:
@@ -333,3 +335,37 @@ def test_the_docs_list_every_request_safe_mode_sends() -> None:
     page = (ROOT / "docs" / "contract-testing.md").read_text(encoding="utf-8")
     for refusal in safe_requests():
         assert f"| {refusal.what} |" in page, refusal.what
+
+
+# Seeds whose generated requests, on schemathesis 4.30 (Python 3.10), include header values
+# h11 refuses (a trailing space): those are left out of the plan, not sent and failed.
+@pytest.mark.parametrize(("seed", "count"), [(7, 8), (26, 30)])
+def test_every_planned_request_is_one_http_can_carry(seed: int, count: int) -> None:
+    run = _contract.plan(
+        mode=Mode.FULL, base_url="http://127.0.0.1:9", api_key=KEY, max_examples=count, seed=seed
+    )
+    assert len(run.requests) >= SAFE_COUNT + 2 * count - 3  # most generated ones are sendable
+    for planned in run.requests:  # h11 checks names and values as it builds a request
+        request = planned.request
+        h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "sendable"),
+    [
+        ("X-Ok", "a b", True),
+        ("X-Ok", "", True),
+        ("X-Bad", "b ", False),
+        ("X-Bad", " b", False),
+        ("X-Bad", "a\x01b", False),
+        ("X Bad", "b", False),
+        ("X-Bad", "\u0100", False),  # not latin-1
+    ],
+)
+def test_a_request_http_cannot_carry_is_left_out(name: str, value: str, sendable: bool) -> None:
+    run = _contract.plan(
+        mode=Mode.SAFE, base_url="http://127.0.0.1:9", api_key=KEY, max_examples=0, seed=0
+    )
+    operation = run.requests[0].case.operation
+    case = operation.Case(body={}, media_type="application/json", headers={name: value})
+    assert (_contract._request(case, "http://127.0.0.1:9") is not None) is sendable
