@@ -287,8 +287,8 @@ def _violations(planned: Planned, response: httpx.Response, api_key: str) -> lis
     return [safe_line(f"{planned.what}: {problem}", (api_key,), limit=300) for problem in problems]
 
 
-def _no_answer(planned: Planned, error: httpx.HTTPError, how: str) -> str:
-    reason = safe_line(str(error) or type(error).__name__, ())
+def _no_answer(planned: Planned, error: httpx.HTTPError, how: str, api_key: str) -> str:
+    reason = safe_line(str(error) or type(error).__name__, (api_key,))
     tail = "; a session may have started" if planned.may_start else ""
     return f"{planned.what}: {how} ({type(error).__name__}: {reason}){tail}"
 
@@ -315,10 +315,14 @@ def execute(
             try:
                 response = http.send(planned.request)
             except httpx.TimeoutException as error:
-                report.no_answer = (EXIT_TIMEOUT, _no_answer(planned, error, "no answer in time"))
+                report.no_answer = (
+                    EXIT_TIMEOUT,
+                    _no_answer(planned, error, "no answer in time", api_key),
+                )
                 break
             except httpx.HTTPError as error:
-                report.no_answer = (EXIT_CONNECTION, _no_answer(planned, error, "no response"))
+                failed = _no_answer(planned, error, "no response", api_key)
+                report.no_answer = (EXIT_CONNECTION, failed)
                 break
             report.sent += 1
             report.may_start_sent += planned.may_start
