@@ -10,6 +10,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "server": ("starlette", "uvicorn", "jsonschema", "yaml", "rfc3986_validator"),
     "aiohttp": ("aiohttp",),
     "livekit": ("livekit.agents", "livekit.api"),
+    "contract": ("schemathesis",),
 }
 
 

@@ -1,7 +1,9 @@
-"""The ``avatario`` command: start a session, run the fake server, or play the demo.
+"""The ``avatario`` command: start a session, run the fake server, play the demo, or check the
+contract (``contract-test``, whose logic lives in `_contract`).
 
-Needs the ``cli`` extra (click, rich); ``fake-server`` and ``demo`` also need ``server``. The
-console script enters through `_launcher`, which says in one line which extra is missing.
+Needs the ``cli`` extra (click, rich); ``fake-server`` and ``demo`` also need ``server``, and
+``contract-test`` needs ``server`` and ``contract`` (schemathesis). The console script enters
+through `_launcher`, which says in one line which extra is missing.
 Messages speak in flags and environment variables, and are never hard-wrapped.
 The API key is read from ``AVATARIO_API_KEY`` (never from a flag, never printed); the LiveKit
 token from ``--livekit-token-env`` (an environment variable name, by default
@@ -131,7 +133,8 @@ def main() -> None:
     """Send Avatario avatars into LiveKit rooms, or try the client against a local fake.
 
     start-session needs the cli extra; fake-server and demo also need the server extra
-    (from a checkout: pip install '.[cli,server]'). The API key is read from AVATARIO_API_KEY.
+    (from a checkout: pip install '.[cli,server]'); contract-test needs the cli, server and
+    contract extras. The API key is read from AVATARIO_API_KEY.
     """
 
 
@@ -275,6 +278,77 @@ def demo() -> None:
     from ._demo import run_demo
 
     sys.exit(run_demo(Console(highlight=False)))
+
+
+@main.command("contract-test")
+@click.option("--url", default=None, help="A deployment's base URL. Default: an embedded fake.")
+@click.option(
+    "--safe/--full",
+    "safe",
+    default=None,
+    help="--safe sends only requests the spec says must be refused; --full also valid ones "
+    "that may start sessions. Default: --full on the embedded fake, --safe with --url.",
+)
+@click.option(
+    "--yes-start-sessions",
+    is_flag=True,
+    help="Confirm --full against a non-loopback --url (it may start real avatars).",
+)
+@click.option(
+    "--max-examples",
+    type=click.IntRange(0, 10_000),
+    default=50,
+    show_default=True,
+    help="Generated requests of each kind (valid, invalid) in --full.",
+)
+@click.option("--seed", type=int, default=None, help="Send a --full run's requests again.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds per request.",
+)
+@click.option(
+    "--allow-insecure-http",
+    is_flag=True,
+    help="Allow a plain http:// --url to a non-loopback host (a fake on another machine).",
+)
+def contract_test(
+    url: str | None,
+    safe: bool | None,
+    yes_start_sessions: bool,
+    max_examples: int,
+    seed: int | None,
+    timeout: float,
+    allow_insecure_http: bool,
+) -> None:
+    """Check openapi.yaml's contract against the fake or a deployment (key: AVATARIO_API_KEY).
+
+    Says first how many requests may start sessions. Needs the cli, server and contract extras.
+    Exit codes: 0 passed · 1 contract violated · 2 usage (or --full unconfirmed) · 3 no key or a
+    bad --url · 4 no response · 5 timed out · 6 every response was 401/403 · 9 a request the
+    spec says must be refused got a 2xx (a session may have started).
+    """
+    _need("avatario contract-test", "cli", "server", "contract")
+    from ._contract import run_command
+
+    try:
+        code = run_command(
+            url=url,
+            safe=safe,
+            yes_start_sessions=yes_start_sessions,
+            max_examples=max_examples,
+            seed=seed,
+            timeout=timeout,
+            allow_insecure_http=allow_insecure_http,
+            out=click.echo,
+            err=lambda line: stderr.print(f"[red]error:[/] {escape(line)}"),
+        )
+    except AvatarioConfigError as error:
+        stderr.print("[red]error:[/]", escape(describe(error).replace("--base-url", "--url")))
+        sys.exit(EXIT_CONFIG)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -267,3 +267,18 @@ def test_the_fake_server_without_the_server_extra_says_how_to_install_it() -> No
     assert "pip install 'avatario-wrapper[server]'" in last
     ok = _run_without(["starlette"], "from avatario_wrapper.testing import FakeClock")
     assert ok.returncode == 0, ok.stderr  # the virtual clock needs no extra
+
+
+def test_contract_test_without_schemathesis_says_how_to_install_it() -> None:
+    done = _run_without(
+        ["schemathesis"],
+        "sys.argv = ['avatario', 'contract-test']\n"
+        "from avatario_wrapper._launcher import main\nmain()",
+    )
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "avatario contract-test needs the cli, server, contract extras" in done.stderr
+    assert "(missing: schemathesis)" in done.stderr
+    assert "pip install 'avatario-wrapper[cli,server,contract]'" in done.stderr
+    assert "(from a checkout: pip install '.[cli,server,contract]')" in done.stderr
