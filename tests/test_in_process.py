@@ -543,7 +543,7 @@ def test_every_error_survives_pickle_and_deepcopy(exc: BaseException) -> None:
 
 def test_errors_from_real_calls_pickle(real_kind: str) -> None:
     with loopback(
-        b'HTTP/1.1 429 X\r\nContent-Length: 2\r\nRetry-After: 120\r\nx-request-id: r9\r\n'
+        b"HTTP/1.1 429 X\r\nContent-Length: 2\r\nRetry-After: 120\r\nx-request-id: r9\r\n"
         b"Connection: close\r\n\r\n{}",
     ) as server:
         [exc] = calls(real_kind, server.url, 1)
