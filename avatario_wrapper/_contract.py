@@ -54,7 +54,7 @@ from ._text import safe_line
 from ._transports.httpx import own_client
 from ._version import __version__
 from .testing import run_fake_server
-from .testing.app import load_spec
+from .testing._spec import load_spec
 
 USER_AGENT = f"avatario-wrapper/{__version__} contract-test"
 
