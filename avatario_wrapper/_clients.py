@@ -379,6 +379,14 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
         if self._owns_transport:
             await self._transport.aclose()
 
+    def _close_from_sync(self) -> None:
+        """`aclose()` from synchronous code with no running loop (the teardown of a sync pytest
+        fixture): the pool is closed on its own event loop, or by its sockets if that loop is
+        closed. Used by the pytest plugin; a coroutine should await `aclose()`."""
+        self._closed = True
+        if self._owns_transport:
+            self._transport.close_from_sync()
+
     async def __aenter__(self) -> AsyncAvatarioClient:
         return self
 

@@ -9,6 +9,7 @@ aiohttp itself never reuses a connection with bytes left over after a response.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from typing import Any, TypeVar
@@ -28,6 +29,7 @@ from .base import (
     MAX_KEEPALIVE_EXPIRY,
     Exchange,
     LoopBinding,
+    close_from_outside,
     close_inherited,
     connection_error,
     exchange_within,
@@ -207,18 +209,23 @@ class AiohttpTransport:
 
     async def aclose(self) -> None:
         self._closed = True
-        if not self.owns or self._session is None:
+        session = self._session
+        if not self.owns or session is None:
             return
-        loop = self._loop.loop
-        if self._loop.is_other():  # its connections belong to a loop that is not running here
-            if loop.is_closed():
-                close_inherited(_sockets(self._session))
-            else:
-                import asyncio  # noqa: PLC0415 - a coroutine is running: asyncio is imported
+        if self._loop.is_other():  # its connections belong to a loop not running here
+            waiting = close_from_outside(self._loop.loop, session.close, in_a_coroutine=True)
+            if waiting is not None:
+                with contextlib.suppress(Exception):
+                    await waiting
+            return
+        await session.close()
 
-                asyncio.run_coroutine_threadsafe(self._session.close(), loop)
-            return
-        await self._session.close()
+    def close_from_sync(self) -> None:
+        """`aclose` for synchronous code (a sync fixture's teardown): no loop runs here."""
+        self._closed = True
+        session = self._session
+        if self.owns and session is not None and self._loop.loop is not None:
+            close_from_outside(self._loop.loop, session.close, in_a_coroutine=False)
 
 
 def _sockets(session: aiohttp.ClientSession) -> list[Any]:

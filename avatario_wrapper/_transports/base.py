@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import socket
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextvars import ContextVar
 from typing import Any, Protocol, TypeVar
 
@@ -74,6 +75,9 @@ class AsyncTransport(Protocol):
     ) -> Reply: ...
 
     async def aclose(self) -> None: ...
+
+    def close_from_sync(self) -> None:
+        """`aclose` for synchronous code where no event loop runs."""
 
 
 class Exchange:
@@ -229,15 +233,53 @@ if hasattr(os, "register_at_fork"):
 
 def close_inherited(sockets: list[Any]) -> None:
     """Close a child's copies of its parent's sockets: only the descriptors, which sends
-    nothing (no FIN, no TLS close_notify) while the parent keeps its own copies open."""
+    nothing (no FIN, no TLS close_notify) while the parent keeps its own copies open.
+
+    Only plain `socket.socket` objects (a sync pool's) are closed here, after `detach()`, so
+    nothing closes the descriptor a second time. An event loop's sockets are left to the
+    garbage collector: their transports would close them again, perhaps after the number was
+    reused.
+    """
     for sock in sockets:
-        try:
-            fd = sock.detach() if hasattr(sock, "detach") else sock.fileno()
-        except (OSError, ValueError):
+        if not isinstance(sock, socket.socket):
             continue
-        if isinstance(fd, int) and fd >= 0:
+        try:
+            fd = sock.detach()
+        except OSError:
+            continue
+        if fd >= 0:
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def close_from_outside(
+    loop: Any,
+    closing: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    in_a_coroutine: bool,
+) -> Awaitable[None] | None:
+    """Close a pool whose connections belong to `loop`, from outside that loop.
+
+    A loop running in another thread closes them itself (the returned awaitable, or a wait of
+    up to 5 s from synchronous code); a loop that is idle is run to close them, when no other
+    loop runs in this thread. A closed loop's connections cannot be closed any more (their
+    transports need the loop): they are left as the loop's owner left them, as an idle loop
+    seen from a coroutine of another loop is left to close its own.
+    """
+    import asyncio  # noqa: PLC0415 - only async pools get here
+
+    if loop.is_closed():
+        return None
+    if loop.is_running():
+        future = asyncio.run_coroutine_threadsafe(closing(), loop)
+        if in_a_coroutine:
+            return asyncio.wait_for(asyncio.wrap_future(future), 5.0)
+        with contextlib.suppress(Exception):
+            future.result(5.0)
+        return None
+    if not in_a_coroutine:
+        loop.run_until_complete(closing())
+    return None
 
 
 # -- cancellation and bounds (async) ---------------------------------------------------------

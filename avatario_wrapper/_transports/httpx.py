@@ -37,6 +37,7 @@ from .base import (
     KEEPALIVE_EXPIRY,
     Exchange,
     LoopBinding,
+    close_from_outside,
     close_inherited,
     connection_error,
     exchange_within,
@@ -533,16 +534,19 @@ class AsyncHttpxTransport:
         self._closed = True
         if not self.owns:
             return
-        loop = self._loop.loop
-        if self._loop.is_other():  # its connections belong to a loop that is not running here
-            if loop.is_closed():
-                close_inherited(_inherited_sockets(self.http))
-            else:
-                import asyncio  # noqa: PLC0415 - a coroutine is running: asyncio is imported
-
-                asyncio.run_coroutine_threadsafe(self.http.aclose(), loop)
+        if self._loop.is_other():  # its connections belong to a loop not running here
+            waiting = close_from_outside(self._loop.loop, self.http.aclose, in_a_coroutine=True)
+            if waiting is not None:
+                with contextlib.suppress(Exception):
+                    await waiting
             return
         await self.http.aclose()
+
+    def close_from_sync(self) -> None:
+        """`aclose` for synchronous code (a sync fixture's teardown): no loop runs here."""
+        self._closed = True
+        if self.owns and self._loop.loop is not None:
+            close_from_outside(self._loop.loop, self.http.aclose, in_a_coroutine=False)
 
 
 async def _araw(response: httpx.Response) -> AsyncIterator[bytes]:
