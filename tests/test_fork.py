@@ -38,7 +38,7 @@ def _in_child(work: Any) -> dict[str, Any]:
         os.close(read)
         try:
             out = {"ok": work()}
-        except BaseException as exc:  # noqa: BLE001 - reported to the parent
+        except BaseException as exc:
             out = {"error": f"{type(exc).__name__}: {exc}"}
         os.write(write, json.dumps(out).encode())
         os.close(write)
