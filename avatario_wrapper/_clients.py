@@ -26,7 +26,7 @@ from ._settings import (
     VideoOptions,
     resolve_proxy,
 )
-from ._telemetry import start_call
+from ._telemetry import start_call, traced_once, traced_once_async
 from ._transports.base import CLOSED_MESSAGE, AsyncTransport, SyncTransport
 from ._transports.httpx import AsyncHttpxTransport, HttpxTransport
 from .errors import ClientClosedError
@@ -238,10 +238,9 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
         Raises `APIConnectionError` (`APITimeoutError`) when the origin cannot be reached, and
         `ClientClosedError` once the client is closed.
         """
-        timeout = self._settings.timeout
-        self._transport.send(
-            self._warm_up_request(), timeout, self._settings.connect_within(timeout)
-        )
+        request, timeout = self._warm_up_request(), self._settings.timeout
+        connect = self._settings.connect_within(timeout)
+        traced_once(request, lambda: self._transport.send(request, timeout, connect))
 
     def close(self) -> None:
         """Refuse to send from now on; close the connection pool if this client made it.
@@ -365,10 +364,9 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
         Raises `APIConnectionError` (`APITimeoutError`) when the origin cannot be reached, and
         `ClientClosedError` once the client is closed.
         """
-        timeout = self._settings.timeout
-        await self._transport.send(
-            self._warm_up_request(), timeout, self._settings.connect_within(timeout)
-        )
+        request, timeout = self._warm_up_request(), self._settings.timeout
+        connect = self._settings.connect_within(timeout)
+        await traced_once_async(request, lambda: self._transport.send(request, timeout, connect))
 
     async def aclose(self) -> None:
         """Refuse to send from now on; close the connection pool if this client made it.

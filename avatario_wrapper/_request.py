@@ -101,6 +101,8 @@ class PreparedRequest(Generic[ResultT]):
     """One call, checked and serialised once. Headers, body and secrets stay out of the repr.
 
     `operation` is None for `warm_up`'s request, which is no operation of the spec.
+    `headers` is what the next attempt sends: telemetry replaces it per attempt to carry that
+    attempt's ``traceparent`` when trace propagation is on (`_telemetry`); nothing else does.
     """
 
     __slots__ = (
