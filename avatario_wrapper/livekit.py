@@ -22,6 +22,10 @@ avatar on shutdown work as before. What differs (see docs/livekit.md):
   attempts and deadline allow. It never sends again while the avatar may still be joining.
 - Errors are our `AvatarioError` tree, and API errors are also livekit.agents'
   `APIError` / `APIStatusError` / `APIConnectionError` / `APITimeoutError`.
+- With OpenTelemetry configured, `start` is one span ``avatario.avatar_session.start`` around
+  the call(s) and the wait for the avatar to join (``avatario.avatar_join_wait``); spans go to
+  livekit-agents' tracer provider when one was given to it (its ``set_tracer_provider``, or
+  LiveKit Cloud's), so they sit in the agent's own trace (docs/observability.md).
 
 `mint_avatar_token` makes the avatar's LiveKit token on its own, for callers that use
 `AsyncAvatarioClient` directly.
@@ -49,10 +53,14 @@ from livekit.agents import (
     get_job_context,
     utils,
 )
+from livekit.agents.telemetry import tracer as livekit_tracer
+from livekit.agents.telemetry.trace_types import ATTR_PROVIDER_REQUEST_IDS, ATTR_RETRY_COUNT
 from livekit.agents.voice.avatar import AvatarSession as BaseAvatarSession
 from livekit.agents.voice.avatar import DataStreamAudioOutput
 from livekit.agents.voice.room_io import ATTRIBUTE_PUBLISH_ON_BEHALF
+from opentelemetry import trace as otel_trace
 
+from . import _telemetry
 from ._clients import AsyncAvatarioClient
 from ._livekit_errors import as_livekit_error
 from ._operations import StartSessionResult
@@ -65,7 +73,7 @@ from ._settings import (
     resolve_api_key,
 )
 from .compat import AVATAR_ID_ENV, retry_from_conn_options
-from .errors import APIError, AvatarioConfigError, Outcome
+from .errors import APIError, AvatarioConfigError, AvatarioError, Outcome
 
 __all__ = [
     "DEFAULT_JOIN_TIMEOUT",
@@ -91,6 +99,24 @@ LIVEKIT_API_SECRET_ENV = "LIVEKIT_API_SECRET"  # noqa: S105 - an environment var
 
 #: `StartSessionResult.data["settled_by"]` when the room, not an HTTP answer, said it started.
 SETTLED_BY_ROOM_JOIN = "room_join"
+
+#: The spans of `AvatarSession.start` and of its wait for the avatar to join.
+START_SPAN = "avatario.avatar_session.start"
+JOIN_WAIT_SPAN = "avatario.avatar_join_wait"
+
+
+def _livekit_tracer() -> Any:
+    """livekit-agents' tracer when it was given a tracer provider of its own, else None (then
+    it follows the global provider, and so does `_telemetry`)."""
+    provider = getattr(livekit_tracer, "_tracer_provider", None)
+    if provider is None or isinstance(
+        provider, (otel_trace.ProxyTracerProvider, otel_trace.NoOpTracerProvider)
+    ):
+        return None
+    return livekit_tracer
+
+
+_telemetry.follow_tracer(_livekit_tracer)
 
 
 def _require_text(field: str, value: object, *, secret: bool = False) -> str:
@@ -267,6 +293,37 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         `status_code` 0 (no HTTP answer said so; see docs/livekit.md). API failures raise
         our `APIError` subclasses, which are livekit.agents' API errors as well.
         """
+        tracer = _telemetry.current_tracer()
+        if tracer is None:
+            return await self._start(
+                agent_session, room, livekit_url, livekit_api_key, livekit_api_secret
+            )
+        span = tracer.start_span(
+            START_SPAN,
+            kind=otel_trace.SpanKind.INTERNAL,
+            attributes={"avatario.avatar_id": self._avatar_id},
+        )
+        with otel_trace.use_span(
+            span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+        ):
+            try:
+                result = await self._start(
+                    agent_session, room, livekit_url, livekit_api_key, livekit_api_secret
+                )
+            except BaseException as error:
+                _record_failure(span, error)
+                raise
+            _record_result(span, result)
+            return result
+
+    async def _start(
+        self,
+        agent_session: AgentSession[Any],
+        room: rtc.Room,
+        livekit_url: NotGivenOr[str],
+        livekit_api_key: NotGivenOr[str],
+        livekit_api_secret: NotGivenOr[str],
+    ) -> StartSessionResult:
         url = _from_env(livekit_url, LIVEKIT_URL_ENV)
         key = _from_env(livekit_api_key, LIVEKIT_API_KEY_ENV)
         secret = _from_env(livekit_api_secret, LIVEKIT_API_SECRET_ENV)
@@ -435,7 +492,33 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         raise second
 
     async def _avatar_joins(self, room: rtc.Room) -> bool | None:
-        """Whether the avatar joins within `join_timeout`; None when the room cannot tell."""
+        """Whether the avatar joins within `join_timeout`; None when the room cannot tell.
+
+        Traced as a span ``avatario.avatar_join_wait`` when telemetry is on."""
+        tracer = _telemetry.current_tracer()
+        if tracer is None:
+            return await self._wait_for_avatar(room)
+        began = time.monotonic()
+        with tracer.start_as_current_span(
+            JOIN_WAIT_SPAN,
+            attributes={"avatario.join_wait.timeout": self._join_timeout},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            joined = await self._wait_for_avatar(room)
+            span.set_attributes(
+                {
+                    "avatario.join_wait.result": "joined"
+                    if joined
+                    else "room_cannot_tell"
+                    if joined is None
+                    else "not_joined",
+                    "avatario.join_wait.duration": time.monotonic() - began,
+                }
+            )
+            return joined
+
+    async def _wait_for_avatar(self, room: rtc.Room) -> bool | None:
         identity = self._avatar_participant_identity
         if not room.isconnected():
             return None
@@ -500,3 +583,48 @@ def _settled(error: APIError, attempts: int) -> StartSessionResult:
         status_code=status,
         idempotency_key=error.idempotency_key,
     )
+
+
+def _record_result(span: Any, result: StartSessionResult) -> None:
+    """`AvatarSession.start`'s span attributes for a result (nothing secret: ids only)."""
+    by_room = result.session_id is None and result.data.get("settled_by") == SETTLED_BY_ROOM_JOIN
+    values: dict[str, Any] = {
+        "avatario.attempts": result.attempts,
+        ATTR_RETRY_COUNT: max(0, result.attempts - 1),
+        "avatario.outcome": Outcome.STARTED.value,
+        "avatario.settled_by": SETTLED_BY_ROOM_JOIN if by_room else "http",
+    }
+    if result.idempotency_key:
+        values["avatario.idempotency_key"] = result.idempotency_key
+    ids = [i for i in (result.request_id, result.session_id) if isinstance(i, str) and i]
+    if ids:
+        values[ATTR_PROVIDER_REQUEST_IDS] = ids
+    if result.session_id:
+        values["avatario.session_id"] = result.session_id
+    span.set_attributes(values)
+
+
+def _record_failure(span: Any, error: BaseException) -> None:
+    """`AvatarSession.start`'s span status and attributes for a failure."""
+    values: dict[str, Any] = {"error.type": _telemetry.error_type(error)}
+    description = type(error).__qualname__
+    if isinstance(error, AvatarioError):
+        description = str(error)  # one line, no secret (errors.py)
+    if isinstance(error, APIError):
+        values.update(
+            {
+                "avatario.attempts": error.attempts,
+                ATTR_RETRY_COUNT: max(0, error.attempts - 1),
+                "avatario.outcome": error.outcome.value,
+                "avatario.may_have_started": error.may_have_started,
+            }
+        )
+        if error.idempotency_key:
+            values["avatario.idempotency_key"] = error.idempotency_key
+        request_id = getattr(error, "request_id", None)
+        if isinstance(request_id, str) and request_id:
+            values[ATTR_PROVIDER_REQUEST_IDS] = [request_id]
+        if error.not_retried_because:
+            values["avatario.not_retried_because"] = error.not_retried_because
+    span.set_attributes(values)
+    span.set_status(otel_trace.StatusCode.ERROR, description)
