@@ -1,15 +1,18 @@
 """``avatario demo``: the client's story, played against an embedded fake Avatario.
 
 Each scene sets the fake's fault script, makes one real call over loopback and checks that the
-outcome is the one the client promises. The exit status is 0 only if every scene did.
+outcome is the one the client promises. The exit status is 0 only if every scene did. With
+``spans=True`` (``avatario demo --spans``, needs opentelemetry-sdk) each scene also prints the
+OpenTelemetry span tree its call recorded (`_span_tree`), recorded in memory for this run only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 from rich import box
@@ -89,7 +92,31 @@ class Outcome:
     passed: bool
 
 
-def _play(scene: Scene, server: FakeServer, console: Console, token: str) -> Outcome:
+class _Spans(Protocol):
+    def take(self) -> list[Any]: ...
+
+
+def _print_spans(console: Console, recorder: _Spans | None) -> None:
+    if recorder is None:
+        return
+    from ._span_tree import tree  # noqa: PLC0415 - only with --spans
+
+    spans = recorder.take()
+    if not spans:
+        console.print("[dim]spans: none (nothing was sent)[/]")
+        return
+    console.print("[dim]spans:[/]")
+    for root in tree(spans):
+        console.print(root)
+
+
+def _play(
+    scene: Scene,
+    server: FakeServer,
+    console: Console,
+    token: str,
+    recorder: _Spans | None = None,
+) -> Outcome:
     console.rule(f"[bold]{scene.title}")
     console.print(escape(scene.explain))
     if scene.faults:
@@ -139,6 +166,7 @@ def _play(scene: Scene, server: FakeServer, console: Console, token: str) -> Out
         f"the fake server saw {requests} request(s) with {len(keys)} idempotency key(s) "
         f"and started {sessions} session(s)"
     )
+    _print_spans(console, recorder)
     return Outcome(scene, label, attempts, seconds, requests, sessions, passed)
 
 
@@ -166,8 +194,20 @@ def _summary(outcomes: list[Outcome]) -> Table:
     return table
 
 
-def run_demo(console: Console, *, scenes: list[Scene] | None = None) -> int:
-    """Play every scene; 0 when each behaved as promised, 1 otherwise."""
+def run_demo(console: Console, *, scenes: list[Scene] | None = None, spans: bool = False) -> int:
+    """Play every scene; 0 when each behaved as promised, 1 otherwise (2: `spans` asked for
+    without opentelemetry-sdk installed).
+
+    With `spans`, each scene also prints the span tree of its call.
+    """
+    recording: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+    if spans:
+        from ._span_tree import SDK_HINT, SpanRecorder, sdk_installed  # noqa: PLC0415
+
+        if not sdk_installed():
+            console.print(f"[red]avatario demo --spans {SDK_HINT}[/]")
+            return 2
+        recording = SpanRecorder()
     logger = logging.getLogger("avatario_wrapper")
     handler = RetryLogHandler(console, indent="  ")
     logger.addHandler(handler)
@@ -176,9 +216,11 @@ def run_demo(console: Console, *, scenes: list[Scene] | None = None) -> int:
     token = "demo." + secrets.token_hex(24)
     console.print("[bold]avatario demo[/]: real calls over loopback to an embedded fake Avatario")
     try:
-        with run_fake_server(api_key=api_key) as server:
+        with recording as recorder, run_fake_server(api_key=api_key) as server:
             console.print(f"fake Avatario on {server.url}")
-            outcomes = [_play(scene, server, console, token) for scene in scenes or SCENES]
+            outcomes = [
+                _play(scene, server, console, token, recorder) for scene in scenes or SCENES
+            ]
     finally:
         logger.removeHandler(handler)
     console.print()
