@@ -120,18 +120,35 @@ _state = _State()
 
 
 def set_enabled(enabled: bool) -> None:
-    """Turn telemetry off (False) or back on (True) for the whole process."""
+    """Turn this package's telemetry off or on again, for the whole process.
+
+    Args:
+        enabled: False: no call records a span or a measurement, whatever providers are
+            configured. True (the default): calls are traced and measured whenever a tracer
+            or meter provider is configured.
+    """
     _state.enabled = bool(enabled)
 
 
 def set_trace_propagation(enabled: bool | None) -> None:
-    """Send (True) or never send (False) a W3C ``traceparent`` with each attempt; None: as
-    ``AVATARIO_TRACE_PROPAGATION`` says (off when unset)."""
+    """Whether each attempt sends its span to Avatario as a W3C ``traceparent`` header.
+
+    Off by default: Avatario is a third party that documents no use for it, and what
+    correlates a call with its logs is the ``x-request-id`` every span records (see
+    docs/observability.md). Only ``traceparent`` is ever sent: never ``tracestate`` or baggage.
+
+    Args:
+        enabled: True: every attempt sends its own span's id. False: never, whatever the
+            environment says. None: ``AVATARIO_TRACE_PROPAGATION`` decides (``1``, ``true``,
+            ``yes`` or ``on``: send; anything else or unset: do not).
+    """
     _state.propagation = None if enabled is None else bool(enabled)
 
 
 def trace_propagation() -> bool:
-    """Whether attempts carry a ``traceparent`` now (when a tracer provider is configured)."""
+    """Whether attempts send a ``traceparent`` now: `set_trace_propagation`'s setting, else
+    ``AVATARIO_TRACE_PROPAGATION``. (It takes a span to send: nothing is sent while no
+    tracer provider is configured.)"""
     if _state.propagation is not None:
         return _state.propagation
     return os.environ.get(TRACE_PROPAGATION_ENV, "").strip().lower() in _TRUE
@@ -550,15 +567,18 @@ class _CallTrace:
             return
         self._attempt = None
         try:
+            values: dict[str, Any] = {}
             if status is not None:
-                span.set_attribute("http.response.status_code", status)
+                values["http.response.status_code"] = status
             if request_id is not None:
-                span.set_attribute("avatario.request_id", request_id)
+                values["avatario.request_id"] = request_id
             if error is not None and kind is not None:
-                span.set_attribute("error.type", kind)
+                values["error.type"] = kind
                 if isinstance(error, APIError):
-                    span.set_attribute("avatario.outcome", error.outcome.value)
+                    values["avatario.outcome"] = error.outcome.value
                 span.set_status(hooks.trace.StatusCode.ERROR, self._describe(error, whole=False))
+            if values:
+                span.set_attributes(values)
             span.end()
         finally:
             token, self._attempt_token = self._attempt_token, None

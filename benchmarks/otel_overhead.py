@@ -20,9 +20,10 @@ The sdk arm hands its providers to the package directly (the in-process switch t
 the three arms can alternate in one process; a last, separate run sets them as the real global
 providers to show that path costs the same. The hook's own cost with nobody listening is also
 timed alone (``start_call`` on a prepared request), where the whole-call difference is within
-noise. Reported: the median over rounds of CPU microseconds per call (the thread's CPU time,
-which other work on a shared machine barely moves), and each arm against **off** as a
-difference and a ratio.
+noise. Reported: the median over rounds of CPU microseconds per call (the thread's
+CPU time, which other work on a shared machine moves less than the wall clock), each arm
+against **off** as a difference and a ratio, and the median of each round's difference to the
+**off** arm of the same round (drift between rounds cancels out).
 """
 
 from __future__ import annotations
@@ -118,8 +119,8 @@ def hook_alone(client: AvatarioClient, rounds: int, calls: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=2000, help="calls per arm per round")
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--calls", type=int, default=500, help="calls per arm per round")
+    parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
 
     import opentelemetry.metrics
@@ -148,12 +149,15 @@ def main() -> None:
         httpx.Client(transport=transport) as http,
         AvatarioClient(KEY, base_url="https://avatario.test/api/sdk", http_client=http) as client,
     ):
-        for name, setup in arms.items():  # warm every path once
+        for setup in arms.values():  # warm every path once
             setup()
             per_call(client, 200)
-        for _ in range(args.rounds):
-            for name, setup in arms.items():
-                setup()
+        order = list(arms)
+        for round_number in range(args.rounds):
+            # Each round starts with another arm, so none always runs first (or last).
+            shift = round_number % len(order)
+            for name in order[shift:] + order[:shift]:
+                arms[name]()
                 results[name].append(per_call(client, args.calls))
                 drain()
         set_enabled(True)
@@ -170,18 +174,28 @@ def main() -> None:
 
     medians = {name: statistics.median(values) for name, values in results.items()}
     base = medians["off"]
+    # Each round's difference to the off arm of the same round, then their median: drift
+    # between rounds cancels out.
+    paired = {
+        name: statistics.median(v - o for v, o in zip(values, results["off"], strict=True))
+        for name, values in results.items()
+    }
     print(
         f"Python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} CPUs, "
         f"{platform.processor() or platform.platform()}"
     )
     print(f"{args.rounds} rounds x {args.calls} calls per arm; median of rounds; CPU µs per call")
-    print(f"{'arm':<22}{'µs/call':>10}{'vs off':>12}{'ratio':>8}")
+    print(f"{'arm':<24}{'µs/call':>9}{'vs off':>9}{'ratio':>7}{'paired':>9}")
     for name, value in medians.items():
         label = {"off": "off (no otel)", "api": "api only, no SDK", "sdk": "sdk, in-memory"}[name]
-        print(f"{label:<22}{value:>10.1f}{value - base:>+12.1f}{value / base:>8.2f}")
+        print(
+            f"{label:<24}{value:>9.1f}{value - base:>+9.1f}{value / base:>7.2f}"
+            f"{paired[name]:>+9.1f}"
+        )
     glob = statistics.median(global_sdk)
-    print(f"{'sdk, global providers':<22}{glob:>10.1f}{glob - base:>+12.1f}{glob / base:>8.2f}")
+    print(f"{'sdk, global providers':<24}{glob:>9.1f}{glob - base:>+9.1f}{glob / base:>7.2f}")
     print(f"the hook alone, nobody listening: {nobody:.0f} ns per call")
+    print("paired: the median of each round's difference to the off arm of the same round")
 
 
 if __name__ == "__main__":

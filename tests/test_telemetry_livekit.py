@@ -1,0 +1,233 @@
+"""The spans of `AvatarSession.start`, and spans following livekit-agents' own tracer provider.
+
+Real livekit-agents (its `AgentSession`, avatar base class and telemetry module), the real
+OpenTelemetry SDK exporting in memory, the fake Avatario on 127.0.0.1. Stand-in: the connected
+LiveKit room (`StandInRoom`, see test_livekit.py: no LiveKit server can run here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("livekit.agents")
+
+from livekit.agents import AgentSession
+from livekit.agents import telemetry as lk_telemetry
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanKind, StatusCode
+
+from avatario_wrapper import AuthenticationError, _telemetry
+from avatario_wrapper.livekit import AvatarSession
+from avatario_wrapper.testing import FakeServer, run_fake_server
+
+from .test_livekit import StandInRoom, as_room, avatar_joins_when_a_session_starts
+from .test_telemetry import Recorded, attrs
+
+API_KEY = "sk_test_SECRET_KEY_5f2b9c"
+LK_KEY = "APIlkKEY123"
+LK_SECRET = "lk_SECRET_0123456789abcdef0123456789abcdef"
+
+
+@pytest.fixture
+def otel() -> Iterator[Recorded]:
+    """Spans and metrics exported in memory (see test_telemetry.py)."""
+    recorded = Recorded()
+    _telemetry.set_providers(recorded.tracer_provider, recorded.meter_provider)
+    try:
+        yield recorded
+    finally:
+        _telemetry.set_providers(None, None)
+        recorded.tracer_provider.shutdown()
+        recorded.meter_provider.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AVATARIO_AVATAR_ID", "AVATARIO_API_KEY", "AVATARIO_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LIVEKIT_URL", "wss://rooms.example.com")
+    monkeypatch.setenv("LIVEKIT_API_KEY", LK_KEY)
+    monkeypatch.setenv("LIVEKIT_API_SECRET", LK_SECRET)
+
+
+def start(
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    faults: str = "",
+    join: bool = False,
+    api_key: str = API_KEY,
+) -> tuple[Any, FakeServer]:
+    """`AvatarSession.start` against the fake; with `join`, the avatar joins the room once the
+    fake starts a session. Returns the result (or the error) and the server."""
+    room = StandInRoom()
+
+    async def main() -> tuple[Any, FakeServer]:
+        async with run_fake_server(
+            api_key=API_KEY, faults=faults, livekit_api_key=LK_KEY, livekit_api_secret=LK_SECRET
+        ) as server:
+            monkeypatch.setenv("AVATARIO_BASE_URL", server.url)
+            avatar = AvatarSession(avatar_id="face_1", api_key=api_key, join_timeout=0.3)
+            joiner = (
+                asyncio.create_task(avatar_joins_when_a_session_starts(server, room))
+                if join
+                else None
+            )
+            outcome: Any
+            try:
+                outcome = await avatar.start(AgentSession(), as_room(room))
+            except Exception as error:
+                outcome = error
+            finally:
+                await avatar.aclose()
+                if joiner is not None:
+                    await joiner
+            return outcome, server
+
+    return asyncio.run(main())
+
+
+def tree(recorded: Recorded) -> list[tuple[int, str]]:
+    """(depth, name) of every span, depth-first in time order."""
+    spans = recorded.spans()
+    ids = {s.context.span_id for s in spans}
+    out: list[tuple[int, str]] = []
+
+    def walk(span: ReadableSpan, depth: int) -> None:
+        out.append((depth, span.name))
+        for child in recorded.children(span):
+            walk(child, depth + 1)
+
+    for span in spans:
+        if span.parent is None or span.parent.span_id not in ids:
+            walk(span, 0)
+    return out
+
+
+def secrets_in(recorded: Recorded, *secrets: str) -> list[str]:
+    found = []
+    for span in recorded.spans():
+        texts = [span.name, str(span.status.description), repr(dict(span.attributes or {}))]
+        texts += [repr((e.name, dict(e.attributes or {}))) for e in span.events]
+        found += [t for t in texts for s in secrets if s in t]
+    return found
+
+
+def test_a_start_is_a_span_around_its_call(otel: Recorded, monkeypatch: pytest.MonkeyPatch) -> None:
+    result, server = start(monkeypatch)
+    assert tree(otel) == [
+        (0, "avatario.avatar_session.start"),
+        (1, "avatario.start_session"),
+        (2, "POST"),
+    ]
+    span = otel.call("avatario.avatar_session.start")
+    assert span.kind is SpanKind.INTERNAL
+    assert span.status.status_code is StatusCode.UNSET
+    assert attrs(span) == {
+        "avatario.avatar_id": "face_1",
+        "avatario.attempts": 1,
+        "lk.retry_count": 0,
+        "avatario.outcome": "started",
+        "avatario.settled_by": "http",
+        "avatario.idempotency_key": result.idempotency_key,
+        "lk.provider_request_ids": (result.request_id, result.session_id),
+        "avatario.session_id": result.session_id,
+    }
+    [request] = server.requests
+    token = request.json()["livekit"]["token"]
+    assert secrets_in(otel, API_KEY, LK_SECRET, token) == []
+
+
+def test_a_lost_answer_settled_by_the_room_shows_the_wait(
+    otel: Recorded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, server = start(monkeypatch, faults="lost", join=True)
+    assert result.data["settled_by"] == "room_join"
+    assert tree(otel) == [
+        (0, "avatario.avatar_session.start"),
+        (1, "avatario.start_session"),
+        (2, "POST"),
+        (1, "avatario.avatar_join_wait"),
+    ]
+    wait = otel.call("avatario.avatar_join_wait")
+    assert attrs(wait)["avatario.join_wait.result"] == "joined"
+    assert attrs(wait)["avatario.join_wait.timeout"] == 0.3
+    assert 0 <= attrs(wait)["avatario.join_wait.duration"] < 0.3
+    start_span = otel.call("avatario.avatar_session.start")
+    assert attrs(start_span)["avatario.settled_by"] == "room_join"
+    assert start_span.status.status_code is StatusCode.UNSET
+    assert otel.call("avatario.start_session").status.status_code is StatusCode.ERROR
+    token = server.requests[0].json()["livekit"]["token"]
+    assert secrets_in(otel, API_KEY, LK_SECRET, token) == []
+
+
+def test_no_join_then_one_resend_is_two_calls_under_the_start(
+    otel: Recorded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    result, _ = start(monkeypatch, faults="lost")
+    assert result.attempts == 2
+    assert tree(otel) == [
+        (0, "avatario.avatar_session.start"),
+        (1, "avatario.start_session"),
+        (2, "POST"),
+        (1, "avatario.avatar_join_wait"),
+        (1, "avatario.start_session"),
+        (2, "POST"),
+    ]
+    assert attrs(otel.call("avatario.avatar_join_wait"))["avatario.join_wait.result"] == (
+        "not_joined"
+    )
+    start_span = otel.call("avatario.avatar_session.start")
+    assert attrs(start_span)["lk.retry_count"] == 1
+    assert attrs(start_span)["avatario.settled_by"] == "http"
+
+
+def test_a_failed_start_is_an_error_span(otel: Recorded, monkeypatch: pytest.MonkeyPatch) -> None:
+    error, _ = start(monkeypatch, api_key="wrong-key-0123456789")
+    assert isinstance(error, AuthenticationError)
+    span = otel.call("avatario.avatar_session.start")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.status.description == str(error)
+    assert attrs(span)["error.type"] == "401"
+    assert attrs(span)["avatario.outcome"] == "refused"
+    assert attrs(span)["lk.provider_request_ids"] == (error.request_id,)
+
+
+@pytest.fixture
+def livekit_provider() -> Iterator[Recorded]:
+    """A tracer provider given to livekit-agents only (its `set_tracer_provider`), as a worker
+    or LiveKit Cloud does; the process-wide provider stays unset."""
+    recorded = Recorded()
+    before = lk_telemetry.tracer._tracer_provider
+    lk_telemetry.set_tracer_provider(recorded.tracer_provider)
+    try:
+        yield recorded
+    finally:
+        lk_telemetry.tracer.set_provider(before)
+        recorded.tracer_provider.shutdown()
+
+
+def test_spans_go_where_livekits_go_and_nest_under_the_agents_span(
+    livekit_provider: Recorded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    with lk_telemetry.tracer.start_as_current_span("agent_session") as agent:
+        start(monkeypatch)
+    recorded = livekit_provider
+    assert tree(recorded) == [
+        (0, "agent_session"),
+        (1, "avatario.avatar_session.start"),
+        (2, "avatario.start_session"),
+        (3, "POST"),
+    ]
+    assert {s.context.trace_id for s in recorded.spans()} == {agent.get_span_context().trace_id}
+
+
+def test_without_any_provider_a_start_records_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _telemetry.current_tracer() is None
+    result, _ = start(monkeypatch)
+    assert result.session_id
