@@ -3,7 +3,7 @@
     start_call(request) ──▶ None         nobody listens: the request path does no telemetry work
                        └──▶ CallTrace    one span per call, one child span per attempt, metrics
 
-Nothing here imports OpenTelemetry, ever: providers are looked up only in an application that
+This module never causes an import of OpenTelemetry: providers are looked up only in a process that
 has imported ``opentelemetry.trace`` or ``opentelemetry.metrics`` itself (configuring an SDK
 does), and telemetry is on only when one of the global providers is not the API's default
 no-op/proxy provider. The check runs on every call (two dict lookups when OpenTelemetry was
