@@ -285,7 +285,7 @@ def _statuses(value: Iterable[int]) -> frozenset[int]:
 
 @attrs.frozen
 class RetryPolicy:
-    """When and how a failed call is tried again (see docs/retries.md).
+    """When and how a failed call is tried again (see [Retries](../retries.md)).
 
     A failure is retried only when Avatario cannot have acted on it: the request was not sent,
     or a status in `retry_statuses` refused it (408, 429, 503). Failures whose outcome is
@@ -430,7 +430,11 @@ class Settings:
         return timeout if connect is None else min(connect, timeout)
 
     def with_options(
-        self, *, timeout: object, retry: RetryPolicy | None, connect_timeout: object = ...
+        self,
+        *,
+        timeout: object,
+        retry: RetryPolicy | None,
+        connect_timeout: object = ...,
     ) -> Settings:
         """These settings with another timeout, connect timeout and/or retry policy (checked
         like the originals); an argument left out (None for `timeout` and `retry`) is kept."""
