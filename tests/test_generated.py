@@ -113,7 +113,8 @@ def test_code_generated_from_a_spec_with_enums_imports_on_every_python(tmp_path:
     finally:
         codegen.SPEC = original
     enum_module = (out / "models" / "session_status.py").read_text()
-    assert "Literal[" in enum_module and "StrEnum" not in enum_module
+    assert "Literal[" in enum_module
+    assert "StrEnum" not in enum_module
 
     script = (
         "import importlib, pkgutil, avatario_client\n"
