@@ -238,7 +238,8 @@ def render(
             s = _summary([calls[i] for i in ids])
             broken += s["broken"]
             if kind == "plugin":
-                over = f"no deadline; longest call {s['longest']:.1f} s"
+                slow = sum(1 for i in ids if calls[i]["elapsed"] > DEADLINE)
+                over = f"no deadline; longest call {s['longest']:.1f} s, {slow} over {DEADLINE:g} s"
                 client = "old plugin 1.8.9"
             else:
                 worst = s["worst_overshoot"]

@@ -436,7 +436,7 @@ def main() -> int:
         new["idle-race"], passed = idle_race_section(args.quick, args.seed, args.json)
         ok = ok and passed
     path = Path(args.out) / "reliability.md"
-    update(path, new)
+    update(path, new, everything=set(chosen) == set(SECTIONS))
     print(f"wrote {path}", file=sys.stderr)
     return 0 if ok else 1
 

@@ -469,5 +469,19 @@ def render(setting: Setting, runs: list[dict[str, Any]], *, command: str) -> str
             ),
             "",
             *rows,
+            "",
+            "How to read it. A call meets the race only when its client reuses a connection "
+            f"that has sat idle between {setting.idle:g} s and "
+            f"{setting.idle + setting.fin_delay:g} s; with gaps uniform over "
+            f"0–{setting.max_gap:g} s that is about {setting.fin_delay / setting.max_gap:.1%} "
+            "of calls for a pool that keeps idle connections longer than the server does. "
+            "aiohttp's connector keeps them 15 s by default (`keepalive_timeout`); an httpx "
+            "pool 5 s (`keepalive_expiry`), the server's own timeout here, so its window is "
+            "only the time between the server writing a response and the client reading it. "
+            "A client that takes the idle race as *not sent* resends it: race hits show up as "
+            "resends, never as false alarms. A client that takes it as *unknown* (the request "
+            'did reach a server that may have acted) turns each race hit into a false "may '
+            "have started\", unless it stops reusing connections before the server's idle "
+            "timeout.",
         ]
     )

@@ -51,12 +51,12 @@ def _avatar(body: bytes) -> str:
 def serve(host: str, port: int, api_key: str) -> None:
     from avatario_wrapper.testing import run_fake_server  # noqa: PLC0415 - only this end
 
-    # Requests cut off by the faults make uvicorn log tracebacks; the lab counts them instead.
-    logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
-
     with run_fake_server(
         api_key=api_key, host=host, port=port, honour_idempotency_key=False
     ) as server:
+        # Requests cut off by the faults make uvicorn log tracebacks; the lab counts them
+        # instead. (Set once uvicorn has configured its loggers.)
+        logging.getLogger("uvicorn.error").disabled = True
         print("ready", flush=True)
         for line in sys.stdin:
             if line.strip() == "count":

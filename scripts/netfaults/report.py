@@ -24,13 +24,17 @@ def sections(text: str) -> dict[str, str]:
     return {m["name"]: m["body"] for m in _SECTION.finditer(text)}
 
 
-def update(path: Path, new: dict[str, str]) -> None:
-    """Write `new`'s sections into the report at `path`, keeping its other sections."""
+def update(path: Path, new: dict[str, str], *, everything: bool = False) -> None:
+    """Write `new`'s sections into the report at `path`, keeping its other sections.
+
+    A report without markers (from before sections) is replaced only when `everything` says
+    that `new` holds every section its writer makes; otherwise that would lose it.
+    """
     old: dict[str, str] = {}
     if path.exists():
         text = path.read_text()
         old = sections(text)
-        if not old and text.strip():
+        if not old and text.strip() and not everything:
             raise SystemExit(
                 f"{path} has no section markers (written by an older scripts/reliability): "
                 "run scripts/reliability once in full to rewrite it"
