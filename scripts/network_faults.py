@@ -306,20 +306,25 @@ def _connect_lines(
         "(only the attempt's timeout bounds connecting: the client's behaviour before the "
         "parameter) and with the client's default.",
         "",
-        "| transport | connect_timeout=None: successes | errors | default: successes | errors |",
-        "| --- | --- | --- | --- | --- |",
+        "| transport | connect_timeout=None: successes | errors | worst overshoot "
+        "| default: successes | errors | worst overshoot |",
+        "|" + " --- |" * 7,
     ]
     for kind in TRANSPORTS:
         cells = []
         for variant in ("none", "default"):
             ids = connect["ids"].get(variant, {}).get(kind)
             if ids is None:
-                cells += ["not in this build (no `connect_timeout` parameter yet)", "–"]
+                cells += ["not in this build (no `connect_timeout` parameter yet)", "–", "–"]
                 continue
             s = _summary([calls[i] for i in ids])
             broken += s["broken"]
             rate = 100 * s["ok"] / s["calls"]
-            cells += [f"{s['ok']} / {s['calls']} ({rate:.1f} %)", _errors_cell(s["errors"])]
+            cells += [
+                f"{s['ok']} / {s['calls']} ({rate:.1f} %)",
+                _errors_cell(s["errors"]),
+                f"{s['worst_overshoot'] * 1000:+.0f} ms",
+            ]
         lines.append(f"| {kind} | {' | '.join(cells)} |")
     return lines
 

@@ -438,7 +438,8 @@ def render(setting: Setting, runs: list[dict[str, Any]], *, command: str) -> str
             '## The idle race: false "may have started"',
             "",
             f"Measured {datetime.date.today().isoformat()} on {os.cpu_count()} cores, Python "
-            f"{platform.python_version()}, by `{command}`.",
+            f"{platform.python_version()}, by `{command}` (this section alone: "
+            f"`{command} --sections idle-race`).",
             "",
             f"A server on 127.0.0.1 closes a keep-alive connection after {setting.idle:g} s "
             f"idle and its FIN reaches the client {setting.fin_delay * 1000:.0f} ms later; a "
