@@ -238,7 +238,27 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
 
         Every input is checked before any I/O. A failure is retried only where Avatario cannot
         have started the session (see `RetryPolicy`), with one idempotency key for every
-        attempt. Raises an `AvatarioError` subclass.
+        attempt.
+
+        Args:
+            avatar_id: The avatar (face) to render, as in the Avatario console.
+            agent_identity: The LiveKit participant identity of your agent; the avatar
+                follows its audio. Missing or blank: `MissingAgentIdentityError`.
+            livekit_url: The LiveKit server URL (``wss://``, ``ws://``, ``https://`` or
+                ``http://``).
+            livekit_token: A LiveKit token minted for the avatar's own identity (see
+                `avatario_wrapper.livekit.mint_avatar_token`). Never logged or shown.
+            video: Size and background of the video; default 1280 x 720.
+            idempotency_key: The key every attempt carries; default a new UUID. Pass an
+                error's `idempotency_key` to retry the same logical call by hand.
+
+        Returns:
+            The `StartSessionResult`.
+
+        Raises:
+            AvatarioConfigError: An input is not acceptable (nothing was sent).
+            APIError: The call failed; its `outcome` and `may_have_started` say what
+                Avatario may have done.
         """
         return self._call(
             START_SESSION,
@@ -388,7 +408,27 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
 
         Every input is checked before any I/O. A failure is retried only where Avatario cannot
         have started the session (see `RetryPolicy`), with one idempotency key for every
-        attempt. Raises an `AvatarioError` subclass.
+        attempt.
+
+        Args:
+            avatar_id: The avatar (face) to render, as in the Avatario console.
+            agent_identity: The LiveKit participant identity of your agent; the avatar
+                follows its audio. Missing or blank: `MissingAgentIdentityError`.
+            livekit_url: The LiveKit server URL (``wss://``, ``ws://``, ``https://`` or
+                ``http://``).
+            livekit_token: A LiveKit token minted for the avatar's own identity (see
+                `avatario_wrapper.livekit.mint_avatar_token`). Never logged or shown.
+            video: Size and background of the video; default 1280 x 720.
+            idempotency_key: The key every attempt carries; default a new UUID. Pass an
+                error's `idempotency_key` to retry the same logical call by hand.
+
+        Returns:
+            The `StartSessionResult`.
+
+        Raises:
+            AvatarioConfigError: An input is not acceptable (nothing was sent).
+            APIError: The call failed; its `outcome` and `may_have_started` say what
+                Avatario may have done.
         """
         return await self._call(
             START_SESSION,
