@@ -113,7 +113,7 @@ async def start(
 class Events:
     """Every event a room emits, in order, as (name, first identity or value)."""
 
-    NAMES = (
+    NAMES: tuple[Any, ...] = (
         "participant_connected",
         "participant_active",
         "participant_disconnected",
@@ -698,7 +698,7 @@ def _doc_block(heading: str) -> str:
     text = (ROOT / "docs" / "livekit.md").read_text()
     section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
     [block] = re.findall(r"^```python\n(.*?)^```", section, re.DOTALL | re.MULTILINE)
-    return block
+    return str(block)
 
 
 def test_the_documented_test_runs_unchanged() -> None:

@@ -64,7 +64,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from .._extras import hint
 
@@ -75,6 +75,8 @@ if _PROBLEM is not None:
 
 from livekit import api, rtc  # noqa: E402 - after the extra's check
 from livekit.agents.testing import fake_job_context  # noqa: E402
+
+# The protocol records livekit's own Room builds its participants and publications from.
 from livekit.rtc._proto import handle_pb2, participant_pb2, track_pb2  # noqa: E402
 
 if TYPE_CHECKING:
@@ -89,7 +91,7 @@ __all__ = [
     "StandInRoom",
 ]
 
-logger = logging.getLogger("avatario_wrapper.testing")
+logger: logging.Logger = logging.getLogger("avatario_wrapper.testing")
 
 #: The attribute LiveKit reads to count the avatar's tracks as the agent's.
 PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
@@ -104,6 +106,7 @@ _NO_HANDLE = 0  # livekit's INVALID_HANDLE: an object with it never calls the na
 _WHY = "a StandInRoom has no LiveKit server behind it (see avatario_wrapper.testing.livekit)"
 
 RpcHandler = Callable[[rtc.RpcInvocationData], "Awaitable[str | None] | str | None"]
+_Handler = TypeVar("_Handler", bound=RpcHandler)
 
 
 class _SessionSource(Protocol):
@@ -182,8 +185,8 @@ class StandInByteStreamWriter(rtc.ByteStreamWriter):
         )
         self.topic = topic
         self.destination_identities: tuple[str, ...] = tuple(destination_identities or ())
-        self.closed = False
-        self.close_reason = ""
+        self.closed: bool = False
+        self.close_reason: str = ""
         self._chunks: list[bytes] = []
 
     @property
@@ -234,10 +237,13 @@ class StandInLocalParticipant(rtc.LocalParticipant):
 
     # -- RPC -------------------------------------------------------------------------------
 
-    def register_rpc_method(self, method_name: str, handler: Any = None) -> Any:
-        """Keep `handler` for `method_name` (as livekit does); `rpc_from` calls it."""
+    def register_rpc_method(
+        self, method_name: str, handler: _Handler | None = None
+    ) -> _Handler | Callable[[_Handler], _Handler]:
+        """Keep `handler` for `method_name` (as livekit does); `rpc_from` calls it. As
+        livekit's (same signature), it is a decorator when `handler` is left out."""
 
-        def register(handler_func: Any) -> Any:
+        def register(handler_func: _Handler) -> _Handler:
             self._rpc_handlers[method_name] = handler_func
             return handler_func
 
@@ -506,8 +512,13 @@ class StandInRoom(rtc.Room):
         self.emit("connection_state_changed", self._state)
         self.emit("disconnected", reason)
 
-    get_rtc_stats = _not_implemented("get_rtc_stats", asynchronous=True)
-    simulate_scenario = _not_implemented("simulate_scenario", asynchronous=True)
+    async def get_rtc_stats(self) -> NoReturn:
+        """Not implemented: no media flows, so there are no statistics."""
+        raise NotImplementedError(f"get_rtc_stats is not implemented: {_WHY}")
+
+    async def simulate_scenario(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not implemented: there is no connection to break."""
+        raise NotImplementedError(f"simulate_scenario is not implemented: {_WHY}")
 
     # -- test controls: the other participants -------------------------------------------------
 
@@ -710,7 +721,7 @@ class StandInRoom(rtc.Room):
             info = getattr(ctx, "_info", None)  # livekit's fake job has an empty token
             if info is not None and hasattr(info, "token"):
                 info.token = self._agent_token()
-            vars(ctx)["api"] = StandInLiveKitAPI(self)  # JobContext.api is a cached property
+            vars(ctx)["api"] = _StandInLiveKitAPI(self)  # JobContext.api is a cached property
             try:
                 yield ctx
             finally:
@@ -840,6 +851,12 @@ class AvatarLink:
             return
         if not room.isconnected():
             return  # the avatar joins the room on the server; a disconnected agent never sees it
+        if identity == room.local_participant.identity:
+            logger.warning(
+                "session %s: the avatar's identity is the agent's own, so it cannot join",
+                started.session_id,
+            )
+            return
         if identity in room.remote_participants:  # LiveKit replaces a duplicate identity
             room.remove_participant(identity, reason=rtc.DisconnectReason.DUPLICATE_IDENTITY)
         agent = started.payload.get("agent_id")
@@ -891,11 +908,11 @@ class _StandInRoomService:
         )
 
 
-class StandInLiveKitAPI:
+class _StandInLiveKitAPI:
     """A job's ``ctx.api`` inside `StandInRoom.job_context`: only ``room.remove_participant``."""
 
     def __init__(self, room: StandInRoom) -> None:
-        self.room = _StandInRoomService(room)
+        self.room: _StandInRoomService = _StandInRoomService(room)
 
     async def aclose(self) -> None:
         return None
