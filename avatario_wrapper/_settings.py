@@ -9,6 +9,7 @@ is one client's resolved configuration, shared with its `with_options` copies.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import ipaddress
 import math
@@ -72,7 +73,15 @@ def check_agent_identity(value: object, field: str = "agent_identity") -> str:
 
 
 def _check_uri(field: str, value: object, schemes: tuple[str, ...]) -> str:
-    text = _require_str(field, value)
+    if type(value) is str:
+        return _check_uri_text(field, value, schemes)
+    return _check_uri_text(field, _require_str(field, value), schemes)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_uri_text(field: str, text: str, schemes: tuple[str, ...]) -> str:
+    """The checks of `_check_uri` for a string; cached (a service sends the same LiveKit URL
+    on every call). An exception is not cached: it is raised again each time."""
     allowed = " or ".join(schemes)
     if len(text) > MAX_URL_CHARS:
         raise AvatarioConfigError(field, f"must be at most {MAX_URL_CHARS} characters")
