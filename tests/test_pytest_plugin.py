@@ -153,6 +153,12 @@ def test_the_run_fake_lasts_the_run_1(fake_avatario_server):
     RUN.append(len(fake_avatario_server.sessions))
 
 
+def test_the_run_fake_serves_in_a_thread_of_its_own_name(fake_avatario_server):
+    import threading
+
+    assert "fake-avatario-shared" in [t.name for t in threading.enumerate()]
+
+
 def test_the_run_fake_lasts_the_run_2(fake_avatario_server, fake_avatario, avatario_client):
     assert len(fake_avatario_server.sessions) == RUN[0] >= 1
     assert fake_avatario.url == fake_avatario_server.url
@@ -305,10 +311,26 @@ def test_the_marker_is_registered(pytestconfig):
 """
 
 
+OVERRIDDEN_TESTS = """
+@pytest.fixture(scope="module")
+def fake_avatario_server():
+    with run_fake_server(api_key="my-key") as server:  # a plain fake: it cannot lend its address
+        yield server
+
+
+def test_fake_avatario_then_gets_a_server_of_its_own(fake_avatario, fake_avatario_server):
+    assert fake_avatario.url != fake_avatario_server.url
+    assert fake_avatario.api_key == "test-key"
+    fake_avatario.stop()  # its own: it may
+"""
+
+
 def test_sync_tests_each_get_a_fake_of_their_own(pytester: pytest.Pytester) -> None:
     write(pytester, "test_sync", SYNC_TESTS)
+    write(pytester, "test_overridden", OVERRIDDEN_TESTS)
     result = run(pytester)
-    result.assert_outcomes(passed=len(re.findall(r"\n    def test_|\ndef test_", SYNC_TESTS)) + 1)
+    tests = len(re.findall(r"\n    def test_|\ndef test_", SYNC_TESTS))
+    result.assert_outcomes(passed=tests + 1 + 1)  # one parametrized twice; the override
     assert_clean(result)
 
 

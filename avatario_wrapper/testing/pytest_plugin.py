@@ -81,6 +81,8 @@ _MARKER_HELP = (
     "timeout (see avatario-wrapper's docs/testing.md)"
 )
 
+#: The thread of the run's shared fake (a test's own fakes serve in "fake-avatario" threads).
+SHARED_THREAD_NAME = "fake-avatario-shared"
 #: The fake a test used, for its report when it fails.
 _USED_FAKE = pytest.StashKey["FakeServer"]()
 
@@ -172,6 +174,8 @@ def fake_avatario_server() -> Iterator[FakeServer]:
     from .runner import FakeServer  # noqa: PLC0415 - only when used
 
     server = FakeServer(LendingFake()).start()
+    if server._thread is not None:  # told apart from the fakes that tests start and stop
+        server._thread.name = SHARED_THREAD_NAME
     try:
         yield server
     finally:
@@ -198,24 +202,27 @@ def fake_avatario(request: pytest.FixtureRequest) -> Iterator[FakeServer]:
         problem = str(error)
     if problem is not None:  # outside the except: one line, no chained traceback
         _usage(problem)
-    if options.get("own_server", False):
-        from .runner import FakeServer  # noqa: PLC0415 - only when used
+    from ._shared_fake import BorrowedServer, LendingFake  # noqa: PLC0415 - only when used
+    from .runner import FakeServer  # noqa: PLC0415 - only when used
 
+    lender: FakeServer | None = None
+    if not options.get("own_server", False):
+        lender = request.getfixturevalue("fake_avatario_server")
+    if lender is None or not isinstance(lender.app, LendingFake):
+        # A server of its own: asked for, or fake_avatario_server was overridden by a fake
+        # that cannot lend its address.
         with FakeServer(app) as own:
             request.node.stash[_USED_FAKE] = own
             yield own
         return
-    from ._shared_fake import BorrowedServer, LendingFake  # noqa: PLC0415 - only when used
-
-    lender: FakeServer = request.getfixturevalue("fake_avatario_server")
-    assert isinstance(lender.app, LendingFake)
-    lender.app.lend(app)
+    lending = lender.app
+    lending.lend(app)
     try:
         server = BorrowedServer(app, lender)
         request.node.stash[_USED_FAKE] = server
         yield server
     finally:
-        lender.app.lend(None)
+        lending.lend(None)
 
 
 @pytest.fixture
