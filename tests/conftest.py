@@ -16,6 +16,9 @@ import pytest
 from avatario_wrapper import AsyncAvatarioClient, AvatarioClient, RetryPolicy, StartSessionResult
 from avatario_wrapper.testing import FakeClock
 
+# tests/test_pytest_plugin.py runs test files of its own through pytest's `pytester`.
+pytest_plugins = ["pytester"]
+
 # Recognisable secrets: no test output, log record, repr or error may contain them.
 API_KEY = "sk_test_SECRET_KEY_5f2b9c"
 TOKEN = "eyJ.SECRET_LIVEKIT_TOKEN.7d1e"
