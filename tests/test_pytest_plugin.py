@@ -609,8 +609,8 @@ def test_without_the_server_extra_the_fixtures_say_what_to_install(
     result.assert_outcomes(passed=1, errors=3)
     out = result.stdout.str()
     install = (
-        "needs the server extra (missing: uvicorn): pip install 'avatario-wrapper[server]' "
-        "(from a checkout: pip install '.[server]')"
+        "needs the server extra (missing: uvicorn): pip install '.[server]' in a checkout of "
+        "avatario-wrapper"
     )
     assert f"the fake_avatario fixture {install}" in result.stdout.lines
     assert f"the fake_avatario_server fixture {install}" in result.stdout.lines

@@ -1,8 +1,8 @@
 """Test helpers for services that use avatario_wrapper.
 
 `FakeClock` needs nothing beyond the core install. The fake Avatario server (`FakeAvatario`,
-`run_fake_server`, `Fault`, ...) needs the ``server`` extra: ``pip install
-avatario-wrapper[server]``; it is imported only when first used. The stand-in LiveKit room
+`run_fake_server`, `Fault`, ...) needs the ``server`` extra (``pip install '.[server]'`` in a
+checkout); it is imported only when first used. The stand-in LiveKit room
 (`StandInRoom`, `AvatarLink`: see `avatario_wrapper.testing.livekit`) needs the ``livekit``
 extra as well.
 """
