@@ -46,15 +46,16 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import pytest
 
-from .._clients import AsyncAvatarioClient, AvatarioClient
 from .._extras import hint
-from .._settings import RetryPolicy
 from ..errors import AvatarioConfigError
+
+if TYPE_CHECKING:  # the clients (and httpx) are imported only when a fixture makes one
+    from .._clients import AsyncAvatarioClient, AvatarioClient
 
 if TYPE_CHECKING:
     from .runner import FakeServer
 
-ClientT = TypeVar("ClientT", AvatarioClient, AsyncAvatarioClient)
+ClientT = TypeVar("ClientT", "AvatarioClient", "AsyncAvatarioClient")
 
 MARKER = "avatario"
 #: The marker's options that make the fake (`FakeAvatario`'s own keyword arguments).
@@ -133,6 +134,8 @@ def _options(node: pytest.Item) -> dict[str, Any]:
     if not isinstance(options.get("own_server", False), bool):
         _usage("own_server must be True or False")
     retry = options.get("retry")
+    from .._settings import RetryPolicy  # noqa: PLC0415 - not at import (see the docstring)
+
     if retry is not None and not isinstance(retry, RetryPolicy):
         _usage(f"retry must be an avatario_wrapper.RetryPolicy, not {type(retry).__name__}")
     return options
@@ -230,6 +233,8 @@ def avatario_client(
     fake_avatario: FakeServer, request: pytest.FixtureRequest
 ) -> Iterator[AvatarioClient]:
     """An `AvatarioClient` bound to ``fake_avatario``; closed after the test."""
+    from .._clients import AvatarioClient  # noqa: PLC0415 - only when used
+
     client = _client(AvatarioClient, fake_avatario, request.node)
     with client:
         yield client
@@ -244,6 +249,7 @@ def async_avatario_client(
     A plain (sync) fixture: it binds to the event loop the test first sends on, whichever
     plugin made it, and closes its connections on that loop before the loop closes.
     """
+    from .._clients import AsyncAvatarioClient  # noqa: PLC0415 - only when used
     from ._loop_bound import close_with_its_loop  # noqa: PLC0415 - only when used
 
     client = close_with_its_loop(_client(AsyncAvatarioClient, fake_avatario, request.node))
