@@ -20,6 +20,9 @@ answer; and a server's ``Keep-Alive: timeout=N`` sets how long it may idle (`bas
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
@@ -254,9 +257,18 @@ def own_client(kind: type[T], base_url: str, timeout: float) -> T:
         follow_redirects=False,
         trust_env=False,
         proxy=proxy[1] if proxy else None,
-        verify=httpx.create_ssl_context(trust_env=True),
+        verify=_ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
         limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY),
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """One verifying TLS context per set of CA locations, shared by the pools the clients
+    make: loading the CA bundle costs tens of milliseconds, and a context is safe to share
+    across pools and threads. The arguments are the environment's ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR``, which httpx reads (so a change of either gets a new context)."""
+    return httpx.create_ssl_context(trust_env=True)
 
 
 def _pools(http: httpx.Client | httpx.AsyncClient) -> list[Any]:
