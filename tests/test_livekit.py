@@ -516,7 +516,7 @@ def test_an_avatar_already_in_the_room_settles_at_once(
 
     started = time.monotonic()
     result, server = with_fake(body, monkeypatch, faults="lost")
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # not the 60 s join wait (a loaded-machine bound)
     assert result.data["settled_by"] == "room_join"
     assert len(server.requests) == 1
 
