@@ -14,10 +14,8 @@ Every failure is an `AvatarioError` subclass (see `avatario_wrapper.errors`); re
 `RetryPolicy`; `AsyncAvatarioClient` is the same for asyncio.
 """
 
-from ._clients import AsyncAvatarioClient, AvatarioClient
-from ._clock import Clock
-from ._operations import StartSessionResult
-from ._settings import RetryPolicy, VideoOptions
+from typing import TYPE_CHECKING, Any
+
 from ._version import __version__
 from .errors import (
     APIConnectionError,
@@ -41,6 +39,12 @@ from .errors import (
     UnprocessableEntityError,
     WrongEventLoopError,
 )
+
+if TYPE_CHECKING:
+    from ._clients import AsyncAvatarioClient, AvatarioClient
+    from ._clock import Clock
+    from ._operations import StartSessionResult
+    from ._settings import RetryPolicy, VideoOptions
 
 __all__ = [
     "APIConnectionError",
@@ -71,3 +75,29 @@ __all__ = [
     "WrongEventLoopError",
     "__version__",
 ]
+
+#: Imported on first use, so that importing the package (as pytest does for its plugin in every
+#: project where it is installed) costs only the error classes; the clients need httpx.
+_LAZY = {
+    "AsyncAvatarioClient": "._clients",
+    "AvatarioClient": "._clients",
+    "Clock": "._clock",
+    "RetryPolicy": "._settings",
+    "StartSessionResult": "._operations",
+    "VideoOptions": "._settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib  # noqa: PLC0415
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # once found, an ordinary attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,8 +9,8 @@ serialised by the operation, then the retry state. Each public method is one
 from __future__ import annotations
 
 import importlib.util
-from types import TracebackType
-from typing import Any, Generic, TypeVar
+from types import EllipsisType, TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
@@ -30,6 +30,9 @@ from ._telemetry import start_call, traced_once, traced_once_async
 from ._transports.base import CLOSED_MESSAGE, AsyncTransport, SyncTransport
 from ._transports.httpx import AsyncHttpxTransport, HttpxTransport
 from .errors import ClientClosedError
+
+if TYPE_CHECKING:
+    import aiohttp
 
 HttpT = TypeVar("HttpT")
 TransportT = TypeVar("TransportT", SyncTransport, AsyncTransport)
@@ -104,7 +107,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
         *,
         timeout: float | None = None,
         retry: RetryPolicy | None = None,
-        connect_timeout: float | None = ...,  # type: ignore[assignment]
+        connect_timeout: float | EllipsisType | None = ...,
     ) -> ClientT:
         """A client with other settings that shares this one's connection pool and retry budget.
 
@@ -167,7 +170,7 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
             left of the retry policy's `max_elapsed`).
         connect_timeout: Seconds opening a connection (TCP and TLS) may take within an
             attempt, so a lost SYN leaves time for a fresh attempt; None: only `timeout`
-            bounds it. See docs/retries.md.
+            bounds it. See [Retries](../retries.md#connecting).
         retry: The `RetryPolicy`; default ``RetryPolicy()``.
         http_client: An `httpx.Client` to send with, used as is (its TLS and proxy settings
             included; its redirects never followed) and not closed by `close()`.
@@ -177,6 +180,29 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
     A client made before ``os.fork()`` never shares a pooled connection with its child: the
     child opens its own.
     """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float | None = 1.0,
+        retry: RetryPolicy | None = None,
+        http_client: httpx.Client | None = None,
+        allow_insecure_http: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            api_key,
+            base_url=base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retry=retry,
+            http_client=http_client,
+            allow_insecure_http=allow_insecure_http,
+            clock=clock,
+        )
 
     def _new_transport(self, http_client: httpx.Client | None) -> SyncTransport:
         if http_client is not None and not isinstance(http_client, httpx.Client):
@@ -212,7 +238,27 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
 
         Every input is checked before any I/O. A failure is retried only where Avatario cannot
         have started the session (see `RetryPolicy`), with one idempotency key for every
-        attempt. Raises an `AvatarioError` subclass.
+        attempt.
+
+        Args:
+            avatar_id: The avatar (face) to render, as in the Avatario console.
+            agent_identity: The LiveKit participant identity of your agent; the avatar
+                follows its audio. Missing or blank: `MissingAgentIdentityError`.
+            livekit_url: The LiveKit server URL (``wss://``, ``ws://``, ``https://`` or
+                ``http://``).
+            livekit_token: A LiveKit token minted for the avatar's own identity (see
+                `avatario_wrapper.livekit.mint_avatar_token`). Never logged or shown.
+            video: Size and background of the video; default 1280 x 720.
+            idempotency_key: The key every attempt carries; default a new UUID. Pass an
+                error's `idempotency_key` to retry the same logical call by hand.
+
+        Returns:
+            The `StartSessionResult`.
+
+        Raises:
+            AvatarioConfigError: An input is not acceptable (nothing was sent).
+            APIError: The call failed; its `outcome` and `may_have_started` say what
+                Avatario may have done.
         """
         return self._call(
             START_SESSION,
@@ -282,13 +328,13 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
             left of the retry policy's `max_elapsed`).
         connect_timeout: Seconds opening a connection (TCP and TLS) may take within an
             attempt, so a lost SYN leaves time for a fresh attempt; None: only `timeout`
-            bounds it. See docs/retries.md.
+            bounds it. See [Retries](../retries.md#connecting).
         retry: The `RetryPolicy`; default ``RetryPolicy()``.
         http_client: An `httpx.AsyncClient` or an `aiohttp.ClientSession` (a LiveKit
             worker's shared session, say) to send with, used as is and not closed by
             `aclose()`. Without one the client sends over aiohttp when it is installed (the
             ``aiohttp`` extra; much faster with many requests in flight, see
-            docs/benchmarks.md), else over an `httpx.AsyncClient`.
+            [Benchmarks](../benchmarks.md)), else over an `httpx.AsyncClient`.
         allow_insecure_http: Allow a plain-http `base_url` that is not loopback.
         clock: Time, sleeps and jitter (tests pass `avatario_wrapper.testing.FakeClock`).
 
@@ -297,6 +343,29 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
     before sending anything; make one client per event loop. Cancelling a task that is
     calling it ends the call with `asyncio.CancelledError` and sends nothing more.
     """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float | None = 1.0,
+        retry: RetryPolicy | None = None,
+        http_client: httpx.AsyncClient | aiohttp.ClientSession | None = None,
+        allow_insecure_http: bool = False,
+        clock: Clock | None = None,
+    ) -> None:
+        super().__init__(
+            api_key,
+            base_url=base_url,
+            timeout=timeout,
+            connect_timeout=connect_timeout,
+            retry=retry,
+            http_client=http_client,
+            allow_insecure_http=allow_insecure_http,
+            clock=clock,
+        )
 
     def _new_transport(self, http_client: Any) -> AsyncTransport:
         base_url, timeout = self._settings.base_url, self._settings.timeout
@@ -338,7 +407,27 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
 
         Every input is checked before any I/O. A failure is retried only where Avatario cannot
         have started the session (see `RetryPolicy`), with one idempotency key for every
-        attempt. Raises an `AvatarioError` subclass.
+        attempt.
+
+        Args:
+            avatar_id: The avatar (face) to render, as in the Avatario console.
+            agent_identity: The LiveKit participant identity of your agent; the avatar
+                follows its audio. Missing or blank: `MissingAgentIdentityError`.
+            livekit_url: The LiveKit server URL (``wss://``, ``ws://``, ``https://`` or
+                ``http://``).
+            livekit_token: A LiveKit token minted for the avatar's own identity (see
+                `avatario_wrapper.livekit.mint_avatar_token`). Never logged or shown.
+            video: Size and background of the video; default 1280 x 720.
+            idempotency_key: The key every attempt carries; default a new UUID. Pass an
+                error's `idempotency_key` to retry the same logical call by hand.
+
+        Returns:
+            The `StartSessionResult`.
+
+        Raises:
+            AvatarioConfigError: An input is not acceptable (nothing was sent).
+            APIError: The call failed; its `outcome` and `may_have_started` say what
+                Avatario may have done.
         """
         return await self._call(
             START_SESSION,

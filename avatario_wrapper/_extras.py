@@ -7,10 +7,11 @@ import importlib.util
 #: The modules each extra brings, as imported.
 EXTRAS: dict[str, tuple[str, ...]] = {
     "cli": ("click", "rich"),
-    "server": ("starlette", "uvicorn", "jsonschema", "yaml", "rfc3986_validator"),
+    "server": ("uvicorn", "jsonschema", "yaml", "rfc3986_validator"),
     "aiohttp": ("aiohttp",),
     "livekit": ("livekit.agents", "livekit.api"),
     "contract": ("schemathesis",),
+    "otel": ("opentelemetry",),
 }
 
 
@@ -31,8 +32,10 @@ def hint(what: str, *extras: str) -> str | None:
     gone = missing(*extras)
     if not gone:
         return None
+    # avatario-wrapper is not on a package index yet: it installs from a checkout (or a wheel
+    # built from one), so that is the command to name.
     return (
         f"{what} needs the {', '.join(extras)} extra{'s' if len(extras) > 1 else ''} "
-        f"(missing: {', '.join(gone)}): pip install 'avatario-wrapper[{','.join(extras)}]' "
-        f"(from a checkout: pip install '.[{','.join(extras)}]')"
+        f"(missing: {', '.join(gone)}): pip install '.[{','.join(extras)}]' in a checkout of "
+        "avatario-wrapper"
     )

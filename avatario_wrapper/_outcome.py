@@ -29,21 +29,23 @@ __all__ = [
 
 
 class Outcome(str, enum.Enum):
-    """What Avatario may have done with a failed attempt (see docs/retries.md).
+    """What Avatario may have done with a failed attempt (see [Retries](../retries.md)).
 
-    Members: `NOT_SENT`, `REFUSED`, `UNKNOWN`, `STARTED`; each value is its lower-case name.
+    A `str` enum: each member's value is its lower-case name (``"not_sent"``, ``"refused"``,
+    ``"unknown"``, ``"started"``).
     """
 
-    #: The request never reached Avatario whole: DNS, refused, connect, TLS, proxy or pool
-    #: failure, or not one byte of it written.
     NOT_SENT = "not_sent"
-    #: Avatario (or a proxy) answered with a status saying it did not act: a 4xx, 503.
+    """The request never reached Avatario whole: DNS, refused, connect, TLS, proxy or pool
+    failure, or not one byte of it written. Always safe to send again."""
     REFUSED = "refused"
-    #: The request went out and no answer says what happened: a read timeout, a reset or a
-    #: close before the answer (on a fresh or a reused connection), 500, 502, 504.
+    """Avatario (or a proxy) answered with a status saying it did not act: a 4xx, 503."""
     UNKNOWN = "unknown"
-    #: A 2xx arrived: the operation was carried out (a session started), whatever the body says.
+    """The request went out and no answer says what happened: a read timeout, a reset or a
+    close before the answer (on a fresh or a reused connection), 500, 502, 504."""
     STARTED = "started"
+    """A 2xx arrived: the operation was carried out (a session started), whatever the body
+    says."""
 
 
 #: The one 5xx that says the server did not act on the request (it may later).

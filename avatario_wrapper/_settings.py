@@ -9,6 +9,7 @@ is one client's resolved configuration, shared with its `with_options` copies.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import ipaddress
 import math
@@ -72,7 +73,15 @@ def check_agent_identity(value: object, field: str = "agent_identity") -> str:
 
 
 def _check_uri(field: str, value: object, schemes: tuple[str, ...]) -> str:
-    text = _require_str(field, value)
+    if type(value) is str:
+        return _check_uri_text(field, value, schemes)
+    return _check_uri_text(field, _require_str(field, value), schemes)
+
+
+@functools.lru_cache(maxsize=256)
+def _check_uri_text(field: str, text: str, schemes: tuple[str, ...]) -> str:
+    """The checks of `_check_uri` for a string; cached (a service sends the same LiveKit URL
+    on every call). An exception is not cached: it is raised again each time."""
     allowed = " or ".join(schemes)
     if len(text) > MAX_URL_CHARS:
         raise AvatarioConfigError(field, f"must be at most {MAX_URL_CHARS} characters")
@@ -285,7 +294,7 @@ def _statuses(value: Iterable[int]) -> frozenset[int]:
 
 @attrs.frozen
 class RetryPolicy:
-    """When and how a failed call is tried again (see docs/retries.md).
+    """When and how a failed call is tried again (see [Retries](../retries.md)).
 
     A failure is retried only when Avatario cannot have acted on it: the request was not sent,
     or a status in `retry_statuses` refused it (408, 429, 503). Failures whose outcome is
@@ -430,7 +439,11 @@ class Settings:
         return timeout if connect is None else min(connect, timeout)
 
     def with_options(
-        self, *, timeout: object, retry: RetryPolicy | None, connect_timeout: object = ...
+        self,
+        *,
+        timeout: object,
+        retry: RetryPolicy | None,
+        connect_timeout: object = ...,
     ) -> Settings:
         """These settings with another timeout, connect timeout and/or retry policy (checked
         like the originals); an argument left out (None for `timeout` and `retry`) is kept."""

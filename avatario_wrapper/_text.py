@@ -94,6 +94,8 @@ def clip(text: str, limit: int, secrets: tuple[str, ...]) -> str:
     Redacting before cutting matters: a secret that straddles the cut would otherwise leave
     its first characters behind. The same holds at the end of a body that was itself cut off.
     """
+    if not any(len(s) >= MIN_REDACTED_CHARS and s[:4] in text for s in secrets):
+        return text[:limit]  # no secret, nor the start of one, anywhere in it
     text = redact(text, secrets)[:limit]
     for secret in secrets:
         if len(secret) < MIN_REDACTED_CHARS:

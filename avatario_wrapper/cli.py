@@ -31,6 +31,7 @@ from ._clients import AvatarioClient
 from ._console import RetryLogHandler
 from ._extras import hint
 from ._settings import API_KEY_ENV, RetryPolicy, VideoOptions
+from ._text import one_line
 from .errors import (
     APIConnectionError,
     APIResponseValidationError,
@@ -49,6 +50,10 @@ EXIT_REFUSED = 6
 EXIT_SERVER = 7
 EXIT_INVALID_RESPONSE = 8
 TOKEN_ENV = "AVATARIO_LIVEKIT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
+#: Where ``fake-server`` reads the LiveKit key and secret it verifies tokens with (as LiveKit's
+#: own tools and the avatar plugin name them).
+LIVEKIT_KEY_ENV = "LIVEKIT_API_KEY"
+LIVEKIT_SECRET_ENV = "LIVEKIT_API_SECRET"  # noqa: S105 - the name of a variable
 
 # soft_wrap: a message is one line however narrow the terminal (or none, for a log file).
 stderr: Console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -226,26 +231,85 @@ def start_session(
 )
 @click.option("--faults", default="", help="A fault script, e.g. '503*2,429:retry-after=1'.")
 @click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed the random faults (503@10%); the seed in use is printed at start-up.",
+)
+@click.option(
+    "--control",
+    is_flag=True,
+    help="Serve /_fake/faults to change the faults while it runs (loopback, with the API key).",
+)
+@click.option(
+    "--spec",
+    "spec_path",
+    type=click.Path(exists=True, dir_okay=False, readable=True),
+    default=None,
+    help="Serve this OpenAPI document (YAML or JSON) instead of the bundled openapi.yaml.",
+)
+@click.option(
+    "--livekit-api-key",
+    envvar=LIVEKIT_KEY_ENV,
+    default=None,
+    help=f"With --livekit-api-secret: verify the avatar's LiveKit token (or ${LIVEKIT_KEY_ENV}).",
+)
+@click.option(
+    "--livekit-api-secret",
+    envvar=LIVEKIT_SECRET_ENV,
+    default=None,
+    help=f"The LiveKit API secret (or ${LIVEKIT_SECRET_ENV}); never printed.",
+)
+@click.option(
     "--ignore-idempotency-key",
     is_flag=True,
     help="Play a server that ignores Idempotency-Key (every valid request starts a session).",
 )
 def fake_server(
-    host: str, port: int, api_key: str, faults: str, ignore_idempotency_key: bool
+    host: str,
+    port: int,
+    api_key: str,
+    faults: str,
+    seed: int | None,
+    control: bool,
+    spec_path: str | None,
+    livekit_api_key: str | None,
+    livekit_api_secret: str | None,
+    ignore_idempotency_key: bool,
 ) -> None:
-    """Run the fake Avatario until interrupted (Ctrl-C). Needs the server extra."""
+    """Run the fake Avatario until interrupted (Ctrl-C). Needs the server extra.
+
+    With --control, change its faults while it runs: PUT a script to /_fake/faults (GET shows
+    them, POST adds, DELETE drops them), from this machine, with the x-api-key header.
+    """
     import threading
 
     _need("avatario fake-server", "server")
     from .testing import FakeAvatario, FakeServer
+    from .testing._spec import SpecError
     from .testing.faults import FaultSyntaxError
 
+    if (livekit_api_key is None) != (livekit_api_secret is None):
+        raise click.UsageError(
+            "give both --livekit-api-key and --livekit-api-secret (or "
+            f"{LIVEKIT_KEY_ENV} and {LIVEKIT_SECRET_ENV}) to verify LiveKit tokens, or neither"
+        )
+    spec = _read_spec(spec_path) if spec_path is not None else None
     try:
         app = FakeAvatario(
-            api_key=api_key, faults=faults, honour_idempotency_key=not ignore_idempotency_key
+            api_key=api_key,
+            faults=faults,
+            honour_idempotency_key=not ignore_idempotency_key,
+            livekit_api_key=livekit_api_key,
+            livekit_api_secret=livekit_api_secret,
+            spec=spec,
+            seed=seed,
+            control=control,
         )
     except FaultSyntaxError as error:
         raise click.BadParameter(str(error), param_hint="--faults") from None
+    except SpecError as error:
+        raise click.BadParameter(str(error), param_hint="--spec") from None
     server = FakeServer(app, host=host, port=port)
     try:
         server.start()
@@ -257,11 +321,26 @@ def fake_server(
         )
         sys.exit(EXIT_USAGE)
     try:
-        stderr.print(f"fake Avatario listening on [bold]{server.url}[/] (POST /start-session)")
+        url = escape(server.url)
+        if spec_path is None:
+            stderr.print(f"fake Avatario listening on [bold]{url}[/] (POST /start-session)")
+        else:
+            operations = ", ".join(app.operation_ids) or "none"
+            stderr.print(f"fake Avatario listening on [bold]{url}[/] (operations: {operations})")
+            stderr.print(f"serving the spec {escape(spec_path)}")
         if faults:
             stderr.print(f"fault script: {escape(faults)}")
+        stderr.print(f"random faults seeded with {app.seed} (--seed {app.seed} replays them)")
         if ignore_idempotency_key:
             stderr.print("Idempotency-Key is ignored: every valid request starts a session")
+        if app.verifies_tokens:
+            stderr.print(
+                "LiveKit tokens are verified with the given LiveKit API key and secret "
+                "(a bad token is a 422)"
+            )
+        if control:
+            for line in _control_help(server.url, _key_source()):
+                stderr.print(escape(line))
         stderr.print("press Ctrl-C to stop")
         try:
             threading.Event().wait()
@@ -269,6 +348,45 @@ def fake_server(
             stderr.print(f"stopping; {len(server.requests)} requests served")
     finally:
         server.stop()
+
+
+def _read_spec(path: str) -> dict[str, Any]:
+    """The OpenAPI document at `path` (YAML or JSON), or a usage error naming --spec."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            document = yaml.safe_load(file)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        problem = one_line(str(error).replace("\n", " "))
+        raise click.BadParameter(f"cannot read {path}: {problem}", param_hint="--spec") from None
+    if not isinstance(document, dict):
+        raise click.BadParameter(
+            f"{path} is not an OpenAPI document (a mapping with 'paths')", param_hint="--spec"
+        )
+    return document
+
+
+def _key_source() -> str:
+    """How to write the API key in a shell command: its variable, never its value."""
+    source = click.get_current_context().get_parameter_source("api_key")
+    if source is click.core.ParameterSource.ENVIRONMENT:
+        return f"${API_KEY_ENV}"
+    return "<your --api-key>"
+
+
+def _control_help(url: str, key: str) -> list[str]:
+    """How to change a running fake's faults (the key as `key`, a variable or a placeholder)."""
+    control = f"{url}/_fake/faults"
+    header = f'-H "x-api-key: {key}"'
+    return [
+        f"control endpoint: {control} (clients on this machine, with the x-api-key header)",
+        f"  replace the faults:  curl -X PUT {header} --data '503*2,reset@5%' {control}",
+        f"  add to them:         curl -X POST {header} --data '429:retry-after=1' {control}",
+        f"  see what is left:    curl {header} {control}",
+        f"  drop them all:       curl -X DELETE {header} {control}",
+        f"  restart the draws:   curl -X PUT {header} --data '503@10%' '{control}?seed=7'",
+    ]
 
 
 @main.command("demo")

@@ -136,11 +136,11 @@ class APIError(AvatarioError):
     deduplicates by key.
     """
 
-    #: Whether the client's retry policy would retry this failure (set when it gives up).
     retryable: bool = False
-    #: Why a retryable failure was not retried (attempts or time used up, Retry-After too
-    #: long, the retry budget, the client closed), or None.
+    """Whether the client's retry policy would retry this failure (set when it gives up)."""
     not_retried_because: str | None = None
+    """Why a retryable failure was not retried (attempts or time used up, Retry-After too
+    long, the retry budget, the client closed), or None."""
 
     def __init__(
         self,

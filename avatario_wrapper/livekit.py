@@ -212,7 +212,7 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
         client: AsyncAvatarioClient | None = None,
         retry: RetryPolicy | None = None,
-        join_timeout: float = DEFAULT_JOIN_TIMEOUT,
+        join_timeout: float = 5.0,  # DEFAULT_JOIN_TIMEOUT, written out for the reference
     ) -> None:
         super().__init__()
         avatar = avatar_id if utils.is_given(avatar_id) else os.environ.get(AVATAR_ID_ENV)

@@ -9,7 +9,9 @@ A path that starts with ``/s/<name>/`` plays the script set for <name> first: ``
 Retry-After in seconds), one step per request, then plain 200s. An ``Idempotency-Key`` of the
 form ``s-503.200-<anything>`` scripts the requests carrying that key the same way (steps
 separated by dots), so one client can mix faults into a run. A ``HEAD`` gets the headers of
-a 200 without its body (``warm_up()``). Binds 127.0.0.1 only.
+a 200 without its body (``warm_up()``). A path that starts with ``/trickle/<phase>/`` (phase
+``status``, ``headers`` or ``body``) answers a byte every 10 ms from that phase on, for the
+deadline-overshoot benchmark. Binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -61,6 +63,33 @@ def _answer(path: str, body: bytes, key: str | None) -> bytes:
     return _response(200, b'{"session_id":"s-%d","status":"starting"}' % next(_ids))
 
 
+#: A 200 whose every phase is long enough to outlast any deadline when sent a byte at a time.
+_TRICKLED = {
+    "status": b"HTTP/1.1 200 OK" + b"K" * 600 + b"\r\n",
+    "headers": b"x-slow: " + b"a" * 600 + b"\r\n",
+    "body": b'{"session_id":"s-trickle"' + b" " * 600 + b"}",
+}
+TRICKLE_EVERY = 0.01
+
+
+def _trickle(transport: asyncio.Transport, phase: str) -> None:
+    head = _TRICKLED["status"] + _TRICKLED["headers"]
+    body = _TRICKLED["body"]
+    whole = head + f"content-length: {len(body)}\r\n\r\n".encode() + body
+    start = {"status": 0, "headers": len(_TRICKLED["status"]), "body": len(whole) - len(body)}
+    at = start[phase]
+    transport.write(whole[:at])
+    loop = asyncio.get_running_loop()
+
+    def step(i: int) -> None:
+        if transport.is_closing() or i >= len(whole):
+            return
+        transport.write(whole[i : i + 1])
+        loop.call_later(TRICKLE_EVERY, step, i + 1)
+
+    step(at)
+
+
 class _Protocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -87,6 +116,9 @@ class _Protocol(asyncio.Protocol):
             body = self.buffer[end + 4 : end + 4 + length]
             self.buffer = self.buffer[end + 4 + length :]
             method, path = head.split(" ", 2)[:2]
+            if path.startswith("/trickle/"):
+                _trickle(self.transport, path.split("/")[2])  # type: ignore[arg-type]
+                continue
             reply = _answer(path, body, key)
             if method == "HEAD":
                 reply = reply[: reply.find(b"\r\n\r\n") + 4]

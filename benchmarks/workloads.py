@@ -16,6 +16,7 @@ Only the loopback benchmark server is ever contacted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -348,6 +349,50 @@ def memory(url: str, calls: int) -> None:
     _print(samples)
 
 
+DEADLINE = 1.0
+
+
+def overshoot(kind: str, url: str, phase: str, runs: int) -> None:
+    """Seconds past a 1 s deadline (`max_elapsed`) at which a call ends against a server that
+    sends `phase` (status line, headers or body) a byte every 10 ms; `runs` fresh calls."""
+    from avatario_wrapper import AvatarioError, RetryPolicy
+
+    policy = RetryPolicy(max_attempts=1, max_elapsed=DEADLINE)
+    base = f"{url}/trickle/{phase}"
+    results: list[float] = []
+    if kind == "ours-sync":
+        from avatario_wrapper import AvatarioClient
+
+        for _ in range(runs):
+            with AvatarioClient(KEY, base_url=base, retry=policy, timeout=30.0) as client:
+                started = time.perf_counter()
+                with contextlib.suppress(AvatarioError):
+                    client.start_session(**CALL)
+                results.append(time.perf_counter() - started - DEADLINE)
+        _print({"overshoot_s": results})
+        return
+
+    async def main() -> None:
+        import httpx
+
+        from avatario_wrapper import AsyncAvatarioClient
+
+        for _ in range(runs):
+            http = httpx.AsyncClient() if kind == "ours-async-httpx" else None
+            async with AsyncAvatarioClient(
+                KEY, base_url=base, retry=policy, timeout=30.0, http_client=http
+            ) as client:
+                started = time.perf_counter()
+                with contextlib.suppress(AvatarioError):
+                    await client.start_session(**CALL)
+                results.append(time.perf_counter() - started - DEADLINE)
+            if http is not None:
+                await http.aclose()
+
+    asyncio.run(main())
+    _print({"overshoot_s": results})
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "cold":
@@ -364,5 +409,7 @@ if __name__ == "__main__":
         recovery(args[0], args[1], args[2], int(args[3]))
     elif command == "memory":
         memory(args[0], int(args[1]))
+    elif command == "overshoot":
+        overshoot(args[0], args[1], args[2], int(args[3]))
     else:
         raise SystemExit(__doc__)

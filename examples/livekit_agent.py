@@ -1,19 +1,28 @@
 """A LiveKit voice agent with an Avatario avatar, using avatario_wrapper.livekit.
 
-    pip install 'avatario-wrapper[livekit]' livekit-plugins-openai
+avatario-wrapper is installed from a checkout of its repository (it is not on PyPI):
+
+    pip install '.[livekit]'        # in the checkout: + livekit-agents and livekit-api
     export AVATARIO_API_KEY=... AVATARIO_AVATAR_ID=...
     export LIVEKIT_URL=wss://... LIVEKIT_API_KEY=... LIVEKIT_API_SECRET=...
     python examples/livekit_agent.py dev
 
+The models are LiveKit Inference strings, served through your LiveKit Cloud project (no
+plugin to install); swap in plugins as you like.
+
 The avatar joins the room as ``avatario-avatar-agent`` and speaks with the agent's voice; the
 agent's audio goes to the avatar instead of the room. If Avatario cannot be reached, the agent
-carries on without a face.
+carries on without a face. `start_avatar` is tested without a LiveKit server in
+tests/test_testing_livekit.py (see docs/livekit.md, "Testing your agent without a LiveKit
+server").
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli
 
 from avatario_wrapper import APIError, RetryPolicy
@@ -25,6 +34,24 @@ logger = logging.getLogger("avatario-example")
 class Assistant(Agent):
     def __init__(self) -> None:
         super().__init__(instructions="You are a friendly assistant with a face. Keep it short.")
+
+
+async def start_avatar(session: AgentSession[Any], room: rtc.Room) -> AvatarSession | None:
+    """Send the avatar into `room` with `session`'s voice; None (voice only) if that failed."""
+    avatar = AvatarSession(
+        video_info=AvatarSession.VideoInfo(video_height=720, video_width=1280),
+        retry=RetryPolicy(max_attempts=3, max_elapsed=15.0),
+        join_timeout=5.0,  # how long an unknown outcome may wait for the avatar to join
+    )
+    try:
+        # Sends over the worker's shared aiohttp session; the token is minted for this room.
+        result = await avatar.start(session, room=room)
+    except APIError as error:  # also livekit.agents.APIError: either except clause works
+        logger.warning("no avatar, voice only: %s", error)
+        await avatar.aclose()
+        return None
+    logger.info("avatar started: session %s, %d attempt(s)", result.session_id, result.attempts)
+    return avatar
 
 
 server = AgentServer()
@@ -41,17 +68,7 @@ async def entrypoint(ctx: JobContext) -> None:
         tts="cartesia/sonic-2",
     )
 
-    avatar = AvatarSession(
-        video_info=AvatarSession.VideoInfo(video_height=720, video_width=1280),
-        retry=RetryPolicy(max_attempts=3, max_elapsed=15.0),
-        join_timeout=5.0,  # how long an unknown outcome may wait for the avatar to join
-    )
-    try:
-        # Sends over the worker's shared aiohttp session; the token is minted for this room.
-        result = await avatar.start(session, room=ctx.room)
-        logger.info("avatar started: session %s, %d attempt(s)", result.session_id, result.attempts)
-    except APIError as error:  # also livekit.agents.APIError: either except clause works
-        logger.warning("no avatar, voice only: %s", error)
+    await start_avatar(session, ctx.room)  # the job's shutdown closes the avatar session
 
     await session.start(agent=Assistant(), room=ctx.room)
     await session.generate_reply(instructions="Greet the user.")

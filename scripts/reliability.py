@@ -1,8 +1,10 @@
-"""Write docs/reliability.md: the fault matrix, measured against the fake server, and the soak.
+"""Write docs/reliability.md: the fault matrix against the fake server, the soak, the idle race.
 
-    scripts/reliability                  # full: every scenario with the default policy + soak
+    scripts/reliability                  # full: every scenario with the default policy, the
+                                         # soak, the idle race (about 3 minutes in all)
     scripts/reliability --quick --out /tmp/r   # seconds (the stall scenario with a 2 s deadline,
-                                               # a short soak); used by the tests
+                                               # a short soak, a scaled-down idle race); tests
+    scripts/reliability --sections idle-race   # only the idle race (keeps the other sections)
 
 Each scenario is one real call over loopback with `AvatarioClient` and the default
 `RetryPolicy`, played twice: against a fake that honours Idempotency-Key and against one that
@@ -10,6 +12,11 @@ ignores it; each column counts the requests the fake received and the sessions i
 The old plugin's column repeats what was measured on 1.8.9 (docs/migrating.md), or (marked *)
 what its documented rule implies: every exception and 5xx/408/429/499 retried, 3 attempts,
 no key.
+
+The idle race (`netfaults.idle_race`): a server whose idle-close FIN reaches the client late,
+many independent clients at random gaps, counting false "may have started" errors, resends
+and sessions per transport. The report's sections are rewritten one by one
+(`netfaults.report`); scripts/network-faults writes its own section into the same file.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import json
 import os
 import platform
 import re
@@ -28,6 +36,8 @@ from typing import Any
 
 import attrs
 import httpx
+from netfaults.idle_race import Setting, measure, render
+from netfaults.report import update
 
 from avatario_wrapper import AvatarioClient, AvatarioError, RetryPolicy, StartSessionResult
 from avatario_wrapper.compat import AvatarioAPI
@@ -256,22 +266,20 @@ def soak(quick: bool) -> tuple[str, str]:
     return out.stdout.strip(), str(out.returncode)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=str(ROOT / "docs"))
-    args = parser.parse_args()
+SECTIONS = ("fault-matrix", "soak", "idle-race")
+
+
+def fault_matrix_section(quick: bool) -> str:
     rows: list[list[str]] = []
     with (
         run_fake_server(api_key=KEY) as honouring,
         run_fake_server(api_key=KEY, honour_idempotency_key=False) as ignoring,
     ):
-        for scenario in scenarios(args.quick):
+        for scenario in scenarios(quick):
             rows.append(play(scenario, honouring, ignoring))
         rows.append(huge_body_row(honouring.url))
-    rows.append(outage_row(100 if args.quick else 500))
+    rows.append(outage_row(100 if quick else 500))
     rows += compat_rows()
-    soak_output, soak_status = soak(args.quick)
     header = [
         "scenario",
         "behaviour",
@@ -283,13 +291,9 @@ def main() -> int:
     ]
     table = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     table += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
-    last = soak_output.splitlines()[-1] if soak_output else "soak produced no output"
-    text = f"""# Reliability
+    return f"""## Fault matrix
 
-Measured {datetime.date.today().isoformat()} on {os.cpu_count()} cores, Python
-{platform.python_version()}, by `scripts/reliability{" --quick" if args.quick else ""}`.
-
-## Fault matrix
+{_measured("scripts/reliability", quick)}
 
 One real call per row over loopback against the fake Avatario
 (`avatario_wrapper.testing`), with `AvatarioClient` and the default `RetryPolicy`
@@ -307,11 +311,18 @@ and closes a *reused* connection the same clean way would be resent too (docs/re
 
 {chr(10).join(table)}
 
-Times include the jittered backoff, so they vary from run to run; attempts and outcomes do not.
+Times include the jittered backoff, so they vary from run to run; attempts and outcomes do not."""
 
-## Soak
 
-`scripts/soak{" --calls 300 --seconds 30" if args.quick else ""}`: async calls (over the aiohttp
+def soak_section(quick: bool) -> tuple[str, bool]:
+    """The soak's section, and whether it kept every invariant."""
+    soak_output, soak_status = soak(quick)
+    last = soak_output.splitlines()[-1] if soak_output else "soak produced no output"
+    text = f"""## Soak
+
+{_measured("scripts/reliability", quick)}
+
+`scripts/soak{" --calls 300 --seconds 30" if quick else ""}`: async calls (over the aiohttp
 sender and over httpx) and threaded sync calls at once against the fake, which plays a random
 mix of 5xx, resets, lost responses, stalls, 429s (short and over the limit) and malformed 2xx.
 Every call is checked (typed outcome, attempts ≤ max_attempts, elapsed ≤ max_elapsed + 0.5 s,
@@ -323,9 +334,41 @@ log line (DEBUG, all loggers) and error text for the key and the token. Exit sta
 {soak_output}
 ```
 
-Closing line: `{last}`.
+Closing line: `{last}`."""
+    return text, soak_status == "0" and re.search(r"violations=0 ", last) is not None
 
-## What is tested on every run
+
+def idle_race_section(quick: bool, seed: int, dump: str | None) -> tuple[str, bool]:
+    """The idle race (netfaults.idle_race), with and without `Keep-Alive: timeout=N`."""
+    setting = Setting.quick() if quick else Setting.full()
+    runs = [
+        measure(setting, keep_alive_header=header, seed=seed, python=sys.executable)
+        for header in (False, True)
+    ]
+    for run in runs:
+        for transport, figures in run["transports"].items():
+            print(
+                f"idle race, Keep-Alive header {run['keep_alive_header']}, {transport}: "
+                f"calls={figures['calls']} race_hits={figures['race_hits']} "
+                f"resends={figures['resends']} false_alarms={figures['false_alarms']} "
+                f"sessions={figures['sessions']} violations={len(figures['violations'])} "
+                f"wall={run['wall']:.0f}s",
+                file=sys.stderr,
+            )
+    if dump:
+        Path(dump).write_text(json.dumps(runs, indent=1))
+    command = "scripts/reliability" + (" --quick" if quick else "")
+    text = render(setting, runs, command=command)
+    if quick:
+        text += (
+            "\n\nA smoke run (`--quick`): the idle timeout, gaps and counts are scaled down, "
+            "so these figures are not the ones to quote."
+        )
+    ok = not any(f["violations"] for run in runs for f in run["transports"].values())
+    return text, ok
+
+
+TESTED = """## What is tested on every run
 
 - `tests/test_hostile.py`: hypothesis feeds every argument and constructor field arbitrary
   values (empty, blank, control characters, huge, non-ASCII, wrong types, None): always a
@@ -351,12 +394,52 @@ Closing line: `{last}`.
   server text (one printable line in errors and logs), 20 KB headers, closed clients and
   pools, proxies from the environment (`HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY`, an unusable
   scheme), a server echoing the key and token back.
-"""
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "reliability.md").write_text(text)
-    print(f"wrote {out / 'reliability.md'}", file=sys.stderr)
-    return 0 if soak_status == "0" and re.search(r"violations=0 ", last) else 1
+- `tests/test_network_faults.py`: a short `scripts/network-faults --quick` run (all three
+  transports through the kernel's TCP stack, with jitter, loss and a blackhole), keeping the
+  same per-call invariants (the deadline bound widened to 0.5 s for loaded machines), on every
+  Python; skipped with the reason where the machine cannot make network namespaces or TUN
+  devices. A run killed with SIGKILL leaves no process or namespace behind.
+- `tests/test_reports.py`: `scripts/reliability --quick` end to end, the idle race included."""
+
+
+def _measured(command: str, quick: bool) -> str:
+    return (
+        f"Measured {datetime.date.today().isoformat()} on {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, by `{command}{' --quick' if quick else ''}`."
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"which sections to measure and rewrite, of {', '.join(SECTIONS)} "
+        "(the others, and scripts/network-faults' section, are kept as they are)",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="the idle race's gaps")
+    parser.add_argument("--json", help="write the idle race's every call to this file")
+    args = parser.parse_args()
+    chosen = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown sections {unknown}; choose from {', '.join(SECTIONS)}")
+    new: dict[str, str] = {"tested": TESTED}
+    ok = True
+    if "fault-matrix" in chosen:
+        new["fault-matrix"] = fault_matrix_section(args.quick)
+    if "soak" in chosen:
+        new["soak"], passed = soak_section(args.quick)
+        ok = ok and passed
+    if "idle-race" in chosen:
+        new["idle-race"], passed = idle_race_section(args.quick, args.seed, args.json)
+        ok = ok and passed
+    path = Path(args.out) / "reliability.md"
+    update(path, new, everything=set(chosen) == set(SECTIONS))
+    print(f"wrote {path}", file=sys.stderr)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

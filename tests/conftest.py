@@ -12,9 +12,18 @@ from typing import Any
 import aiohttp
 import httpx
 import pytest
+from hypothesis import HealthCheck, settings
 
 from avatario_wrapper import AsyncAvatarioClient, AvatarioClient, RetryPolicy, StartSessionResult
 from avatario_wrapper.testing import FakeClock
+
+# tests/test_pytest_plugin.py runs test files of its own through pytest's `pytester`.
+pytest_plugins = ["pytester"]
+
+# The suite must pass on a loaded machine (CI shares its cores): no property test fails
+# because an example, or drawing one, was slow. Speed is measured by scripts/bench instead.
+settings.register_profile("avatario", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("avatario")
 
 # Recognisable secrets: no test output, log record, repr or error may contain them.
 API_KEY = "sk_test_SECRET_KEY_5f2b9c"

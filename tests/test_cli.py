@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import yaml
 from click.testing import CliRunner
+from livekit.api import AccessToken, VideoGrants
 from rich.console import Console
 
 from avatario_wrapper import errors
 from avatario_wrapper._demo import run_demo
 from avatario_wrapper.cli import exit_code, main
-from avatario_wrapper.testing import run_fake_server
+from avatario_wrapper.testing import FakeAvatario, run_fake_server
 
 pytestmark = pytest.mark.integration
 
@@ -190,7 +196,7 @@ def test_the_command_without_the_cli_extra_says_how_to_install_it() -> None:
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr  # one line, no traceback
-    assert "pip install 'avatario-wrapper[cli]'" in done.stderr
+    assert "pip install '.[cli]' in a checkout" in done.stderr
     assert "Traceback" not in done.stderr
 
 
@@ -198,13 +204,13 @@ def test_the_command_without_the_cli_extra_says_how_to_install_it() -> None:
 def test_server_commands_without_the_server_extra_say_how_to_install_it(command: str) -> None:
     argv = ["avatario", command] + (["--api-key", "k"] if command != "demo" else [])
     done = _run_without(
-        ["starlette", "uvicorn"],
+        ["uvicorn", "jsonschema"],
         f"sys.argv = {argv!r}\nfrom avatario_wrapper._launcher import main\nmain()",
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     assert done.stderr.strip().count("\n") == 0, done.stderr
-    assert "pip install 'avatario-wrapper[server]'" in done.stderr
+    assert "pip install '.[server]' in a checkout" in done.stderr
 
 
 def test_help_says_which_commands_need_which_extra() -> None:
@@ -260,12 +266,12 @@ def test_the_demo_fits_80_columns() -> None:
 
 
 def test_the_fake_server_without_the_server_extra_says_how_to_install_it() -> None:
-    done = _run_without(["starlette"], "from avatario_wrapper.testing import run_fake_server")
+    done = _run_without(["uvicorn"], "from avatario_wrapper.testing import run_fake_server")
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("ModuleNotFoundError: avatario_wrapper.testing.run_fake_server needs")
-    assert "pip install 'avatario-wrapper[server]'" in last
-    ok = _run_without(["starlette"], "from avatario_wrapper.testing import FakeClock")
+    assert "pip install '.[server]' in a checkout" in last
+    ok = _run_without(["uvicorn"], "from avatario_wrapper.testing import FakeClock")
     assert ok.returncode == 0, ok.stderr  # the virtual clock needs no extra
 
 
@@ -280,5 +286,168 @@ def test_contract_test_without_schemathesis_says_how_to_install_it() -> None:
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert "avatario contract-test needs the cli, server, contract extras" in done.stderr
     assert "(missing: schemathesis)" in done.stderr
-    assert "pip install 'avatario-wrapper[cli,server,contract]'" in done.stderr
-    assert "(from a checkout: pip install '.[cli,server,contract]')" in done.stderr
+    assert "pip install '.[cli,server,contract]' in a checkout" in done.stderr
+
+
+# -- fake-server: --control, --seed, --spec, LiveKit token checks ----------------------------
+
+BODY = {
+    "avatario_face_id": "face_1",
+    "agent_id": "agent-7",
+    "livekit": {"url": "wss://rooms.example.com", "token": "t.t.t"},
+}
+LK_KEY = "APIcliTest01"
+LK_SECRET = "lk_cli_SECRET_0123456789abcdef0123456789"
+
+
+@contextlib.contextmanager
+def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, list[str]]]:
+    """``avatario fake-server --port 0 ARGS`` in its own process: its URL and what it printed
+    (the start-up lines while it runs; everything once stopped). Only the given environment:
+    no LIVEKIT_* variable of the machine running the tests leaks in."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "avatario_wrapper.cli", "fake-server", "--port", "0", *args],
+        env={"AVATARIO_API_KEY": KEY, "PATH": "", **(env or {})},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    try:
+        while not lines or not lines[-1].startswith("press Ctrl-C"):
+            line = process.stderr.readline()
+            assert line, f"the fake server exited: {lines}"
+            lines.append(line.rstrip("\n"))
+        found = re.search(r"listening on (http://\S+)", lines[0])
+        assert found is not None, lines
+        yield found.group(1), lines
+    finally:
+        process.terminate()
+        _, rest = process.communicate(timeout=10)
+        lines.extend(rest.splitlines())
+
+
+def statuses(url: str, count: int = 12) -> list[int]:
+    with httpx.Client(headers={"x-api-key": KEY}) as http:
+        return [http.post(f"{url}/start-session", json=BODY).status_code for _ in range(count)]
+
+
+def test_fake_server_control_changes_the_faults_while_it_runs() -> None:
+    with serving("--control") as (url, lines):
+        control = f"{url}/_fake/faults"
+        # The printed commands name the variable, never the key.
+        assert 'curl -X PUT -H "x-api-key: $AVATARIO_API_KEY" --data' in "\n".join(lines)
+        assert any(line.strip().startswith("drop them all:") for line in lines)
+        with httpx.Client(headers={"x-api-key": KEY}) as http:
+            # As the printed curl line sends it (a form content type, the script as text).
+            form = {"content-type": "application/x-www-form-urlencoded"}
+            assert http.put(control, content="503", headers=form).json()["faults"] == "503"
+            assert statuses(url, 2) == [503, 200]
+            state = http.get(control).json()
+        assert httpx.get(control).status_code == 401  # the key is needed
+    [seeded] = [line for line in lines if line.startswith("random faults seeded with")]
+    assert (
+        seeded == f"random faults seeded with {state['seed']} (--seed {state['seed']} replays them)"
+    )
+    assert KEY not in "\n".join(lines)
+
+
+def test_fake_server_without_control_has_no_control_endpoint() -> None:
+    with serving() as (url, lines):
+        response = httpx.get(f"{url}/_fake/faults", headers={"x-api-key": KEY})
+    assert response.status_code == 404
+    assert not any("_fake/faults" in line for line in lines)
+
+
+def test_fake_server_seed_replays_the_random_faults() -> None:
+    with serving("--faults", "503@50%", "--seed", "7") as (url, lines):
+        served = statuses(url)
+    assert "random faults seeded with 7 (--seed 7 replays them)" in lines
+    with run_fake_server(api_key=KEY, faults="503@50%", seed=7) as reference:
+        assert served == statuses(reference.url)
+    assert set(served) == {200, 503}
+
+
+def test_fake_server_serves_another_spec(tmp_path: Path) -> None:
+    spec = FakeAvatario().spec
+    spec["paths"]["/sessions/{session_id}"] = {
+        "get": {
+            "operationId": "getSession",
+            "parameters": [
+                {"name": "session_id", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "responses": {
+                "200": {
+                    "description": "The session.",
+                    "content": {"application/json": {"example": {"status": "live"}}},
+                }
+            },
+        }
+    }
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    with serving("--spec", str(path), "--faults", "getSession:503") as (url, lines):
+        with httpx.Client(headers={"x-api-key": KEY}) as http:
+            assert http.get(f"{url}/sessions/s_1").status_code == 503
+            assert http.get(f"{url}/sessions/s_1").json() == {"status": "live"}
+    assert lines[0].endswith("(operations: getSession, startSession)")
+    assert f"serving the spec {path}" in lines
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("paths: [", "cannot read"),
+        ("- a list", "is not an OpenAPI document"),
+        ("openapi: 3.1.0", "the spec must be an OpenAPI document (a mapping with 'paths')"),
+    ],
+)
+def test_fake_server_refuses_a_spec_it_cannot_serve(
+    tmp_path: Path, content: str, problem: str
+) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(content)
+    result = invoke("fake-server", "--port", "0", "--spec", str(path))
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --spec" in result.output
+    assert problem in " ".join(result.output.split())
+
+
+def test_fake_server_verifies_livekit_tokens_from_the_environment() -> None:
+    env = {"LIVEKIT_API_KEY": LK_KEY, "LIVEKIT_API_SECRET": LK_SECRET}
+    token = (
+        AccessToken(LK_KEY, LK_SECRET)
+        .with_kind("agent")
+        .with_identity("avatario-avatar-agent")
+        .with_grants(VideoGrants(room_join=True, room="room-1"))
+        .with_attributes({"lk.publish_on_behalf": "agent-7"})
+        .to_jwt()
+    )
+    with serving(env=env) as (url, lines):
+        assert statuses(url, 1) == [422]  # "t.t.t" is no LiveKit token
+        with httpx.Client(headers={"x-api-key": KEY}) as http:
+            good = {**BODY, "livekit": {"url": "wss://rooms.example.com", "token": token}}
+            assert http.post(f"{url}/start-session", json=good).status_code == 200
+    assert any(line.startswith("LiveKit tokens are verified") for line in lines)
+    text = "\n".join(lines)
+    assert LK_SECRET not in text
+    assert KEY not in text
+
+
+def test_fake_server_takes_the_livekit_credentials_as_flags_too() -> None:
+    with serving("--livekit-api-key", LK_KEY, "--livekit-api-secret", LK_SECRET) as (url, lines):
+        assert statuses(url, 1) == [422]
+    assert LK_SECRET not in "\n".join(lines)
+
+
+def test_fake_server_needs_both_livekit_credentials() -> None:
+    runner = CliRunner()
+    result = runner.invoke(
+        main,
+        ["fake-server", "--port", "0", "--livekit-api-key", LK_KEY],
+        env={"AVATARIO_API_KEY": KEY, "LIVEKIT_API_KEY": None, "LIVEKIT_API_SECRET": None},
+    )
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "give both --livekit-api-key and --livekit-api-secret" in text
+    assert "LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in text

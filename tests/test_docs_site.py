@@ -5,6 +5,9 @@ Runs scripts/docs (MkDocs, Material, mkdocstrings; mkdocs.yml) into a temporary 
 
 from __future__ import annotations
 
+import html
+import inspect
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -80,3 +83,73 @@ def test_the_site_loads_nothing_from_font_services(site: Path) -> None:
         text = page.read_text()
         assert "fonts.googleapis.com" not in text, page
         assert "fonts.gstatic.com" not in text, page
+
+
+def _public_constructors() -> list[tuple[str, str, Any]]:
+    """(reference page, dotted name on it, class) for every public class users construct."""
+    import avatario_wrapper
+    from avatario_wrapper import compat, errors, livekit
+
+    found: list[tuple[str, str, Any]] = [
+        ("avatario_wrapper", f"avatario_wrapper.{name}", getattr(avatario_wrapper, name))
+        for name in (
+            "AvatarioClient",
+            "AsyncAvatarioClient",
+            "RetryPolicy",
+            "VideoOptions",
+            "StartSessionResult",
+        )
+    ]
+    found += [
+        ("errors", f"avatario_wrapper.errors.{name}", getattr(errors, name))
+        for name in ("APIError", "APIStatusError", "RateLimitError", "AvatarioConfigError")
+    ]
+    found.append(("compat", "avatario_wrapper.compat.AvatarioAPI", compat.AvatarioAPI))
+    found.append(("livekit", "avatario_wrapper.livekit.AvatarSession", livekit.AvatarSession))
+    found.append(
+        (
+            "livekit",
+            "avatario_wrapper.livekit.AvatarSession.VideoInfo",
+            livekit.AvatarSession.VideoInfo,
+        )
+    )
+    return found
+
+
+def _signature_text(site: Path, page: str, dotted: str) -> str:
+    text = (site / "reference" / page / "index.html").read_text()
+    start = text.index(f'id="{dotted}"')
+    block = text[start : text.index("</pre></div>", start)]
+    assert "doc-signature" in block, f"{dotted}: no signature shown"
+    return html.unescape(re.sub(r"<[^>]+>", "", block))
+
+
+@pytest.mark.parametrize(
+    ("page", "dotted", "cls"), _public_constructors(), ids=lambda v: getattr(v, "__name__", "")
+)
+def test_the_reference_shows_every_constructor_parameter_and_its_default(
+    site: Path, page: str, dotted: str, cls: Any
+) -> None:
+    shown = _signature_text(site, page, dotted)
+    for name, parameter in inspect.signature(cls).parameters.items():
+        assert re.search(rf"\b{name}\b", shown), (dotted, name, shown)
+        default = parameter.default
+        if default is not inspect.Parameter.empty and isinstance(
+            default, (int, float, bool, type(None))
+        ):
+            assert re.search(rf"\b{name}\b[^,]*=\s*{re.escape(repr(default))}", shown), (
+                dotted,
+                name,
+                default,
+                shown,
+            )
+
+
+def test_the_reference_shows_members_not_private_bases(site: Path) -> None:
+    text = (site / "reference" / "avatario_wrapper" / "index.html").read_text()
+    for member in ("NOT_SENT", "REFUSED", "UNKNOWN", "STARTED"):
+        assert f'id="avatario_wrapper.Outcome.{member}"' in text, member
+    for client in ("AvatarioClient", "AsyncAvatarioClient"):
+        assert f'id="avatario_wrapper.{client}.with_options"' in text, client
+    assert "_ClientBase" not in text
+    assert 'href="../../retries/' in text  # "see Retries" is a working link

@@ -183,7 +183,7 @@ def test_a_fault_naming_an_unknown_operation_is_refused() -> None:
     with pytest.raises(FaultSyntaxError, match=r"no operation 'getSesion'.*startSession"):
         fake.add_faults("getSesion:503")
     with pytest.raises(FaultSyntaxError, match="no operation"):
-        FakeAvatario(faults="getSession:503")
+        FakeAvatario(faults="noSuchOperation:503")
 
 
 def test_a_fake_without_a_seed_picks_one_and_shows_it() -> None:
@@ -302,7 +302,7 @@ def test_the_control_endpoint_reads_replaces_adds_and_clears(
     ("send", "status"),
     [
         ({"content": "boom"}, 422),
-        ({"content": "getSession:503"}, 422),  # the bundled spec has no getSession
+        ({"content": "noSuchOperation:503"}, 422),  # no operation of that name
         ({"json": {"faults": 5}}, 400),
         ({"json": {"faults": "503", "seed": "x"}}, 400),
         ({"content": b"\xff", "headers": {"content-type": "text/plain"}}, 400),

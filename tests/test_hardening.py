@@ -209,8 +209,10 @@ def test_max_elapsed_bounds_a_trickling_server_in_every_phase(kind: str, phase: 
         with pytest.raises((APITimeoutError, APIResponseValidationError, InternalServerError)):
             call(kind, server.url, retry=policy, timeout=10.0)
         elapsed = time.monotonic() - started
-    # Measured overshoot is a few milliseconds (docs/retries.md); allow scheduling slack.
-    assert elapsed < 0.5 + 0.25, elapsed
+    # Unbounded, the trickle takes 8 s. The measured overshoot past the 0.5 s deadline is a
+    # few milliseconds (scripts/bench, docs/benchmarks.md); the bound here holds on a loaded
+    # machine and still fails by seconds if the deadline is not enforced in this phase.
+    assert elapsed < 0.5 + 2.0, elapsed
     assert len(server.requests) == 1
 
 

@@ -435,7 +435,7 @@ def test_a_handshake_past_connect_timeout_is_not_sent_and_retried(real_kind: str
     policy = RetryPolicy(max_attempts=3, initial_delay=0.0, max_elapsed=10.0, min_attempt_time=0.1)
     began = time.monotonic()
     try:
-        error_ = _call_once(real_kind, url, timeout=5.0, connect_timeout=0.2, retry=policy)
+        error_ = _call_once(real_kind, url, timeout=10.0, connect_timeout=0.2, retry=policy)
     finally:
         stop.set()
         sock.close()
@@ -446,7 +446,7 @@ def test_a_handshake_past_connect_timeout_is_not_sent_and_retried(real_kind: str
     assert error_.outcome is Outcome.NOT_SENT
     assert error_.attempts == 3  # a connect timeout leaves time for fresh attempts
     assert "connect_timeout" in str(error_)
-    assert took < 4.0  # three 0.2 s handshakes, not a 5 s attempt timeout (loaded-machine bound)
+    assert took < 5.0  # three 0.2 s handshakes, not a 10 s attempt (a loaded-machine bound)
 
 
 def _call_once(kind: str, url: str, **options: Any) -> BaseException:

@@ -107,7 +107,7 @@ def test_attempts_deadline_and_no_resend_after_2xx(runner, policy, steps, seed) 
     assert len({r.headers["idempotency-key"] for r in script.requests}) == 1
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     policy=policies,
     attempts=st.integers(1, 10),

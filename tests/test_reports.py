@@ -38,7 +38,13 @@ def test_benchmark_smoke_run_writes_the_report(tmp_path: Path) -> None:
     assert results["memory"]["calls"] > 0
 
 
+@pytest.mark.timeout(300)
 def test_reliability_quick_run_writes_the_report(tmp_path: Path) -> None:
+    # A section written by scripts/network-faults is kept as it is.
+    kept = "<!-- reliability:network-faults -->\n## Real network faults\n\nkept\n"
+    (tmp_path / "reliability.md").write_text(
+        f"# Reliability\n\n{kept}<!-- /reliability:network-faults -->\n"
+    )
     subprocess.run(
         [
             sys.executable,
@@ -54,3 +60,12 @@ def test_reliability_quick_run_writes_the_report(tmp_path: Path) -> None:
     report = (tmp_path / "reliability.md").read_text()
     assert "| persistent 503 | InternalServerError | 3 |" in report
     assert "violations=0 leaked_sockets=0 secrets_leaked=0" in report
+    # The idle race ran on every transport, with and without Keep-Alive: timeout=N, and every
+    # call kept its invariants (the script exits non-zero otherwise).
+    assert "## The idle race" in report
+    for header in ("no", "yes"):
+        for transport in ("sync", "async-aiohttp", "async-httpx"):
+            assert f"| {header} | {transport} | 30 |" in report
+    assert "Violations: 0." in report
+    assert kept in report
+    assert report.index("## Soak") < report.index("## The idle race") < report.index(kept)

@@ -20,6 +20,9 @@ answer; and a server's ``Keep-Alive: timeout=N`` sets how long it may idle (`bas
 from __future__ import annotations
 
 import contextlib
+import functools
+import os
+import ssl
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
 
@@ -254,9 +257,18 @@ def own_client(kind: type[T], base_url: str, timeout: float) -> T:
         follow_redirects=False,
         trust_env=False,
         proxy=proxy[1] if proxy else None,
-        verify=httpx.create_ssl_context(trust_env=True),
+        verify=_ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
         limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY),
     )
+
+
+@functools.lru_cache(maxsize=4)
+def _ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    """One verifying TLS context per set of CA locations, shared by the pools the clients
+    make: loading the CA bundle costs tens of milliseconds, and a context is safe to share
+    across pools and threads. The arguments are the environment's ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR``, which httpx reads (so a change of either gets a new context)."""
+    return httpx.create_ssl_context(trust_env=True)
 
 
 def _pools(http: httpx.Client | httpx.AsyncClient) -> list[Any]:
@@ -344,26 +356,68 @@ def _closed_error() -> ClientClosedError:
     return ClientClosedError(CLOSED_MESSAGE)
 
 
-def _build(
-    http: httpx.Client | httpx.AsyncClient,
-    request: PreparedRequest[Any],
-    timeout: float,
-    connect_timeout: float,
-) -> httpx.Request:
-    return http.build_request(
-        request.method,
-        request.url,
-        content=request.content,
-        headers=request.headers,
-        timeout=httpx.Timeout(timeout, connect=connect_timeout),
-    )
+#: Parsed URLs kept per pool of ours (one per operation path; ids in paths make more).
+_MAX_URLS = 64
 
 
-def _keep(body: Body, chunk: bytes, exchange: Exchange) -> bool:
-    """Feed `chunk`; True when reading should stop (limit passed, or the time is up)."""
+class _Builder:
+    """Builds each attempt's `httpx.Request`.
+
+    On a pool the client made, the request is built directly from the prepared one: its
+    headers are complete, the pool has no defaults, cookies or parameters to merge, and the
+    parsed URL is kept, so httpx's `build_request` (URL parsing and header merging on every
+    call) is skipped; a pool of ours therefore sends no cookies a server set. A pool passed in
+    goes through `build_request`, so its own default headers, cookies and parameters apply.
+    """
+
+    __slots__ = ("_urls", "owned")
+
+    def __init__(self, *, owned: bool) -> None:
+        self.owned = owned
+        self._urls: dict[str, httpx.URL] = {}
+
+    def __call__(
+        self,
+        http: httpx.Client | httpx.AsyncClient,
+        request: PreparedRequest[Any],
+        timeout: float,
+        connect_timeout: float,
+    ) -> httpx.Request:
+        if not self.owned:
+            return http.build_request(
+                request.method,
+                request.url,
+                content=request.content,
+                headers=request.headers,
+                timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            )
+        url = self._urls.get(request.url)
+        if url is None:
+            if len(self._urls) >= _MAX_URLS:
+                self._urls.clear()
+            url = self._urls[request.url] = httpx.URL(request.url)
+        return httpx.Request(
+            request.method,
+            url,
+            content=request.content,
+            headers=request.headers,
+            extensions={
+                "timeout": {
+                    "connect": connect_timeout,
+                    "read": timeout,
+                    "write": timeout,
+                    "pool": timeout,
+                }
+            },
+        )
+
+
+def _keep(body: Body, chunk: bytes, exchange: Exchange, *, in_memory: bool) -> bool:
+    """Feed `chunk`; True when reading should stop (limit passed, or the time is up while
+    more may come: a body already in memory, as a mock transport gives, has all arrived)."""
     if body.feed(chunk):
         return True
-    if exchange.time_left() <= 0:
+    if not in_memory and exchange.time_left() <= 0:
         body.fail(httpx.ReadTimeout("the attempt's time ran out during the body"))
         return True
     return False
@@ -381,6 +435,7 @@ class HttpxTransport:
         self._base_url, self._timeout = base_url, timeout
         self.http = http if http is not None else own_client(httpx.Client, base_url, timeout)
         watch(self.http)
+        self._build = _Builder(owned=self.owns)
         self._closed = False
         self._generation = track(self)
 
@@ -407,17 +462,18 @@ class HttpxTransport:
         try:
             try:
                 response = http.send(
-                    _build(http, request, timeout, connect_timeout),
+                    self._build(http, request, timeout, connect_timeout),
                     stream=True,
                     follow_redirects=False,
                 )
             except httpx.HTTPError as exc:
                 raise _failure(request, exchange, exc) from exc
             body = _body(response)
+            in_memory = response.is_stream_consumed
             complete = False
             try:
                 for chunk in _raw(response):
-                    if _keep(body, chunk, exchange):
+                    if _keep(body, chunk, exchange, in_memory=in_memory):
                         break
                 else:
                     complete = True
@@ -463,6 +519,7 @@ class AsyncHttpxTransport:
         self._base_url, self._timeout = base_url, timeout
         self.http = http if http is not None else own_client(httpx.AsyncClient, base_url, timeout)
         self._watched = watch(self.http)
+        self._build = _Builder(owned=self.owns)
         self._closed = False
         self._loop = LoopBinding()
         self._generation = track(self)
@@ -511,15 +568,18 @@ class AsyncHttpxTransport:
     ) -> Reply:
         http = self.http
         response = await http.send(
-            _build(http, request, timeout, connect_timeout), stream=True, follow_redirects=False
+            self._build(http, request, timeout, connect_timeout),
+            stream=True,
+            follow_redirects=False,
         )
         body = _body(response)
         reply = Reply(response.status_code, response.reason_phrase, response.headers, body)
         got.append(reply)
+        in_memory = response.is_stream_consumed
         complete = False
         try:
             async for chunk in _araw(response):
-                if _keep(body, chunk, exchange):
+                if _keep(body, chunk, exchange, in_memory=in_memory):
                     break
             else:
                 complete = True

@@ -1,8 +1,10 @@
 """Test helpers for services that use avatario_wrapper.
 
 `FakeClock` needs nothing beyond the core install. The fake Avatario server (`FakeAvatario`,
-`run_fake_server`, `Fault`, ...) needs the ``server`` extra: ``pip install
-avatario-wrapper[server]``; it is imported only when first used.
+`run_fake_server`, `Fault`, ...) needs the ``server`` extra (``pip install '.[server]'`` in a
+checkout); it is imported only when first used. The stand-in LiveKit room
+(`StandInRoom`, `AvatarLink`: see `avatario_wrapper.testing.livekit`) needs the ``livekit``
+extra as well.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ if TYPE_CHECKING:
     from ._start_session import SessionStarted
     from .app import FakeAvatario, RecordedRequest
     from .faults import Fault, FaultSyntaxError, parse_faults
+    from .livekit import AvatarLink, StandInRoom
     from .runner import FakeServer, run_fake_server
 
 __all__ = [
+    "AvatarLink",
     "FakeAvatario",
     "FakeClock",
     "FakeServer",
@@ -30,6 +34,7 @@ __all__ = [
     "OperationResponse",
     "RecordedRequest",
     "SessionStarted",
+    "StandInRoom",
     "parse_faults",
     "run_fake_server",
 ]
@@ -45,6 +50,8 @@ _LAZY = {
     "SessionStarted": "_start_session",
     "FakeServer": "runner",
     "run_fake_server": "runner",
+    "AvatarLink": "livekit",
+    "StandInRoom": "livekit",
 }
 
 
@@ -52,7 +59,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    problem = hint(f"avatario_wrapper.testing.{name}", "server")
+    extras = ("livekit", "server") if module == "livekit" else ("server",)
+    problem = hint(f"avatario_wrapper.testing.{name}", *extras)
     if problem is not None:
         raise ModuleNotFoundError(problem)
     return getattr(importlib.import_module(f"{__name__}.{module}"), name)

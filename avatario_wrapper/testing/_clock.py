@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import random
 
 
@@ -41,6 +40,8 @@ class FakeClock:
         """Record the sleep and move virtual time forward; yields once to the loop."""
         self.sleeps.append(seconds)
         self.now += seconds
+        import asyncio  # noqa: PLC0415 - a coroutine is running: already imported
+
         await asyncio.sleep(0)  # still a point where the task can be cancelled
 
     def uniform(self, low: float, high: float) -> float:

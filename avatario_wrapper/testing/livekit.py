@@ -1,0 +1,924 @@
+"""A stand-in connected LiveKit room, so an agent's avatar start runs in unit tests.
+
+It exists because no LiveKit server runs in unit tests: `AvatarSession.start` needs a
+*connected* room (the agent's identity, the avatar joining, the agent's audio streamed to it),
+and a real `livekit.rtc.Room` connects only to a server. `StandInRoom` plays one::
+
+    room = StandInRoom("room-42", agent_identity="agent-7")   # inside the event loop
+    with room.avatars_from(fake):                             # the fake's avatars join it
+        result = await avatar.start(AgentSession(), room=room)
+        await avatar.wait_for_join()
+
+**What it is.** A subclass of `livekit.rtc.Room`, connected from the moment it is made, that
+never loads LiveKit's native client. Participants and track publications are livekit's own
+`rtc.RemoteParticipant` / `rtc.RemoteTrackPublication`, built from the protocol records
+LiveKit's client builds them from; events go through livekit's own `EventEmitter`.
+
+**Implemented** (what livekit-agents 1.8.9 touches on the avatar path: `AvatarSession.start`,
+the base avatar session's join wait and removal, `DataStreamAudioOutput`):
+
+- the room: `name`, `sid`, `metadata`, `connection_state`, `isconnected()`,
+  `local_participant`, `remote_participants`, `num_participants`, `on` / `off` / `once` /
+  `emit`, byte and text stream handler registration, `disconnect()` (emits
+  ``connection_state_changed`` and ``disconnected`` as livekit's does);
+- the agent (`StandInLocalParticipant`): identity, name, kind ``agent``, attributes;
+  `register_rpc_method` / `unregister_rpc_method`; `perform_rpc` (answered by the handlers a
+  test gives remote participants with `StandInRoom.set_rpc_handler`, recorded in
+  `rpc_calls`); `stream_bytes` (a writer that keeps what is written, in `byte_streams`);
+  `set_attributes` / `set_metadata` / `set_name` (applied and announced at once);
+- remote participants (`add_participant`, `publish_track`, `remove_participant`), with the
+  events a real room emits, in its order: ``participant_connected``, ``participant_active``,
+  ``track_published`` per track; on leaving, ``track_unpublished`` per track, then
+  ``participant_disconnected`` (as LiveKit's Rust client does);
+- calls from a remote participant to the agent's RPC methods (`rpc_from`);
+- the avatar: `avatars_from(fake)` makes each session the fake Avatario starts for this room
+  add the avatar (identity and name from the token, kind ``agent``, a video and an audio
+  track) on the room's own event loop; ``join=False`` plays an avatar that never arrives;
+- a job: `job_context()` runs code inside livekit-agents' own ``fake_job_context`` for this
+  room, whose LiveKit server API (used by the base avatar session's ``aclose()`` to remove the
+  avatar) is a stand-in that removes participants from this room.
+
+**Not implemented** (each raises `NotImplementedError` naming itself; nothing reaches
+livekit's native client): connecting, publishing or subscribing media (publications carry no
+track and are never subscribed; no audio or video frames), data packets, text streams,
+``send_bytes`` / ``send_file``, DTMF, transcriptions, data tracks, RPC interceptors,
+end-to-end encryption, statistics, reconnection. So ``AgentSession.start(room=...)`` (its
+RoomIO publishes the agent's audio and subscribes to the user's microphone) does not run on
+it: give `AvatarSession.start` an `AgentSession` that is not started, or test the conversation
+with livekit-agents' own test mode.
+
+What a test with it shows is that your code and livekit-agents react correctly to a room's
+events and calls; that a real room and a real Avatario produce them is LiveKit's and
+Avatario's part. Needs the ``livekit`` extra (and the ``server`` extra for the fake).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import inspect
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+
+from .._extras import hint
+
+# The room needs livekit; the fake whose avatars join it, the server extra.
+_PROBLEM = hint("avatario_wrapper.testing.livekit", "livekit", "server")
+if _PROBLEM is not None:
+    raise ModuleNotFoundError(_PROBLEM)
+
+from livekit import api, rtc  # noqa: E402 - after the extra's check
+from livekit.agents.testing import fake_job_context  # noqa: E402
+
+# The protocol records livekit's own Room builds its participants and publications from.
+from livekit.rtc._proto import handle_pb2, participant_pb2, track_pb2  # noqa: E402
+
+if TYPE_CHECKING:
+    from livekit.agents import JobContext
+
+    from ._start_session import SessionStarted
+
+__all__ = [
+    "AvatarLink",
+    "StandInByteStreamWriter",
+    "StandInLocalParticipant",
+    "StandInRoom",
+]
+
+logger: logging.Logger = logging.getLogger("avatario_wrapper.testing")
+
+#: The attribute LiveKit reads to count the avatar's tracks as the agent's.
+PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
+#: The RPC method `DataStreamAudioOutput` calls on the avatar when the agent is interrupted.
+RPC_CLEAR_BUFFER = "lk.clear_buffer"
+#: What the avatar publishes unless told otherwise: video (what the join waits for) and audio.
+AVATAR_TRACKS: tuple[rtc.TrackKind.ValueType, ...] = (
+    rtc.TrackKind.KIND_VIDEO,
+    rtc.TrackKind.KIND_AUDIO,
+)
+_NO_HANDLE = 0  # livekit's INVALID_HANDLE: an object with it never calls the native client
+_WHY = "a StandInRoom has no LiveKit server behind it (see avatario_wrapper.testing.livekit)"
+
+RpcHandler = Callable[[rtc.RpcInvocationData], "Awaitable[str | None] | str | None"]
+_Handler = TypeVar("_Handler", bound=RpcHandler)
+
+
+class _SessionSource(Protocol):
+    """A `FakeAvatario` or a `FakeServer`: what announces the sessions it starts."""
+
+    def on_session_started(
+        self, listener: Callable[[SessionStarted], object]
+    ) -> Callable[[], None]: ...
+
+
+def _sid(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _rpc_error(code: rtc.RpcError.ErrorCode) -> rtc.RpcError:
+    """The error LiveKit gives an RPC caller for `code`, with livekit's own message."""
+    return rtc.RpcError(code, rtc.RpcError.ErrorMessage[code])
+
+
+def _not_implemented(name: str, *, asynchronous: bool) -> Callable[..., Any]:
+    message = f"{name} is not implemented: {_WHY}"
+
+    if asynchronous:
+
+        async def refuse_async(self: object, *args: Any, **kwargs: Any) -> NoReturn:
+            raise NotImplementedError(message)
+
+        refuse_async.__name__ = name
+        refuse_async.__doc__ = f"Not implemented: {_WHY}."
+        return refuse_async
+
+    def refuse(self: object, *args: Any, **kwargs: Any) -> NoReturn:
+        raise NotImplementedError(message)
+
+    refuse.__name__ = name
+    refuse.__doc__ = f"Not implemented: {_WHY}."
+    return refuse
+
+
+# -- the agent's side --------------------------------------------------------------------------
+
+
+class StandInByteStreamWriter(rtc.ByteStreamWriter):
+    """A byte stream the agent opened: it keeps what is written instead of sending it.
+
+    `data` is every byte written so far, `closed` whether the sender closed it (the end of
+    an audio segment for `DataStreamAudioOutput`); `info` is livekit's `ByteStreamInfo`
+    (topic, name, attributes such as ``sample_rate``).
+    """
+
+    def __init__(
+        self,
+        local_participant: StandInLocalParticipant,
+        *,
+        name: str,
+        topic: str,
+        attributes: dict[str, str] | None,
+        stream_id: str,
+        total_size: int | None,
+        mime_type: str,
+        destination_identities: list[str] | None,
+    ) -> None:
+        super().__init__(
+            local_participant,
+            name=name,
+            topic=topic,
+            attributes=attributes,
+            stream_id=stream_id,
+            total_size=total_size,
+            mime_type=mime_type,
+            destination_identities=destination_identities,
+        )
+        self.topic = topic
+        self.destination_identities: tuple[str, ...] = tuple(destination_identities or ())
+        self.closed: bool = False
+        self.close_reason: str = ""
+        self._chunks: list[bytes] = []
+
+    @property
+    def data(self) -> bytes:
+        """Every byte written to the stream so far."""
+        return b"".join(self._chunks)
+
+    async def write(self, data: bytes) -> None:
+        if self.closed:
+            raise RuntimeError("Cannot write after stream is closed")  # livekit's message
+        self._chunks.append(bytes(data))
+
+    async def aclose(self, *, reason: str = "", attributes: dict[str, str] | None = None) -> None:
+        if self.closed:
+            raise RuntimeError("Stream already closed")  # livekit's message
+        self.closed = True
+        self.close_reason = reason
+        if attributes:
+            self.info.attributes = {**(self.info.attributes or {}), **attributes}
+
+    def __repr__(self) -> str:
+        return (
+            f"StandInByteStreamWriter(topic={self.topic!r}, "
+            f"to={list(self.destination_identities)!r}, bytes={len(self.data)}, "
+            f"closed={self.closed!r})"
+        )
+
+
+class StandInLocalParticipant(rtc.LocalParticipant):
+    """The agent in a `StandInRoom`: livekit's `LocalParticipant`, its server calls played.
+
+    Records what the agent sent: `rpc_calls` (livekit's `RpcCallInfo`, in order) and
+    `byte_streams` (`StandInByteStreamWriter`, in order).
+    """
+
+    def __init__(self, room: StandInRoom, info: participant_pb2.ParticipantInfo) -> None:
+        owned = participant_pb2.OwnedParticipant(
+            handle=handle_pb2.FfiOwnedHandle(id=_NO_HANDLE), info=info
+        )
+        super().__init__(room._room_queue, owned)
+        self._stand_in_room = room
+        self._record = owned.info  # the very record livekit reads the properties from
+        self.rpc_calls: list[rtc.RpcCallInfo] = []
+        self.byte_streams: list[StandInByteStreamWriter] = []
+
+    def __repr__(self) -> str:
+        return f"StandInLocalParticipant(identity={self.identity!r})"
+
+    # -- RPC -------------------------------------------------------------------------------
+
+    def register_rpc_method(
+        self, method_name: str, handler: _Handler | None = None
+    ) -> _Handler | Callable[[_Handler], _Handler]:
+        """Keep `handler` for `method_name` (as livekit does); `rpc_from` calls it. As
+        livekit's (same signature), it is a decorator when `handler` is left out."""
+
+        def register(handler_func: _Handler) -> _Handler:
+            self._rpc_handlers[method_name] = handler_func
+            return handler_func
+
+        return register(handler) if handler is not None else register
+
+    def unregister_rpc_method(self, method: str) -> None:
+        self._rpc_handlers.pop(method, None)
+
+    async def perform_rpc(
+        self,
+        *,
+        destination_identity: str,
+        method: str,
+        payload: str,
+        response_timeout: float | None = None,
+        max_round_trip_latency: float | None = None,
+    ) -> str:
+        """Call `method` on a remote participant: its handler from `set_rpc_handler` answers.
+
+        As LiveKit answers: ``RECIPIENT_NOT_FOUND`` when no such participant is in the room,
+        ``UNSUPPORTED_METHOD`` when it has no handler for `method`, ``APPLICATION_ERROR``
+        when its handler raises anything but an `rtc.RpcError`.
+        """
+        self.rpc_calls.append(
+            rtc.RpcCallInfo(
+                destination_identity=destination_identity,
+                method=method,
+                payload=payload,
+                response_timeout=response_timeout,
+                max_round_trip_latency=max_round_trip_latency,
+            )
+        )
+        room = self._stand_in_room
+        if not room.isconnected():
+            raise _rpc_error(rtc.RpcError.ErrorCode.SEND_FAILED)
+        if destination_identity not in room.remote_participants:
+            raise _rpc_error(rtc.RpcError.ErrorCode.RECIPIENT_NOT_FOUND)
+        handler = room._remote_rpc_handlers.get((destination_identity, method))
+        data = rtc.RpcInvocationData(
+            request_id=str(uuid.uuid4()),
+            caller_identity=self.identity,
+            payload=payload,
+            response_timeout=response_timeout if response_timeout is not None else 15.0,
+            method=method,
+        )
+        return await _answer(handler, data)
+
+    # -- streams -----------------------------------------------------------------------------
+
+    async def stream_bytes(
+        self,
+        name: str,
+        *,
+        total_size: int | None = None,
+        mime_type: str = "application/octet-stream",
+        attributes: dict[str, str] | None = None,
+        stream_id: str | None = None,
+        destination_identities: list[str] | None = None,
+        topic: str = "",
+    ) -> StandInByteStreamWriter:
+        """Open a byte stream that keeps what is written (see `byte_streams`)."""
+        if not self._stand_in_room.isconnected():
+            raise rtc.StreamError("the room is not connected")
+        writer = StandInByteStreamWriter(
+            self,
+            name=name,
+            topic=topic,
+            attributes=attributes,
+            stream_id=stream_id or str(uuid.uuid4()),
+            total_size=total_size,
+            mime_type=mime_type,
+            destination_identities=destination_identities,
+        )
+        self.byte_streams.append(writer)
+        return writer
+
+    # -- what the agent says about itself ------------------------------------------------------
+
+    async def set_attributes(self, attributes: dict[str, str]) -> None:
+        """Update the attributes (an empty value removes one, as LiveKit does) and announce
+        ``participant_attributes_changed`` with what changed."""
+        changed: dict[str, str] = {}
+        for key, value in attributes.items():
+            if self._record.attributes.get(key, "") != value:
+                changed[key] = value
+            if value:
+                self._record.attributes[key] = value
+            elif key in self._record.attributes:
+                del self._record.attributes[key]
+        if changed:
+            self._stand_in_room.emit("participant_attributes_changed", changed, self)
+
+    async def set_metadata(self, metadata: str) -> None:
+        old = self._record.metadata
+        self._record.metadata = metadata
+        self._stand_in_room.emit("participant_metadata_changed", self, old, metadata)
+
+    async def set_name(self, name: str) -> None:
+        old = self._record.name
+        self._record.name = name
+        self._stand_in_room.emit("participant_name_changed", self, old, name)
+
+
+for _name in (
+    "publish_data",
+    "publish_dtmf",
+    "publish_transcription",
+    "publish_track",
+    "unpublish_track",
+    "publish_data_track",
+    "stream_text",
+    "send_text",
+    "send_bytes",
+    "send_file",
+):
+    setattr(StandInLocalParticipant, _name, _not_implemented(_name, asynchronous=True))
+for _name in (
+    "add_rpc_interceptor",
+    "remove_rpc_interceptor",
+    "set_track_subscription_permissions",
+):
+    setattr(StandInLocalParticipant, _name, _not_implemented(_name, asynchronous=False))
+
+
+async def _answer(handler: RpcHandler | None, data: rtc.RpcInvocationData) -> str:
+    """Run an RPC handler as LiveKit does for its caller: errors become `rtc.RpcError`."""
+    if handler is None:
+        raise _rpc_error(rtc.RpcError.ErrorCode.UNSUPPORTED_METHOD)
+    try:
+        answer = handler(data)
+        if inspect.isawaitable(answer):
+            answer = await answer
+    except rtc.RpcError:
+        raise
+    except Exception as error:
+        logger.warning("an RPC handler for %s raised %s", data.method, type(error).__name__)
+        raise _rpc_error(rtc.RpcError.ErrorCode.APPLICATION_ERROR) from error
+    return answer if isinstance(answer, str) else ""
+
+
+# -- the room ----------------------------------------------------------------------------------
+
+
+class StandInRoom(rtc.Room):
+    """A LiveKit room, connected without a server (see the module docstring).
+
+    Make it inside the event loop that runs the agent (an async test, or ``asyncio.run``):
+    its events are delivered on that loop, and its test controls (`add_participant`,
+    `publish_track`, `remove_participant`) must be called there.
+
+    `name` is the room's name (the one the avatar's token names); the agent is the local
+    participant, identity `agent_identity`, of kind ``agent``.
+    """
+
+    def __init__(
+        self,
+        name: str = "test-room",
+        *,
+        agent_identity: str = "test-agent",
+        agent_name: str | None = None,
+        metadata: str = "",
+    ) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError(
+                "make the StandInRoom inside the event loop that runs the agent (in an async "
+                "test or a coroutine given to asyncio.run): its events are delivered there"
+            ) from None
+        if not isinstance(name, str) or not name:
+            raise ValueError("a StandInRoom needs a non-empty name (the avatar's token names it)")
+        if not isinstance(agent_identity, str) or not agent_identity:
+            raise ValueError("agent_identity must be a non-empty string")
+        super().__init__(loop=loop)
+        self._stand_in_loop = loop
+        self._room_name = name
+        self._room_sid = _sid("RM")
+        self._room_metadata = metadata
+        self._state: rtc.ConnectionState.ValueType = rtc.ConnectionState.CONN_CONNECTED
+        self._remote: dict[str, rtc.RemoteParticipant] = {}
+        self._records: dict[str, participant_pb2.ParticipantInfo] = {}
+        self._remote_rpc_handlers: dict[tuple[str, str], RpcHandler] = {}
+        self._agent = StandInLocalParticipant(
+            self,
+            participant_pb2.ParticipantInfo(
+                sid=_sid("PA"),
+                identity=agent_identity,
+                name=agent_name if agent_name is not None else agent_identity,
+                kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
+                state=rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE,
+                joined_at=_now_ms(),
+            ),
+        )
+
+    def __del__(self) -> None:
+        # livekit's Room.__del__ releases its native client subscription; there is none here
+        # (and a room whose __init__ refused to run has none of livekit's attributes).
+        return
+
+    def __repr__(self) -> str:
+        return (
+            f"StandInRoom(name={self._room_name!r}, "
+            f"agent={self._agent.identity!r}, connected={self.isconnected()!r}, "
+            f"remote_participants={sorted(self._remote)!r})"
+        )
+
+    # -- rtc.Room's surface ----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._room_name
+
+    @property
+    async def sid(self) -> str:
+        return self._room_sid
+
+    @property
+    def metadata(self) -> str:
+        return self._room_metadata
+
+    @property
+    def connection_state(self) -> rtc.ConnectionState.ValueType:
+        return self._state
+
+    def isconnected(self) -> bool:
+        return self._state != rtc.ConnectionState.CONN_DISCONNECTED
+
+    @property
+    def local_participant(self) -> StandInLocalParticipant:
+        return self._agent
+
+    @property
+    def remote_participants(self) -> Mapping[str, rtc.RemoteParticipant]:
+        return self._remote
+
+    @property
+    def num_participants(self) -> int:
+        return 1 + len(self._remote) if self.isconnected() else 0
+
+    @property
+    def num_publishers(self) -> int:
+        return sum(1 for p in self._remote.values() if p.track_publications)
+
+    @property
+    def e2ee_manager(self) -> NoReturn:
+        raise AttributeError(f"e2ee_manager: end-to-end encryption is not implemented: {_WHY}")
+
+    async def connect(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not implemented: a `StandInRoom` is connected when it is made."""
+        raise NotImplementedError(
+            f"connect is not implemented: a StandInRoom is connected when it is made; {_WHY}"
+        )
+
+    async def disconnect(
+        self, *, reason: rtc.DisconnectReason.ValueType = rtc.DisconnectReason.CLIENT_INITIATED
+    ) -> None:
+        """Leave the room: ``connection_state_changed`` (disconnected), then ``disconnected``.
+
+        As livekit's: nothing happens when it is not connected; the remote participants stay
+        in `remote_participants` (the agent no longer hears about them).
+        """
+        if not self.isconnected():
+            return
+        self._agent._record.disconnect_reason = reason
+        self._state = rtc.ConnectionState.CONN_DISCONNECTED
+        self.emit("connection_state_changed", self._state)
+        self.emit("disconnected", reason)
+
+    async def get_rtc_stats(self) -> NoReturn:
+        """Not implemented: no media flows, so there are no statistics."""
+        raise NotImplementedError(f"get_rtc_stats is not implemented: {_WHY}")
+
+    async def simulate_scenario(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Not implemented: there is no connection to break."""
+        raise NotImplementedError(f"simulate_scenario is not implemented: {_WHY}")
+
+    # -- test controls: the other participants -------------------------------------------------
+
+    def _on_loop(self, what: str) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not self._stand_in_loop:
+            raise RuntimeError(
+                f"call StandInRoom.{what} on the room's event loop (from another thread: "
+                "loop.call_soon_threadsafe)"
+            )
+
+    def add_participant(
+        self,
+        identity: str,
+        *,
+        name: str | None = None,
+        kind: rtc.ParticipantKind.ValueType = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
+        attributes: Mapping[str, str] | None = None,
+        metadata: str = "",
+        tracks: Iterable[rtc.TrackKind.ValueType] = (),
+    ) -> rtc.RemoteParticipant:
+        """A participant joins: ``participant_connected``, ``participant_active``, then
+        ``track_published`` for each of `tracks` (see `publish_track`). Returns livekit's
+        `rtc.RemoteParticipant` for it."""
+        self._on_loop("add_participant")
+        if not self.isconnected():
+            raise RuntimeError("the room is disconnected: the agent sees no one join")
+        if not isinstance(identity, str) or not identity:
+            raise ValueError("a participant needs a non-empty identity")
+        if identity in self._remote or identity == self._agent.identity:
+            raise ValueError(f"a participant {identity!r} is already in the room")
+        owned = participant_pb2.OwnedParticipant(
+            handle=handle_pb2.FfiOwnedHandle(id=_NO_HANDLE),
+            info=participant_pb2.ParticipantInfo(
+                sid=_sid("PA"),
+                identity=identity,
+                name=name if name is not None else identity,
+                kind=kind,
+                state=rtc.ParticipantState.PARTICIPANT_STATE_JOINED,
+                attributes=dict(attributes or {}),
+                metadata=metadata,
+                joined_at=_now_ms(),
+            ),
+        )
+        participant = rtc.RemoteParticipant(owned)
+        self._records[identity] = owned.info
+        self._remote[identity] = participant
+        self.emit("participant_connected", participant)
+        self._records[identity].state = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
+        self.emit("participant_active", participant)
+        for track in tracks:
+            self.publish_track(identity, track)
+        return participant
+
+    def publish_track(
+        self,
+        identity: str,
+        kind: rtc.TrackKind.ValueType,
+        *,
+        source: rtc.TrackSource.ValueType | None = None,
+        name: str = "",
+        width: int = 0,
+        height: int = 0,
+    ) -> rtc.RemoteTrackPublication:
+        """The participant `identity` publishes a track of `kind`: ``track_published``.
+
+        The publication is livekit's `rtc.RemoteTrackPublication`, never subscribed (no media
+        flows here). `source` defaults to the camera for video, the microphone for audio.
+        """
+        self._on_loop("publish_track")
+        participant = self._participant(identity)
+        if source is None:
+            source = (
+                rtc.TrackSource.SOURCE_CAMERA
+                if kind == rtc.TrackKind.KIND_VIDEO
+                else rtc.TrackSource.SOURCE_MICROPHONE
+            )
+        publication = rtc.RemoteTrackPublication(
+            track_pb2.OwnedTrackPublication(
+                handle=handle_pb2.FfiOwnedHandle(id=_NO_HANDLE),
+                info=track_pb2.TrackPublicationInfo(
+                    sid=_sid("TR"),
+                    name=name,
+                    kind=kind,
+                    source=source,
+                    width=width,
+                    height=height,
+                    remote=True,
+                ),
+            )
+        )
+        # livekit keeps a participant's publications in this dict (Room._on_room_event does
+        # the same on a track_published event); `track_publications` is a view of it.
+        participant.track_publications[publication.sid] = publication  # type: ignore[index]
+        self.emit("track_published", publication, participant)
+        return publication
+
+    def remove_participant(
+        self,
+        identity: str,
+        *,
+        reason: rtc.DisconnectReason.ValueType = rtc.DisconnectReason.CLIENT_INITIATED,
+    ) -> rtc.RemoteParticipant:
+        """The participant leaves: ``track_unpublished`` per track, then
+        ``participant_disconnected`` (its `disconnect_reason` set to `reason`)."""
+        self._on_loop("remove_participant")
+        participant = self._participant(identity)
+        publications: dict[str, rtc.RemoteTrackPublication] = participant.track_publications  # type: ignore[assignment]
+        for sid in list(publications):
+            publication = publications.pop(sid)
+            self.emit("track_unpublished", publication, participant)
+        del self._remote[identity]
+        record = self._records.pop(identity)
+        record.state = rtc.ParticipantState.PARTICIPANT_STATE_DISCONNECTED
+        record.disconnect_reason = reason
+        for key in [k for k in self._remote_rpc_handlers if k[0] == identity]:
+            del self._remote_rpc_handlers[key]
+        self.emit("participant_disconnected", participant)
+        return participant
+
+    def set_rpc_handler(self, identity: str, method: str, handler: RpcHandler | None) -> None:
+        """How the remote participant `identity` answers the agent's `perform_rpc` of `method`
+        (a function of livekit's `RpcInvocationData`, plain or async; None: no handler)."""
+        self._participant(identity)
+        if handler is None:
+            self._remote_rpc_handlers.pop((identity, method), None)
+        else:
+            self._remote_rpc_handlers[(identity, method)] = handler
+
+    async def rpc_from(
+        self, caller_identity: str, method: str, payload: str = "", *, timeout: float = 15.0
+    ) -> str:
+        """The remote participant `caller_identity` calls the agent's RPC `method`.
+
+        Runs the handler the agent registered with `register_rpc_method` (as LiveKit runs it:
+        an `rtc.RpcError` reaches the caller as it is, another exception as
+        ``APPLICATION_ERROR``, no handler as ``UNSUPPORTED_METHOD``) and returns its answer.
+        """
+        self._on_loop("rpc_from")
+        self._participant(caller_identity)
+        data = rtc.RpcInvocationData(
+            request_id=str(uuid.uuid4()),
+            caller_identity=caller_identity,
+            payload=payload,
+            response_timeout=timeout,
+            method=method,
+        )
+        handler = self._agent._rpc_handlers.get(method)
+        return await asyncio.wait_for(_answer(handler, data), timeout)
+
+    def _participant(self, identity: str) -> rtc.RemoteParticipant:
+        participant = self._remote.get(identity)
+        if participant is None:
+            raise KeyError(
+                f"no participant {identity!r} in the room (in it: {sorted(self._remote)})"
+            )
+        return participant
+
+    # -- the fake Avatario's avatars -----------------------------------------------------------
+
+    def avatars_from(
+        self,
+        fake: _SessionSource,
+        *,
+        join: bool = True,
+        tracks: Iterable[rtc.TrackKind.ValueType] = AVATAR_TRACKS,
+    ) -> AvatarLink:
+        """Make the avatar of each session `fake` starts for this room join it.
+
+        `fake` is a `FakeAvatario` or a `FakeServer`. Each NEW session the fake starts whose
+        token names this room (``video.room``) adds, on this room's event loop, a participant
+        with the token's identity (``sub``) and name, of kind ``agent``, with the attribute
+        ``lk.publish_on_behalf`` = the request's ``agent_id``, publishing `tracks` (video and
+        audio: the base avatar session waits for the video). The avatar answers the agent's
+        ``lk.clear_buffer`` RPC with ``"ok"``, as an avatar worker does.
+
+        ``join=False`` (or setting `AvatarLink.join` later) plays an avatar that never
+        arrives: the session is still recorded. Returns the `AvatarLink`; close it (or use it
+        as a context manager) to stop listening.
+        """
+        self._on_loop("avatars_from")
+        return AvatarLink(self, fake, join=join, tracks=tuple(tracks))
+
+    # -- a job -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def job_context(self, *, job_id: str = "test-job") -> Iterator[JobContext]:
+        """Run code as in a job for this room: livekit-agents' own ``fake_job_context``.
+
+        Inside, ``get_job_context()`` is a real `JobContext` whose room is this one, whose
+        token names the agent (so ``ctx.local_participant_identity`` works as in a worker),
+        and whose LiveKit server API is a stand-in that implements
+        ``room.remove_participant`` on this room: the base avatar session's ``aclose()``
+        removes the avatar with it, as it asks LiveKit to in a deployed job.
+        """
+        with fake_job_context(room=self, job_id=job_id, agent_identity=self._agent.identity) as ctx:
+            info = getattr(ctx, "_info", None)  # livekit's fake job has an empty token
+            if info is not None and hasattr(info, "token"):
+                info.token = self._agent_token()
+            vars(ctx)["api"] = _StandInLiveKitAPI(self)  # JobContext.api is a cached property
+            try:
+                yield ctx
+            finally:
+                # livekit's job runner removes the job's scratch folder; its fake job does not.
+                tempdir = getattr(ctx, "_tempdir", None)
+                if tempdir is not None:
+                    tempdir.cleanup()
+
+    def _agent_token(self) -> str:
+        """A token naming the agent, as a job has; signed with a throwaway secret (livekit
+        reads the job's token without checking its signature)."""
+        return (
+            api.AccessToken(api_key="stand-in", api_secret=secrets.token_urlsafe(32))
+            .with_kind("agent")
+            .with_identity(self._agent.identity)
+            .with_name(self._agent.name)
+            .with_grants(api.VideoGrants(room_join=True, room=self._room_name, agent=True))
+            .with_ttl(datetime.timedelta(hours=1))
+            .to_jwt()
+        )
+
+
+class AvatarLink:
+    """The fake Avatario's avatars joining a `StandInRoom` (see `StandInRoom.avatars_from`).
+
+    `sessions`: the sessions started for this room, in order (`SessionStarted` records);
+    `join`: whether their avatars join (may be changed while it runs).
+    """
+
+    def __init__(
+        self,
+        room: StandInRoom,
+        fake: _SessionSource,
+        *,
+        join: bool,
+        tracks: tuple[rtc.TrackKind.ValueType, ...],
+    ) -> None:
+        self.room = room
+        self.join = join
+        self.tracks = tracks
+        self._loop = room._stand_in_loop
+        self._sessions: list[SessionStarted] = []
+        self._elsewhere: list[str | None] = []  # the rooms of sessions for other rooms
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._closed = False
+        self._remove = fake.on_session_started(self._from_server_thread)
+
+    def __repr__(self) -> str:
+        return (
+            f"AvatarLink(room={self.room.name!r}, join={self.join!r}, "
+            f"sessions={len(self._sessions)})"
+        )
+
+    @property
+    def sessions(self) -> list[SessionStarted]:
+        """The sessions the fake started for this room, in order."""
+        return list(self._sessions)
+
+    async def wait_for_sessions(
+        self, count: int = 1, *, timeout: float | None = 10.0
+    ) -> list[SessionStarted]:
+        """Return once the fake has started `count` sessions for this room (all of them).
+
+        Raises `asyncio.TimeoutError` after `timeout` seconds (None: no limit), saying how
+        many started and for which other rooms sessions started instead.
+        """
+        while len(self._sessions) < count:
+            waiter: asyncio.Future[None] = self._loop.create_future()
+            entry = (count, waiter)
+            self._waiters.append(entry)
+            try:
+                await asyncio.wait_for(waiter, timeout)
+            except asyncio.TimeoutError:
+                elsewhere = (
+                    f"; sessions for other rooms: {self._elsewhere}" if self._elsewhere else ""
+                )
+                raise asyncio.TimeoutError(
+                    f"the fake started {len(self._sessions)} session(s) for room "
+                    f"{self.room.name!r} within {timeout} s, not {count}{elsewhere}"
+                ) from None
+            finally:
+                if entry in self._waiters:
+                    self._waiters.remove(entry)
+        return list(self._sessions)
+
+    def close(self) -> None:
+        """Stop listening to the fake (avatars already in the room stay)."""
+        self._closed = True
+        self._remove()
+
+    def __enter__(self) -> AvatarLink:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- in the fake's server thread, then on the room's loop ------------------------------------
+
+    def _from_server_thread(self, started: SessionStarted) -> None:
+        with contextlib.suppress(RuntimeError):  # the test's loop has already closed
+            self._loop.call_soon_threadsafe(self._deliver, started)
+
+    def _deliver(self, started: SessionStarted) -> None:
+        if self._closed:
+            return
+        if started.room != self.room.name:
+            self._elsewhere.append(started.room)
+            return
+        self._sessions.append(started)
+        for count, waiter in list(self._waiters):
+            if len(self._sessions) >= count and not waiter.done():
+                waiter.set_result(None)
+        if self.join:
+            self._avatar_joins(started)
+
+    def _avatar_joins(self, started: SessionStarted) -> None:
+        room, identity = self.room, started.avatar_identity
+        if identity is None:
+            logger.warning(
+                "session %s: its token names no identity, so no avatar joins", started.session_id
+            )
+            return
+        if not room.isconnected():
+            return  # the avatar joins the room on the server; a disconnected agent never sees it
+        if identity == room.local_participant.identity:
+            logger.warning(
+                "session %s: the avatar's identity is the agent's own, so it cannot join",
+                started.session_id,
+            )
+            return
+        if identity in room.remote_participants:  # LiveKit replaces a duplicate identity
+            room.remove_participant(identity, reason=rtc.DisconnectReason.DUPLICATE_IDENTITY)
+        agent = started.payload.get("agent_id")
+        room.add_participant(
+            identity,
+            name=started.avatar_name,
+            kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
+            attributes={PUBLISH_ON_BEHALF: agent} if isinstance(agent, str) else None,
+        )
+        room.set_rpc_handler(identity, RPC_CLEAR_BUFFER, lambda data: "ok")
+        width, height = started.payload.get("video_width"), started.payload.get("video_height")
+        for kind in self.tracks:
+            if (
+                kind == rtc.TrackKind.KIND_VIDEO
+                and isinstance(width, int)
+                and isinstance(height, int)
+            ):
+                room.publish_track(identity, kind, width=width, height=height)
+            else:
+                room.publish_track(identity, kind)
+
+
+# -- the LiveKit server API of a job -------------------------------------------------------------
+
+
+class _StandInRoomService:
+    """What a job's ``ctx.api.room`` does here: `remove_participant` on the stand-in room."""
+
+    def __init__(self, room: StandInRoom) -> None:
+        self._room = room
+        self.removed: list[api.RoomParticipantIdentity] = []
+
+    async def remove_participant(
+        self, remove: api.RoomParticipantIdentity
+    ) -> api.RemoveParticipantResponse:
+        """As LiveKit's RoomService: the participant leaves (reason ``PARTICIPANT_REMOVED``);
+        one not in the room is a ``not_found`` `TwirpError`."""
+        room = self._room
+        if remove.room != room.name or remove.identity not in room.remote_participants:
+            raise api.TwirpError("not_found", "participant not found", status=404)
+        self.removed.append(remove)
+        room.remove_participant(remove.identity, reason=rtc.DisconnectReason.PARTICIPANT_REMOVED)
+        return api.RemoveParticipantResponse()
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise AttributeError(
+            f"room.{name} of the LiveKit server API is not implemented by the stand-in "
+            "(only room.remove_participant is)"
+        )
+
+
+class _StandInLiveKitAPI:
+    """A job's ``ctx.api`` inside `StandInRoom.job_context`: only ``room.remove_participant``."""
+
+    def __init__(self, room: StandInRoom) -> None:
+        self.room: _StandInRoomService = _StandInRoomService(room)
+
+    async def aclose(self) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> NoReturn:
+        raise AttributeError(
+            f"the LiveKit server API's {name!r} is not implemented by the stand-in (only "
+            "room.remove_participant is): no LiveKit server runs in unit tests"
+        )
