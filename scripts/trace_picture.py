@@ -14,8 +14,8 @@ span, indented under its parent, a bar from its start to its end), the call span
   the same on every run; the HTTP exchanges' own durations vary a little);
 - ``avatar-session``: `avatario_wrapper.livekit.AvatarSession.start` whose answer is lost (the
   fake starts the session, then resets the connection), settled by the avatar joining the room.
-  The room is a stand-in (no LiveKit server runs here): an `rtc.EventEmitter` that plays a
-  connected room, and the avatar joins it 0.3 s after the fake started the session.
+  The room is the testing kit's `StandInRoom` (no LiveKit server runs here); the avatar joins
+  it 0.3 s after the fake started the session.
 
 The SVG carries the tree it draws in its ``<desc>`` (one ``depth name`` per line), which the
 tests compare with a fresh run: the timings change, the shape must not.
@@ -79,44 +79,13 @@ def avatar_session(quick: bool) -> list[Any]:
     from livekit.agents import AgentSession  # noqa: PLC0415
 
     from avatario_wrapper.livekit import AvatarSession  # noqa: PLC0415
-
-    class Participant:
-        def __init__(self, identity: str) -> None:
-            self.identity = identity
-            self.name = identity
-            self.kind = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-            self.state = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
-            self.attributes: dict[str, str] = {}
-            self.track_publications: dict[str, Any] = {}
-            self._rpc_handlers: dict[str, Any] = {}
-
-        def register_rpc_method(self, name: str, handler: Any) -> None:
-            self._rpc_handlers[name] = handler
-
-    class StandInRoom(rtc.EventEmitter[str]):
-        """A connected LiveKit room, played (no LiveKit server runs here)."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.name = ROOM
-            self.local_participant = Participant("agent-7")
-            self.remote_participants: dict[str, Participant] = {}
-
-        def isconnected(self) -> bool:
-            return True
-
-        def join(self, identity: str) -> None:
-            participant = Participant(identity)
-            self.remote_participants[identity] = participant
-            self.emit("participant_connected", participant)
-            self.emit("participant_active", participant)
+    from avatario_wrapper.testing import StandInRoom  # noqa: PLC0415
 
     os.environ.update(
         LIVEKIT_URL="wss://rooms.example.com",
         LIVEKIT_API_KEY=LK_KEY,
         LIVEKIT_API_SECRET=LK_SECRET,
     )
-    room = StandInRoom()
 
     async def main() -> list[Any]:
         with SpanRecorder() as recorder:
@@ -127,17 +96,23 @@ def avatar_session(quick: bool) -> list[Any]:
                 livekit_api_secret=LK_SECRET,
             ) as server:
                 os.environ["AVATARIO_BASE_URL"] = server.url
+                room = StandInRoom(ROOM, agent_identity="agent-7")
 
                 async def avatar_joins() -> None:
+                    # The avatar arrives a moment after the fake started its session.
                     while not server.sessions:  # noqa: ASYNC110 - the fake runs in a thread
                         await asyncio.sleep(0.002)
                     await asyncio.sleep(0.05 if quick else 0.3)
-                    room.join(AVATAR)
+                    room.add_participant(
+                        AVATAR,
+                        kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
+                        tracks=[rtc.TrackKind.KIND_VIDEO],
+                    )
 
                 joining = asyncio.create_task(avatar_joins())
                 avatar = AvatarSession(avatar_id="face_4f1c2a", api_key=KEY)
                 try:
-                    await avatar.start(AgentSession(), room)  # type: ignore[arg-type]
+                    await avatar.start(AgentSession(), room=room)
                 finally:
                     await avatar.aclose()
                     await joining
@@ -279,8 +254,8 @@ def draw(title: str, spans: list[Any]) -> str:
             delay = float(a.get("avatario.backoff.delay", 0.0))
             end = x(event.timestamp + delay * 1e9)
             out.append(
-                f'<rect x="{ex:.1f}" y="{y + 11}" width="{max(end - ex, 1):.1f}" height="8" '
-                'fill="none" stroke="#d68910" stroke-dasharray="4 2"/>'
+                f'<rect x="{ex:.1f}" y="{y + 10}" width="{max(end - ex, 1):.1f}" height="10" '
+                'fill="#f5b041" fill-opacity="0.85" stroke="#b9770e"/>'
             )
             why = " (Retry-After)" if a.get("avatario.backoff.from_retry_after") else ""
             text = f"backoff {delay:.2f} s{why}" if event.name == "avatario.backoff" else event.name

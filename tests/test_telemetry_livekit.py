@@ -2,7 +2,8 @@
 
 Real livekit-agents (its `AgentSession`, avatar base class and telemetry module), the real
 OpenTelemetry SDK exporting in memory, the fake Avatario on 127.0.0.1. Stand-in: the connected
-LiveKit room (`StandInRoom`, see test_livekit.py: no LiveKit server can run here).
+LiveKit room (the testing kit's `StandInRoom`: no LiveKit server can run here), whose avatar
+joins when the fake starts a session (`avatars_from`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from avatario_wrapper import AuthenticationError, _telemetry
 from avatario_wrapper.livekit import AvatarSession
-from avatario_wrapper.testing import FakeServer, run_fake_server
+from avatario_wrapper.testing import FakeServer, StandInRoom, run_fake_server
 
-from .test_livekit import StandInRoom, as_room, avatar_joins_when_a_session_starts
 from .test_telemetry import Recorded, attrs
 
 API_KEY = "sk_test_SECRET_KEY_5f2b9c"
@@ -64,28 +64,22 @@ def start(
 ) -> tuple[Any, FakeServer]:
     """`AvatarSession.start` against the fake; with `join`, the avatar joins the room once the
     fake starts a session. Returns the result (or the error) and the server."""
-    room = StandInRoom()
 
     async def main() -> tuple[Any, FakeServer]:
         async with run_fake_server(
             api_key=API_KEY, faults=faults, livekit_api_key=LK_KEY, livekit_api_secret=LK_SECRET
         ) as server:
             monkeypatch.setenv("AVATARIO_BASE_URL", server.url)
+            room = StandInRoom("room-42", agent_identity="agent-7")
             avatar = AvatarSession(avatar_id="face_1", api_key=api_key, join_timeout=0.3)
-            joiner = (
-                asyncio.create_task(avatar_joins_when_a_session_starts(server, room))
-                if join
-                else None
-            )
             outcome: Any
-            try:
-                outcome = await avatar.start(AgentSession(), as_room(room))
-            except Exception as error:
-                outcome = error
-            finally:
-                await avatar.aclose()
-                if joiner is not None:
-                    await joiner
+            with room.avatars_from(server, join=join):
+                try:
+                    outcome = await avatar.start(AgentSession(), room=room)
+                except Exception as error:
+                    outcome = error
+                finally:
+                    await avatar.aclose()
             return outcome, server
 
     return asyncio.run(main())
