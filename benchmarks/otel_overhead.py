@@ -122,7 +122,7 @@ def hook_alone(client: AvatarioClient, rounds: int, calls: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=500, help="calls per arm per round")
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=60)
     args = parser.parse_args()
 
     import opentelemetry.metrics
