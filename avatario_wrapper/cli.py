@@ -390,12 +390,17 @@ def _control_help(url: str, key: str) -> list[str]:
 
 
 @main.command("demo")
-def demo() -> None:
+@click.option(
+    "--spans",
+    is_flag=True,
+    help="Also print each scene's OpenTelemetry span tree (needs opentelemetry-sdk).",
+)
+def demo(spans: bool) -> None:
     """Play the client's story against an embedded fake Avatario. Needs the server extra."""
     _need("avatario demo", "server")
     from ._demo import run_demo
 
-    sys.exit(run_demo(Console(highlight=False)))
+    sys.exit(run_demo(Console(highlight=False), spans=spans))
 
 
 @main.command("contract-test")

@@ -183,14 +183,25 @@ def _from_env(value: object, env: str) -> str | None:
 class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
     """An Avatario avatar in a LiveKit room, driven by an `AgentSession`.
 
-    The old plugin's constructor, plus three keyword arguments:
+    The old plugin's constructor, plus three keyword arguments (`client`, `retry`,
+    `join_timeout`).
 
-    - `client`: an `AsyncAvatarioClient` to send with (not closed here); then `api_key` and
-      `conn_options` must not be given.
-    - `retry`: a `RetryPolicy` (else one made from `conn_options`, as the old plugin's
-      3 attempts with `retry_interval` between them, now jittered and deadline-bound).
-    - `join_timeout`: how long `start` waits for the avatar to join the room when a call's
-      outcome is unknown (default 5 s).
+    Args:
+        avatar_id: The avatar (face) to render; default ``AVATARIO_AVATAR_ID``.
+        video_info: The video's size and background (`AvatarSession.VideoInfo`); default
+            1280 x 720 with no background.
+        api_key: The Avatario API key; default ``AVATARIO_API_KEY``. Never shown or logged.
+        avatar_participant_identity: The avatar's participant identity in the room (and in
+            its token); default ``avatario-avatar-agent``.
+        avatar_participant_name: The avatar's display name; default ``avatario-avatar-agent``.
+        conn_options: livekit.agents' `APIConnectOptions`: its `timeout` is each attempt's,
+            its `max_retry` and `retry_interval` become the `RetryPolicy` (3 attempts, now
+            jittered and deadline-bound) unless `retry` is given.
+        client: An `AsyncAvatarioClient` to send with (not closed here); then `api_key` and
+            `conn_options` must not be given.
+        retry: A `RetryPolicy` instead of the one made from `conn_options`.
+        join_timeout: How long `start` waits for the avatar to join the room when a call's
+            outcome is unknown, in seconds (default 5).
     """
 
     @dataclass
@@ -385,9 +396,9 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         if job is not None:
             try:
                 identity = job.local_participant_identity
-            except Exception:  # no identity in the token and the room not connected
+            except Exception:  # no identity in the job's token, and its room not connected
                 identity = None
-        elif room.isconnected():
+        if not identity and room.isconnected():
             identity = room.local_participant.identity
         if not identity:
             raise AvatarioConfigError(
