@@ -15,6 +15,7 @@ import importlib
 import sys
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import attrs
@@ -42,70 +43,100 @@ def read_model(model: type[M], data: dict[str, Any]) -> M:
     return parsed
 
 
-_FIELDS: dict[type[Any], tuple[tuple[str, Any], ...]] = {}
+Check = Callable[[Any], bool]
+#: Per model class: (field, annotation, its compiled check, whether it may hold a model).
+_FIELDS: dict[type[Any], tuple[tuple[str, Any, Check, bool], ...]] = {}
 
 
-def _fields(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
-    """The annotated fields of a generated model (its extra properties left out)."""
+def _fields(cls: type[Any]) -> tuple[tuple[str, Any, Check, bool], ...]:
+    """The annotated fields of a generated model (its extra properties left out), each with
+    its check compiled once."""
     found = _FIELDS.get(cls)
     if found is None:
-        found = _FIELDS[cls] = _annotated_fields(cls)
+        found = _FIELDS[cls] = tuple(
+            (name, hint, _compile(hint), _may_nest(hint)) for name, hint in _annotated(cls)
+        )
     return found
 
 
-def _annotated_fields(cls: type[Any]) -> tuple[tuple[str, Any], ...]:
+def _annotated(cls: type[Any]) -> list[tuple[str, Any]]:
     package = sys.modules.get(cls.__module__.rpartition(".")[0])
     if package is None:
         package = importlib.import_module(cls.__module__.rpartition(".")[0])
     hints = typing.get_type_hints(cls, localns=dict(vars(package)))
-    return tuple(
+    return [
         (field.name, hints.get(field.name, Any))
         for field in attrs.fields(cls)
         if field.name != "additional_properties"
-    )
+    ]
 
 
 def _problem(value: Any, where: str) -> str | None:
     """Why a model instance does not match its annotations, or None."""
-    for name, hint in _fields(type(value)):
-        path = f"{where}{name}"
-        if not _matches(getattr(value, name), hint, path):
-            found = getattr(value, name)
-            return f"its {path} is {_kind(found)}, not {_expected(hint)}"
-        nested = getattr(value, name)
-        if attrs.has(type(nested)) and hasattr(type(nested), "from_dict"):
-            problem = _problem(nested, f"{path}.")
+    for name, hint, check, may_nest in _fields(type(value)):
+        found = getattr(value, name)
+        if not check(found):
+            return f"its {where}{name} is {_kind(found)}, not {_expected(hint)}"
+        if may_nest and attrs.has(type(found)) and hasattr(type(found), "from_dict"):
+            problem = _problem(found, f"{where}{name}.")
             if problem is not None:
                 return problem
     return None
 
 
-def _matches(value: Any, hint: Any, path: str) -> bool:
+def _always(value: Any) -> bool:
+    return True
+
+
+#: Annotations checked by more than isinstance (a bool is an int to isinstance).
+_SPECIAL = (bool, int, float, type(None))
+
+
+def _compile(hint: Any) -> Check:
+    """A function telling whether a value fits `hint`, as the generator writes annotations."""
     if hint is Any:
-        return True
+        return _always
     origin = typing.get_origin(hint)
     if origin is typing.Union or origin is types.UnionType:
-        return any(_matches(value, option, path) for option in typing.get_args(hint))
+        options = typing.get_args(hint)
+        if all(isinstance(o, type) and o not in _SPECIAL for o in options):
+            plain = tuple(options)  # e.g. str | Unset: one isinstance call
+            return lambda value: isinstance(value, plain)
+        checks = tuple(_compile(option) for option in options)
+        return lambda value: any(check(value) for check in checks)
     if origin is typing.Literal:
-        return any(type(value) is type(v) and value == v for v in typing.get_args(hint))
+        allowed = {(type(v), v) for v in typing.get_args(hint)}
+        return lambda value: (type(value), value) in allowed if _hashable(value) else False
     if hint is None or hint is type(None):
-        return value is None
+        return lambda value: value is None
     if hint is bool:
-        return isinstance(value, bool)
+        return lambda value: isinstance(value, bool)
     if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
+        return lambda value: isinstance(value, int) and not isinstance(value, bool)
     if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)
     if origin is list:
-        (item,) = typing.get_args(hint) or (Any,)
-        return isinstance(value, list) and all(_matches(v, item, path) for v in value)
+        (item_hint,) = typing.get_args(hint) or (Any,)
+        item = _compile(item_hint)
+        return lambda value: isinstance(value, list) and all(item(v) for v in value)
     if origin is dict:
         args = typing.get_args(hint)
-        item = args[1] if len(args) == 2 else Any
-        return isinstance(value, dict) and all(_matches(v, item, path) for v in value.values())
+        entry = _compile(args[1] if len(args) == 2 else Any)
+        return lambda value: isinstance(value, dict) and all(entry(v) for v in value.values())
     if isinstance(hint, type):
-        return isinstance(value, hint)
-    return True  # a construct the generator does not write: accept what came
+        return lambda value: isinstance(value, hint)
+    return _always  # a construct the generator does not write: accept what came
+
+
+def _hashable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None)))
+
+
+def _may_nest(hint: Any) -> bool:
+    """Whether a value of `hint` can be a generated model (checked field by field in turn)."""
+    if isinstance(hint, type):
+        return attrs.has(hint)
+    return any(_may_nest(arg) for arg in typing.get_args(hint))
 
 
 def _kind(value: Any) -> str:
