@@ -132,7 +132,11 @@ class Body:
         return None
 
     def raw(self) -> bytes:
-        return b"".join(self._chunks)
+        chunks = self._chunks
+        if len(chunks) != 1:
+            joined = b"".join(chunks)
+            self._chunks = chunks = [joined]
+        return chunks[0]
 
     def text(self, secrets: tuple[str, ...]) -> str:
         """The body as text for an error: redacted, then cut to `MAX_ERROR_BODY_CHARS`."""

@@ -8,6 +8,7 @@ through `one_line`; bytes are decoded with `decode_body`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -57,24 +58,60 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def redact_data(value: Any, secrets: tuple[str, ...]) -> Any:
+def redact_data(value: Any, secrets: tuple[str, ...], *, raw: bytes | None = None) -> Any:
     """A JSON value with every secret inside its strings (keys included) redacted.
 
     Returns `value` itself when no string holds a secret, so a clean body is never copied.
+    `raw`, the JSON text it was decoded from, lets a clean body be recognised at once: in UTF-8
+    with no escape (``\\``), its strings are its bytes, so if no secret's start is among them
+    no string holds a secret. (JSON in UTF-16 or UTF-32, which has NUL bytes, is walked.)
     """
-    secrets = tuple(s for s in secrets if len(s) >= MIN_REDACTED_CHARS)
-    if not secrets or not _holds_secret(value, secrets):
+    secrets = _long(secrets)
+    if not secrets:
+        return value
+    if raw is not None and b"\\" not in raw and b"\x00" not in raw:
+        for start in _starts_bytes(secrets):
+            if start in raw:
+                break
+        else:
+            return value
+    if not _holds_secret(value, secrets):
         return value
     return _redacted(value, secrets)
 
 
+@functools.lru_cache(maxsize=64)
+def _starts_bytes(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
+    return tuple(s[:4].encode() for s in secrets)
+
+
+@functools.lru_cache(maxsize=64)
+def _long(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """The secrets long enough to redact (a client's are the same on every call)."""
+    return tuple(s for s in secrets if len(s) >= MIN_REDACTED_CHARS)
+
+
+@functools.lru_cache(maxsize=64)
+def _starts(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """The first four characters of each secret long enough to redact."""
+    return tuple(s[:4] for s in _long(secrets))
+
+
 def _holds_secret(value: Any, secrets: tuple[str, ...]) -> bool:
-    if isinstance(value, str):
-        return any(secret in value for secret in secrets)
-    if isinstance(value, dict):
-        return any(_holds_secret(k, secrets) or _holds_secret(v, secrets) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_holds_secret(v, secrets) for v in value)
+    """Whether any string in a JSON value (keys included) holds a secret; no recursion."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is str:
+            for secret in secrets:
+                if secret in item:
+                    return True
+        elif kind is dict:
+            pending.extend(item)
+            pending.extend(item.values())
+        elif kind is list:
+            pending.extend(item)
     return False
 
 
@@ -94,7 +131,10 @@ def clip(text: str, limit: int, secrets: tuple[str, ...]) -> str:
     Redacting before cutting matters: a secret that straddles the cut would otherwise leave
     its first characters behind. The same holds at the end of a body that was itself cut off.
     """
-    if not any(len(s) >= MIN_REDACTED_CHARS and s[:4] in text for s in secrets):
+    for start in _starts(secrets):
+        if start in text:
+            break
+    else:
         return text[:limit]  # no secret, nor the start of one, anywhere in it
     text = redact(text, secrets)[:limit]
     for secret in secrets:
@@ -109,4 +149,10 @@ def clip(text: str, limit: int, secrets: tuple[str, ...]) -> str:
 
 def safe_line(text: str, secrets: tuple[str, ...], limit: int = MAX_LINE_CHARS) -> str:
     """Server text for a message or a log: redacted, one printable line, bounded."""
+    if len(text) <= limit and text.isprintable():  # the usual request id, reason, message
+        for start in _starts(secrets):
+            if start in text:
+                break
+        else:
+            return text
     return one_line(clip(text, 4 * limit, secrets), limit)
