@@ -55,14 +55,28 @@ def _require_str(field: str, value: object) -> str:
 
 def check_text_id(field: str, value: object) -> str:
     """An id such as the avatar id: non-empty, not blank, no control characters, bounded."""
+    if type(value) is str and (field, value) in _GOOD_IDS:
+        return value
     text = _require_str(field, value)
+    _check_text(field, text)
+    if len(_GOOD_IDS) >= _MAX_GOOD_IDS:
+        _GOOD_IDS.clear()
+    _GOOD_IDS.add((field, text))
+    return text
+
+
+#: Ids that passed `check_text_id` (avatar ids and identities recur from call to call).
+_GOOD_IDS: set[tuple[str, str]] = set()
+_MAX_GOOD_IDS = 1024
+
+
+def _check_text(field: str, text: str) -> None:
     if not text or text.isspace():
         raise AvatarioConfigError(field, "must not be empty or blank")
     if _CONTROL.search(text):
         raise AvatarioConfigError(field, "must not contain control characters")
     if len(text) > MAX_ID_CHARS:
         raise AvatarioConfigError(field, f"must be at most {MAX_ID_CHARS} characters")
-    return text
 
 
 def check_agent_identity(value: object, field: str = "agent_identity") -> str:
