@@ -114,6 +114,7 @@ class AiohttpTransport:
         self._proxy = found[1] if found else None
         self._loop = LoopBinding(getattr(session, "_loop", None))
         self._generation = track(self)
+        self._last_timeouts: tuple[float, float, aiohttp.ClientTimeout] | None = None
 
     @property
     def closed(self) -> bool:
@@ -158,9 +159,27 @@ class AiohttpTransport:
             # entered twice per request, takes back a caller's cancellation that arrives with
             # its own and turns both into a timeout (aiohttp 3.14); asyncio's is exact.
             bound=timeout,
-            caught=lambda exc: isinstance(exc, (aiohttp.ClientError, OSError)) or is_timeout(exc),
+            caught=_caught,
             failure=_failure,
         )
+
+    def _timeouts(self, timeout: float, connect_timeout: float) -> aiohttp.ClientTimeout:
+        """aiohttp's timeouts for an attempt; the last ones are kept (most attempts have the
+        client's own timeout, so they are made once)."""
+        last = self._last_timeouts
+        if last is not None and last[0] == timeout and last[1] == connect_timeout:
+            return last[2]
+        # No `total` (see `send`). `connect` covers waiting for a pooled connection too, and
+        # ends just before the attempt's bound so that its ConnectionTimeoutError (not sent)
+        # wins on a session whose connector cannot be watched; `sock_connect` bounds opening
+        # a connection (TCP and TLS).
+        made = aiohttp.ClientTimeout(
+            total=None,
+            connect=timeout - min(0.01, timeout / 10),
+            sock_connect=min(connect_timeout, timeout),
+        )
+        self._last_timeouts = (timeout, connect_timeout, made)
+        return made
 
     async def _exchange(
         self,
@@ -175,15 +194,7 @@ class AiohttpTransport:
             request.url,
             data=request.content,
             headers=request.headers,
-            # No `total` (see `send`). `connect` covers waiting for a pooled connection too,
-            # and ends just before the attempt's bound so that its ConnectionTimeoutError (not
-            # sent) wins on a session whose connector cannot be watched; `sock_connect`
-            # bounds opening a connection (TCP and TLS).
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                connect=timeout - min(0.01, timeout / 10),
-                sock_connect=min(connect_timeout, timeout),
-            ),
+            timeout=self._timeouts(timeout, connect_timeout),
             allow_redirects=False,
             raise_for_status=False,  # a caller's session may raise on statuses: read them here
             proxy=self._proxy,
@@ -199,8 +210,9 @@ class AiohttpTransport:
                 protocol = getattr(response, "_protocol", None)  # kept after its release
                 if protocol is not None:
                     session.connector.expiry[protocol] = expiry
+            content = response.content
             try:
-                async for chunk in response.content.iter_chunked(_CHUNK):
+                while chunk := await content.read(_CHUNK):
                     if body.feed(chunk):
                         break
             except (aiohttp.ClientError, OSError) as exc:
@@ -242,6 +254,11 @@ def _sockets(session: aiohttp.ClientSession) -> list[Any]:
                     sockets.append(sock)
         conns.clear()
     return sockets
+
+
+def _caught(exc: Exception) -> bool:
+    """An exception of the transport's (a timeout included), to become an `APIError`."""
+    return isinstance(exc, (aiohttp.ClientError, OSError)) or is_timeout(exc)
 
 
 E = TypeVar("E", bound=BaseException)

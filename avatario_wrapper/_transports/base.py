@@ -176,9 +176,7 @@ class LoopBinding:
 
     def check(self, client: str) -> None:
         """Bind to the running loop, or raise `WrongEventLoopError` if bound to another."""
-        import asyncio  # noqa: PLC0415 - a coroutine is running: asyncio is imported
-
-        running = asyncio.get_running_loop()
+        running = _asyncio().get_running_loop()
         if self.loop is None:
             self.loop = running
         elif self.loop is not running:
@@ -326,6 +324,20 @@ async def exchange_within(
         CURRENT.reset(token)
 
 
+class _Expiry:
+    """The attempt's own timer: when it fires it cancels the task, and says it did."""
+
+    __slots__ = ("fired", "task")
+
+    def __init__(self, task: Any) -> None:
+        self.task = task
+        self.fired = False
+
+    def __call__(self) -> None:
+        self.fired = True
+        self.task.cancel()
+
+
 async def _exchange_311(
     request: PreparedRequest[Any],
     exchange: Exchange,
@@ -335,21 +347,53 @@ async def _exchange_311(
     caught: Callable[[Exception], bool],
     failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
 ) -> Reply:
-    import asyncio  # noqa: PLC0415
-
+    """The attempt under its own timer, as `asyncio.timeout` would run it, with less work per
+    call: the timer cancels the task; a cancellation the caller did not ask for (the count of
+    requested cancellations says so) becomes the attempt's timeout."""
+    asyncio = _asyncio()
     task = asyncio.current_task()
     before = _cancelling(task)
+    expiry = handle = None
+    if bound is not None and task is not None:
+        expiry = _Expiry(task)
+        handle = asyncio.get_running_loop().call_later(bound, expiry)
     try:
-        return await (run(got) if bound is None else within(run(got), bound))
-    except Exception as exc:
-        if _cancelling(task) > before:
-            raise asyncio.CancelledError from exc  # the caller's, not a timeout of ours
-        if not caught(exc):
+        reply = await run(got)
+    except BaseException as exc:
+        if expiry is not None and expiry.fired:
+            task.uncancel()  # our timer's cancellation, handled here
+        if _cancelling(task) > before:  # the caller's: it wins, whatever a library made of it
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise asyncio.CancelledError from exc
+        error: BaseException = exc
+        if isinstance(exc, asyncio.CancelledError):
+            if expiry is None or not expiry.fired:
+                raise
+            error = TimeoutError("the attempt's time ran out")
+            error.__cause__ = exc
+        if not isinstance(error, Exception) or not caught(error):
             raise
         if got:  # the status arrived, the body did not finish
-            got[0].body.fail(exc)
+            got[0].body.fail(error)
             return got[0]
-        raise failure(request, exchange, exc) from exc
+        raise failure(request, exchange, error) from error
+    else:
+        if expiry is not None and expiry.fired:
+            task.uncancel()  # the timer fired as the answer came and a library kept it
+        return reply
+    finally:
+        if handle is not None:
+            handle.cancel()
+
+
+def _asyncio() -> Any:
+    """asyncio, imported by whoever runs a coroutine (not at import: the sync client never
+    needs it)."""
+    module = sys.modules.get("asyncio")
+    if module is None:  # pragma: no cover - a coroutine is running, so it is imported
+        import asyncio as module  # noqa: PLC0415
+    return module
 
 
 def _cancelling(task: Any) -> int:
