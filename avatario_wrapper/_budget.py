@@ -31,20 +31,26 @@ class RetryBudget:
         self._slot_seconds = WINDOW_SECONDS / SLOTS
         # (slot number, calls, retries), oldest first
         self._slots: deque[list[float]] = deque()
+        self._slot_ends = float("-inf")  # when the newest slot ends (on the clock)
 
     def _current(self) -> list[float]:
-        slot = float(int(self._clock.monotonic() // self._slot_seconds))
+        now = self._clock.monotonic()
+        slot = float(int(now // self._slot_seconds))
         slots = self._slots
         while slots and slots[0][0] <= slot - SLOTS:
             slots.popleft()
         if not slots or slots[-1][0] != slot:
             slots.append([slot, 0.0, 0.0])
+        self._slot_ends = (slot + 1) * self._slot_seconds
         return slots[-1]
 
     def deposit(self) -> None:
         """A call made its first attempt."""
         with self._lock:
-            self._current()[1] += 1
+            if self._clock.monotonic() < self._slot_ends:  # still the newest slot's time
+                self._slots[-1][1] += 1
+            else:
+                self._current()[1] += 1
 
     def try_withdraw(self, share: float) -> bool:
         """Take one retry if calls x `share` + the reserve still cover it; False if spent."""

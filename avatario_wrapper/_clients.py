@@ -9,6 +9,7 @@ serialised by the operation, then the retry state. Each public method is one
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Awaitable
 from types import EllipsisType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -382,7 +383,9 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
             return AiohttpTransport(http_client, base_url=base_url)
         return AsyncHttpxTransport(None, base_url=base_url, timeout=timeout)
 
-    async def _call(self, operation: Operation[ResultT], **inputs: Any) -> ResultT:
+    def _call(self, operation: Operation[ResultT], **inputs: Any) -> Awaitable[ResultT]:
+        # Not a coroutine itself: the call checks its inputs and returns the retry loop to
+        # await (one coroutine less per call). Every public method awaits it at once.
         request, state = self._prepare(operation, inputs)
         send, settings = self._transport.send, self._settings
         clock = settings.clock
@@ -391,7 +394,7 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
             reply = await send(request, timeout, settings.connect_within(timeout))
             return finish(request, reply, state.attempts, clock.time())
 
-        return await run_async(state, attempt)
+        return run_async(state, attempt)
 
     async def start_session(
         self,

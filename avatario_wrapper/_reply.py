@@ -7,6 +7,7 @@ piece of server text that reaches a message goes through `_text.one_line`.
 
 from __future__ import annotations
 
+import codecs
 import email.utils
 import json
 import math
@@ -70,12 +71,29 @@ class _Deflate:
         return out
 
 
+#: Byte-order marks json.loads accepts in bytes: UTF-8's, and UTF-16's (UTF-32 LE starts
+#: with UTF-16 LE's).
+_BOMS = (codecs.BOM_UTF8, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE, codecs.BOM_UTF32_BE)
+
+
 class Body:
     """Collects a body up to `limit` bytes after decoding its ``Content-Encoding``.
 
     Compressed layers are inflated with `max_length`, so a small bomb never expands past the
     limit in memory. An encoding this client does not decode leaves the body `undecodable`.
     """
+
+    __slots__ = (
+        "_chunks",
+        "_decoded",
+        "_layers",
+        "_size",
+        "_text",
+        "failure",
+        "limit",
+        "overflow",
+        "undecodable",
+    )
 
     def __init__(self, status_code: int, content_encoding: str | None = None) -> None:
         self.limit = MAX_SUCCESS_BODY_BYTES if 200 <= status_code < 300 else MAX_ERROR_BODY_BYTES
@@ -85,6 +103,8 @@ class Body:
         self.failure: Exception | None = None
         self.undecodable: str | None = None
         self._layers: list[Any] = []
+        self._decoded = False  # see json_text
+        self._text: str | None = None
         if content_encoding:
             codings = [c.strip().lower() for c in content_encoding.split(",")]
             codings = [c for c in codings if c and c != "identity"]
@@ -130,6 +150,20 @@ class Body:
             if layer.unused_data:
                 return "its compressed body has data after the end of the compressed stream"
         return None
+
+    def json_text(self) -> str | None:
+        """The body decoded as UTF-8 when it can only be UTF-8 JSON (no byte-order mark, no
+        NUL in its first four bytes, as UTF-16 and UTF-32 JSON have); else None, and
+        `json.loads` finds the encoding from the bytes. Decoded once."""
+        if not self._decoded:
+            self._decoded = True
+            raw = self.raw()
+            if b"\x00" not in raw[:4] and not raw.startswith(_BOMS):
+                try:
+                    self._text = raw.decode()
+                except UnicodeDecodeError:  # e.g. a surrogate, which json.loads lets pass
+                    self._text = None
+        return self._text
 
     def raw(self) -> bytes:
         chunks = self._chunks
@@ -190,7 +224,8 @@ def read_json(reply: Reply, sent: Sent, *, attempts: int, now: float) -> dict[st
     if problem is not None:
         raise invalid(problem)
     try:
-        data = json.loads(body.raw())
+        text = body.json_text()
+        data = json.loads(body.raw() if text is None else text)
     except (ValueError, RecursionError) as exc:
         raise invalid("the body is not JSON") from exc
     if not isinstance(data, dict):

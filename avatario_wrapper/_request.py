@@ -250,7 +250,7 @@ def finish(request: PreparedRequest[ResultT], reply: Reply, attempts: int, now: 
     data = redact_data(
         read_json(reply, request, attempts=attempts, now=now),
         request.secrets,
-        raw=reply.body.raw(),
+        text=reply.body.json_text(),
     )
     try:
         own = operation.result_fields(read_model(operation.model, data))

@@ -58,31 +58,26 @@ def redact(text: str, secrets: tuple[str, ...]) -> str:
     return text
 
 
-def redact_data(value: Any, secrets: tuple[str, ...], *, raw: bytes | None = None) -> Any:
+def redact_data(value: Any, secrets: tuple[str, ...], *, text: str | None = None) -> Any:
     """A JSON value with every secret inside its strings (keys included) redacted.
 
     Returns `value` itself when no string holds a secret, so a clean body is never copied.
-    `raw`, the JSON text it was decoded from, lets a clean body be recognised at once: in UTF-8
-    with no escape (``\\``), its strings are its bytes, so if no secret's start is among them
-    no string holds a secret. (JSON in UTF-16 or UTF-32, which has NUL bytes, is walked.)
+    `text`, the JSON text `value` was decoded from, lets a clean body be recognised at once:
+    with no escape (``\\``) in it, its strings are pieces of the text, so if no secret's start
+    is in the text no string holds a secret. (A text with escapes is walked.)
     """
     secrets = _long(secrets)
     if not secrets:
         return value
-    if raw is not None and b"\\" not in raw and b"\x00" not in raw:
-        for start in _starts_bytes(secrets):
-            if start in raw:
+    if text is not None and "\\" not in text:
+        for start in _starts(secrets):
+            if start in text:
                 break
         else:
             return value
     if not _holds_secret(value, secrets):
         return value
     return _redacted(value, secrets)
-
-
-@functools.lru_cache(maxsize=64)
-def _starts_bytes(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
-    return tuple(s[:4].encode() for s in secrets)
 
 
 @functools.lru_cache(maxsize=64)

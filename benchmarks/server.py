@@ -30,7 +30,8 @@ def _response(status: int, body: bytes, retry_after: str | None = None) -> bytes
     head = (
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Status')}\r\n"
         f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
-        f"x-request-id: bench-{status}\r\n"
+        # A 36-character id as a real server sends (a UUID), sharing no start with the key.
+        f"x-request-id: {status:03d}e4a7c-1b2f-4d3e-9a8b-7c6d5e4f3a21\r\n"
     )
     if retry_after is not None:
         head += f"retry-after: {retry_after}\r\n"

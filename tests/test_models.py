@@ -45,7 +45,7 @@ class Session:
     ratio: float | Unset = UNSET
     active: bool | Unset = UNSET
     started_at: datetime.datetime | Unset = UNSET
-    ended_reason: str | Unset | None = UNSET
+    ended_reason: None | str | Unset = UNSET  # noqa: RUF036 - as the generator writes it
     additional_properties: dict[str, Any] = attrs.field(init=False, factory=dict)
 
     @classmethod

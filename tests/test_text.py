@@ -13,6 +13,7 @@ import uuid
 import httpx
 import pytest
 
+from avatario_wrapper._reply import Body
 from avatario_wrapper._request import new_idempotency_key
 from avatario_wrapper._text import REDACTED, redact_data
 
@@ -21,16 +22,25 @@ from .conftest import API_KEY, Script
 SECRETS = (API_KEY, "lk-token-abcdef")
 
 
+def cleaned(raw: bytes) -> object:
+    """The body `raw` decoded and redacted as a reply's is (with the text the body gives)."""
+    body = Body(200)
+    body.feed(raw)
+    text = body.json_text()
+    return redact_data(json.loads(raw if text is None else text), SECRETS, text=text)
+
+
 def escaped(text: str) -> str:
     """`text` written with a JSON \\u escape for every character."""
     return "".join(f"\\u{ord(c):04x}" for c in text)
 
 
 def test_a_clean_body_comes_back_as_the_same_object() -> None:
-    raw = json.dumps({"session_id": "s-1", "items": ["a", {"b": "c"}]}).encode()
+    raw = json.dumps({"session_id": "s-1", "items": ["a", {"b": "c"}]})
     value = json.loads(raw)
-    assert redact_data(value, SECRETS, raw=raw) is value
+    assert redact_data(value, SECRETS, text=raw) is value
     assert redact_data(value, SECRETS) is value
+    assert cleaned(raw.encode()) == value
 
 
 @pytest.mark.parametrize(
@@ -51,16 +61,35 @@ def test_a_clean_body_comes_back_as_the_same_object() -> None:
 def test_a_secret_the_bytes_hide_is_still_redacted(raw: bytes) -> None:
     value = json.loads(raw)
     assert API_KEY in json.dumps(value, ensure_ascii=False)  # the body does hold the key
-    cleaned = redact_data(value, SECRETS, raw=raw)
-    text = json.dumps(cleaned, ensure_ascii=False)
+    text = json.dumps(cleaned(raw), ensure_ascii=False)
     assert API_KEY not in text
     assert REDACTED in text
 
 
 def test_a_secret_in_plain_bytes_is_redacted_in_keys_and_nested_values() -> None:
     raw = json.dumps({API_KEY: [{"x": f"at {SECRETS[1]}"}]}).encode()
-    cleaned = redact_data(json.loads(raw), SECRETS, raw=raw)
-    assert cleaned == {REDACTED: [{"x": f"at {REDACTED}"}]}
+    assert cleaned(raw) == {REDACTED: [{"x": f"at {REDACTED}"}]}
+
+
+@pytest.mark.parametrize(
+    ("raw", "as_text"),
+    [
+        (b'{"a": "\xc3\xa9"}', True),
+        (b'\xef\xbb\xbf{"a": 1}', False),  # UTF-8 with a byte-order mark
+        ('{"a": 1}'.encode("utf-16"), False),
+        ('{"a": 1}'.encode("utf-16-be"), False),
+        ('{"a": 1}'.encode("utf-32"), False),
+        ('{"a": 1}'.encode("utf-32-le"), False),
+        (b'{"a": "\xed\xa0\x80"}', False),  # a surrogate, which json.loads lets through
+    ],
+    ids=["utf-8", "utf-8-bom", "utf-16", "utf-16-be", "utf-32", "utf-32-le", "surrogate"],
+)
+def test_a_body_is_read_as_text_only_when_it_can_only_be_utf8(raw: bytes, as_text: bool) -> None:
+    body = Body(200)
+    body.feed(raw)
+    text = body.json_text()
+    assert (text is not None) is as_text
+    assert json.loads(raw if text is None else text) == json.loads(raw)
 
 
 def test_a_session_id_holding_an_escaped_key_is_redacted_in_the_result(run, clock) -> None:

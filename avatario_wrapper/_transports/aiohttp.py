@@ -81,13 +81,19 @@ class _Connector(aiohttp.TCPConnector):
     async def _get(self, key: Any, traces: Any) -> Any:
         # aiohttp reuses a pooled connection while it has idled no longer than the
         # connector's keep-alive timeout; each of ours has its own expiry, checked first.
+        # Only the ends of the queue are looked at: aiohttp takes the next connection from one
+        # of them (the left since 3.11, the right before), and an entry in the middle is
+        # checked when it gets there.
         pooled = self._conns.get(key)
         if pooled:
             now = time.monotonic()
-            for entry in list(pooled):
-                protocol, since = entry
-                if now - since > self.expiry.get(protocol, KEEPALIVE_EXPIRY):
-                    pooled.remove(entry)
+            expiry = self.expiry
+            for end in (0, -1):
+                while pooled:
+                    protocol, since = pooled[end]
+                    if now - since <= expiry.get(protocol, KEEPALIVE_EXPIRY):
+                        break
+                    del pooled[end]
                     protocol.close()
             if not pooled:
                 del self._conns[key]
@@ -161,6 +167,7 @@ class AiohttpTransport:
             bound=timeout,
             caught=_caught,
             failure=_failure,
+            deadlines=self._loop.deadlines(),
         )
 
     def _timeouts(self, timeout: float, connect_timeout: float) -> aiohttp.ClientTimeout:
@@ -212,8 +219,9 @@ class AiohttpTransport:
                     session.connector.expiry[protocol] = expiry
             content = response.content
             try:
+                # The end is seen without one more read when the last chunk brought it.
                 while chunk := await content.read(_CHUNK):
-                    if body.feed(chunk):
+                    if body.feed(chunk) or content.at_eof():
                         break
             except (aiohttp.ClientError, OSError) as exc:
                 body.fail(_scrub(exc))

@@ -3,6 +3,7 @@ keep-alive rule, and life in the user's process (one event loop, fork, cancellat
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
 import re
@@ -169,10 +170,18 @@ def is_timeout(exc: BaseException) -> bool:
 class LoopBinding:
     """The event loop an async transport belongs to: the first it sends on, or its pool's."""
 
-    __slots__ = ("loop",)
+    __slots__ = ("_deadlines", "loop")
 
     def __init__(self, loop: Any = None) -> None:
         self.loop = loop
+        self._deadlines: Deadlines | None = None
+
+    def deadlines(self) -> Deadlines:
+        """The timers of the attempts on the bound loop (bind it first, with `check`)."""
+        found = self._deadlines
+        if found is None or found.loop is not self.loop:
+            found = self._deadlines = Deadlines(self.loop)
+        return found
 
     def check(self, client: str) -> None:
         """Bind to the running loop, or raise `WrongEventLoopError` if bound to another."""
@@ -294,7 +303,7 @@ async def within(awaitable: Awaitable[T], seconds: float) -> T:
     return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
 
 
-async def exchange_within(
+def exchange_within(
     request: PreparedRequest[Any],
     exchange: Exchange,
     run: Callable[[list[Reply]], Awaitable[Reply]],
@@ -302,8 +311,10 @@ async def exchange_within(
     bound: float | None,
     caught: Callable[[Exception], bool],
     failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
-) -> Reply:
-    """One async attempt; with `bound`, the whole of it (headers and body) within that.
+    deadlines: Deadlines | None = None,
+) -> Awaitable[Reply]:
+    """One async attempt; with `bound`, the whole of it (headers and body) within that
+    (timed in `deadlines`, the loop's, when given).
 
     `run` appends the reply to the list it is given as soon as the status arrives, so a body
     that does not finish in time still yields that reply (its body marked cut off); an
@@ -313,39 +324,87 @@ async def exchange_within(
     exchange ran is raised even if a library's timer turned it into a timeout; on 3.10, which
     does not count cancellations, the exchange runs in its own task so the caller's
     cancellation reaches the caller alone (the exchange is then cancelled and awaited).
+    While it runs, `CURRENT` is the exchange (for the connection hooks of the transports).
     """
-    token = CURRENT.set(exchange)
-    got: list[Reply] = []
-    try:
-        if sys.version_info >= (3, 11):
-            return await _exchange_311(request, exchange, run, got, bound, caught, failure)
-        return await _exchange_310(request, exchange, run, got, bound, caught, failure)
-    finally:
-        CURRENT.reset(token)
+    if sys.version_info >= (3, 11):
+        return _exchange_311(request, exchange, run, bound, caught, failure, deadlines)
+    return _exchange_310(request, exchange, run, bound, caught, failure)  # pragma: no cover
 
 
 class _Expiry:
-    """The attempt's own timer: when it fires it cancels the task, and says it did."""
+    """An attempt's timer: when it fires it cancels the task, and says it did."""
 
-    __slots__ = ("fired", "task")
+    __slots__ = ("deadline", "done", "fired", "handle", "task")
 
-    def __init__(self, task: Any) -> None:
+    def __init__(self, task: Any, deadline: float) -> None:
         self.task = task
+        self.deadline = deadline
         self.fired = False
+        self.done = False
+        self.handle: Any = None  # a timer of its own, when it could not join the queue
 
-    def __call__(self) -> None:
-        self.fired = True
-        self.task.cancel()
+    def fire(self) -> None:
+        if not self.done:
+            self.fired = True
+            self.task.cancel()
+
+    def end(self) -> None:
+        """The attempt is over: the timer no longer fires, and lets go of the task."""
+        self.done = True
+        self.task = None
+        if self.handle is not None:
+            self.handle.cancel()
+
+
+class Deadlines:
+    """The timers of one event loop's attempts, as one queue under one loop timer.
+
+    An attempt's timer is an entry in a queue ordered by deadline (attempts with the same
+    timeout start in order, so their deadlines come in order) and the loop holds one timer,
+    for the first entry. An attempt that ends marks its entry done; the loop timer, when it
+    fires, fires every entry that is due and not done and is set again for the first one
+    left. Per attempt this is an entry added, where `loop.call_at` would push and later cancel
+    a timer in the loop's heap (with its Python comparisons). An attempt whose deadline comes
+    before the last entry's (a shorter timeout) gets a loop timer of its own.
+    """
+
+    __slots__ = ("_handle", "_queue", "loop")
+
+    def __init__(self, loop: Any) -> None:
+        self.loop = loop
+        self._queue: collections.deque[_Expiry] = collections.deque()
+        self._handle: Any = None
+
+    def add(self, task: Any, seconds: float) -> _Expiry:
+        loop, queue = self.loop, self._queue
+        expiry = _Expiry(task, loop.time() + seconds)
+        while queue and queue[0].done:  # ended attempts leave at once: the queue stays short
+            queue.popleft()
+        if queue and expiry.deadline < queue[-1].deadline:
+            expiry.handle = loop.call_at(expiry.deadline, expiry.fire)
+            return expiry
+        queue.append(expiry)
+        if self._handle is None:
+            self._handle = loop.call_at(expiry.deadline, self._due)
+        return expiry
+
+    def _due(self) -> None:
+        self._handle = None
+        now, queue = self.loop.time(), self._queue
+        while queue and (queue[0].done or queue[0].deadline <= now):
+            queue.popleft().fire()
+        if queue:
+            self._handle = self.loop.call_at(queue[0].deadline, self._due)
 
 
 async def _exchange_311(
     request: PreparedRequest[Any],
     exchange: Exchange,
     run: Callable[[list[Reply]], Awaitable[Reply]],
-    got: list[Reply],
     bound: float | None,
     caught: Callable[[Exception], bool],
     failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
+    deadlines: Deadlines | None,
 ) -> Reply:
     """The attempt under its own timer, as `asyncio.timeout` would run it, with less work per
     call: the timer cancels the task; a cancellation the caller did not ask for (the count of
@@ -353,10 +412,11 @@ async def _exchange_311(
     asyncio = _asyncio()
     task = asyncio.current_task()
     before = _cancelling(task)
-    expiry = handle = None
+    token = CURRENT.set(exchange)
+    got: list[Reply] = []
+    expiry = None
     if bound is not None and task is not None:
-        expiry = _Expiry(task)
-        handle = asyncio.get_running_loop().call_later(bound, expiry)
+        expiry = (deadlines or Deadlines(asyncio.get_running_loop())).add(task, bound)
     try:
         reply = await run(got)
     except BaseException as exc:
@@ -383,8 +443,9 @@ async def _exchange_311(
             task.uncancel()  # the timer fired as the answer came and a library kept it
         return reply
     finally:
-        if handle is not None:
-            handle.cancel()
+        if expiry is not None:
+            expiry.end()
+        CURRENT.reset(token)
 
 
 def _asyncio() -> Any:
@@ -402,6 +463,23 @@ def _cancelling(task: Any) -> int:
 
 
 async def _exchange_310(  # pragma: no cover - Python 3.10
+    request: PreparedRequest[Any],
+    exchange: Exchange,
+    run: Callable[[list[Reply]], Awaitable[Reply]],
+    bound: float | None,
+    caught: Callable[[Exception], bool],
+    failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
+) -> Reply:
+
+    token = CURRENT.set(exchange)
+    got: list[Reply] = []
+    try:
+        return await _shielded(request, exchange, run, got, bound, caught, failure)
+    finally:
+        CURRENT.reset(token)
+
+
+async def _shielded(  # pragma: no cover - Python 3.10
     request: PreparedRequest[Any],
     exchange: Exchange,
     run: Callable[[list[Reply]], Awaitable[Reply]],

@@ -556,6 +556,7 @@ class AsyncHttpxTransport:
             bound=None if self._watched else timeout,
             caught=lambda exc: isinstance(exc, httpx.HTTPError) or is_timeout(exc),
             failure=_failure,
+            deadlines=self._loop.deadlines(),
         )
 
     async def _exchange(
