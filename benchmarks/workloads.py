@@ -1,6 +1,7 @@
 """What each measured process runs. Invoked by benchmarks/run.py, one workload per process:
 
     python benchmarks/workloads.py cold KIND URL           # import + one call, then exit
+    python benchmarks/workloads.py phases KIND URL         # a cold start, phase by phase
     python benchmarks/workloads.py import                   # time `import avatario_wrapper`
     python benchmarks/workloads.py latency URL N ROUNDS     # sequential calls, per-call times
     python benchmarks/workloads.py throughput KIND URL CONC CALLS
@@ -58,7 +59,14 @@ def headers() -> dict[str, str]:
 
 
 SYNC_CLIENTS = ("ours-sync", "httpx-sync")
-ASYNC_CLIENTS = ("ours-async", "ours-async-httpx", "httpx-async", "aiohttp", "plugin")
+ASYNC_CLIENTS = (
+    "ours-async",
+    "ours-async-httpx",
+    "httpx-async",
+    "aiohttp",
+    "plugin",
+    "plugin-session",
+)
 CLIENTS = SYNC_CLIENTS + ASYNC_CLIENTS + ("generated",)
 
 
@@ -158,6 +166,25 @@ async def make_async(
             await api.__aexit__(None, None, None)
 
         return call_plugin, close_plugin
+    if kind == "plugin-session":
+        # As the old plugin's AvatarSession.start uses it: a new AvatarioAPI, so a new
+        # aiohttp session and a new connection, for every start.
+        import livekit.plugins.avatario.api as plugin_api
+
+        plugin_api.DEFAULT_API_URL = url
+        properties = {"url": "wss://rooms.example.com", "token": TOKEN}
+        video = {"video_height": 720, "video_width": 1280}
+
+        async def call_plugin_session() -> Any:
+            async with plugin_api.AvatarioAPI(KEY, "face_bench", video) as api:
+                return await api.start_session(
+                    livekit_agent_identity="agent-bench", properties=properties
+                )
+
+        async def nothing() -> None:
+            return None
+
+        return call_plugin_session, nothing
     raise SystemExit(f"unknown async client {kind}")
 
 
@@ -179,6 +206,40 @@ def cold(kind: str, url: str) -> None:
         close()
 
 
+def phases(kind: str, url: str) -> None:
+    """Where a cold start's time goes: seconds per phase, in one new process.
+
+    ours-sync: httpx, then attrs, then the generated package, then this package's modules and
+    the client, then the first call; httpx-sync: httpx, the client, the first call.
+    """
+    marks = [("start", time.perf_counter())]
+    import httpx
+
+    marks.append(("import httpx", time.perf_counter()))
+    if kind == "ours-sync":
+        import attrs  # noqa: F401
+
+        marks.append(("import attrs", time.perf_counter()))
+        import avatario_client.models  # noqa: F401
+
+        marks.append(("generated package", time.perf_counter()))
+        from avatario_wrapper import AvatarioClient  # the clients load on first use
+
+        marks.append(("our modules", time.perf_counter()))
+        client = AvatarioClient(KEY, base_url=url)
+        marks.append(("client", time.perf_counter()))
+        client.start_session(**CALL)
+        marks.append(("first call", time.perf_counter()))
+        client.close()
+    else:
+        http = httpx.Client()
+        marks.append(("client", time.perf_counter()))
+        http.post(f"{url}/start-session", content=PAYLOAD, headers=headers()).json()
+        marks.append(("first call", time.perf_counter()))
+        http.close()
+    _print({name: marks[i + 1][1] - marks[i][1] for i, (name, _) in enumerate(marks[1:])})
+
+
 def import_time() -> None:
     started = time.perf_counter()
     import avatario_wrapper  # noqa: F401
@@ -190,7 +251,7 @@ def import_time() -> None:
 
 def latency(url: str, n: int, rounds: int) -> None:
     """Sequential calls, the clients taking turns round by round; per-call seconds."""
-    times: dict[str, list[float]] = {kind: [] for kind in CLIENTS if kind not in ("plugin",)}
+    times: dict[str, list[float]] = {k: [] for k in CLIENTS if not k.startswith("plugin")}
     times.pop("generated")
     sync = {kind: make_sync(kind, url) for kind in SYNC_CLIENTS}
 
@@ -201,7 +262,11 @@ def latency(url: str, n: int, rounds: int) -> None:
             times[kind].append(time.perf_counter() - started)
 
     async def main() -> None:
-        clients = {kind: await make_async(kind, url) for kind in ASYNC_CLIENTS if kind != "plugin"}
+        clients = {
+            kind: await make_async(kind, url)
+            for kind in ASYNC_CLIENTS
+            if not kind.startswith("plugin")
+        }
         for call, _ in clients.values():  # warm the pools
             await call()
         for call, _ in sync.values():
@@ -397,6 +462,8 @@ if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "cold":
         cold(args[0], args[1])
+    elif command == "phases":
+        phases(args[0], args[1])
     elif command == "import":
         import_time()
     elif command == "latency":
