@@ -105,7 +105,7 @@ class AiohttpTransport:
 
     TLS is verified, redirects are never followed, bodies are read raw (never inflated by
     aiohttp) and bounded, and the whole exchange is bounded by the attempt's timeout (with
-    asyncio's timeout, which never takes a caller's cancellation for its own). A session
+    the loop's attempt timer, which never takes a caller's cancellation for its own). A session
     made here takes proxies from the environment by the same rules as httpx (resolved once,
     not per request: aiohttp's own ``trust_env`` reads them, and ~/.netrc, in a worker thread
     on every request). A session passed in is used as it is and never closed here; the client
@@ -163,7 +163,8 @@ class AiohttpTransport:
             lambda got: self._exchange(session, request, timeout, connect_timeout, got),
             # The whole attempt is bounded here, not by aiohttp's `total` timer: that timer,
             # entered twice per request, takes back a caller's cancellation that arrives with
-            # its own and turns both into a timeout (aiohttp 3.14); asyncio's is exact.
+            # its own and turns both into a timeout (aiohttp 3.14); ours (`base.Deadlines`,
+            # which counts cancellations as asyncio.timeout does) is exact.
             bound=timeout,
             caught=_caught,
             failure=_failure,

@@ -9,7 +9,7 @@ same wrappers record how far the exchange got, which is how a failure is classif
 sent" or "unknown" (`base.Exchange`). A pool passed in as `http_client` gets the wrappers too
 (they do nothing for its other requests); where they cannot be installed (a custom or mock
 transport), the exception's type alone classifies a failure and the async transport bounds
-the whole exchange with `asyncio.timeout`.
+the whole exchange with the loop's attempt timer (`base.Deadlines`).
 
 After each reply the connection it came on is looked at before it goes back to the pool
 (`_after_reply`): bytes left over after a complete response (a second response, a body on a
