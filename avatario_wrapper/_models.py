@@ -99,7 +99,7 @@ def _compile(hint: Any) -> Check:
     origin = typing.get_origin(hint)
     if origin is typing.Union or origin is types.UnionType:
         options = typing.get_args(hint)
-        if all(isinstance(o, type) and o not in _SPECIAL for o in options):
+        if all(_plain(o) and o not in _SPECIAL for o in options):
             plain = tuple(options)  # e.g. str | Unset: one isinstance call
             return lambda value: isinstance(value, plain)
         checks = tuple(_compile(option) for option in options)
@@ -128,13 +128,18 @@ def _compile(hint: Any) -> Check:
     return _always  # a construct the generator does not write: accept what came
 
 
+def _plain(hint: Any) -> bool:
+    """A class `isinstance` takes as it is (on 3.10 `list[str]` passes for a type too)."""
+    return isinstance(hint, type) and typing.get_origin(hint) is None
+
+
 def _hashable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool, type(None)))
 
 
 def _may_nest(hint: Any) -> bool:
     """Whether a value of `hint` can be a generated model (checked field by field in turn)."""
-    if isinstance(hint, type):
+    if _plain(hint):
         return attrs.has(hint)
     return any(_may_nest(arg) for arg in typing.get_args(hint))
 

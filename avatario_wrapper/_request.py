@@ -17,7 +17,6 @@ operation of the spec. The clients add only the retry loop, sending and sleeping
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import urllib.parse
@@ -156,7 +155,8 @@ def prepare(
         inputs["idempotency_key"] = key
     kwargs = operation.build(**inputs)
     built = kwargs.get("headers")
-    headers = {**built, **_headers(settings.api_key)} if built else dict(_headers(settings.api_key))
+    own = settings.request_headers or _headers(settings)
+    headers = {**built, **own} if built else dict(own)
     url = settings.base_url + kwargs["url"]
     params = kwargs.get("params")
     if params:
@@ -202,15 +202,16 @@ else:  # pragma: no cover - a Python without the json C accelerator
         return _encoder.encode(value).encode()
 
 
-@functools.lru_cache(maxsize=16)
-def _headers(api_key: str) -> dict[str, str]:
-    """The headers every request of a client carries (a fresh copy is made per request)."""
-    return {
+def _headers(settings: Settings) -> dict[str, str]:
+    """The headers every request of a client carries, made once per client (each request
+    gets a copy)."""
+    settings.request_headers = {
         "accept": "application/json",
         "accept-encoding": "identity",
         "user-agent": USER_AGENT,
-        "x-api-key": api_key,
+        "x-api-key": settings.api_key,
     }
+    return settings.request_headers
 
 
 def new_idempotency_key() -> str:

@@ -59,9 +59,10 @@ def check_text_id(field: str, value: object) -> str:
         return value
     text = _require_str(field, value)
     _check_text(field, text)
-    if len(_GOOD_IDS) >= _MAX_GOOD_IDS:
-        _GOOD_IDS.clear()
-    _GOOD_IDS.add((field, text))
+    if type(text) is str:  # a subclass may not hash (or compare) as a str does
+        if len(_GOOD_IDS) >= _MAX_GOOD_IDS:
+            _GOOD_IDS.clear()
+        _GOOD_IDS.add((field, text))
     return text
 
 
@@ -401,7 +402,15 @@ def check_connect_timeout(value: object) -> float | None:
 class Settings:
     """One client's configuration, resolved and checked. The key is kept out of the repr."""
 
-    __slots__ = ("api_key", "base_url", "clock", "connect_timeout", "retry", "timeout")
+    __slots__ = (
+        "api_key",
+        "base_url",
+        "clock",
+        "connect_timeout",
+        "request_headers",
+        "retry",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -419,6 +428,9 @@ class Settings:
         self.connect_timeout = connect_timeout
         self.retry = retry
         self.clock = clock
+        #: The headers every request carries (the key included), made by the request path on
+        #: first use and kept with the client's settings, not in a module-wide cache.
+        self.request_headers: dict[str, str] | None = None
 
     def __repr__(self) -> str:
         return (

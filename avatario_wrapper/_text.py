@@ -8,7 +8,6 @@ through `one_line`; bytes are decoded with `decode_body`.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -80,16 +79,15 @@ def redact_data(value: Any, secrets: tuple[str, ...], *, text: str | None = None
     return _redacted(value, secrets)
 
 
-@functools.lru_cache(maxsize=64)
 def _long(secrets: tuple[str, ...]) -> tuple[str, ...]:
-    """The secrets long enough to redact (a client's are the same on every call)."""
-    return tuple(s for s in secrets if len(s) >= MIN_REDACTED_CHARS)
+    """The secrets long enough to redact. (Not cached: a call's LiveKit token is new each
+    time, and a cache would keep old ones alive.)"""
+    return tuple([s for s in secrets if len(s) >= MIN_REDACTED_CHARS])
 
 
-@functools.lru_cache(maxsize=64)
 def _starts(secrets: tuple[str, ...]) -> tuple[str, ...]:
     """The first four characters of each secret long enough to redact."""
-    return tuple(s[:4] for s in _long(secrets))
+    return tuple([s[:4] for s in secrets if len(s) >= MIN_REDACTED_CHARS])
 
 
 def _holds_secret(value: Any, secrets: tuple[str, ...]) -> bool:

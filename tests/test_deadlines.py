@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from avatario_wrapper._transports.base import Deadlines
+from avatario_wrapper._transports.base import Deadlines, Exchange, _exchange_311
 
 pytestmark = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="Python 3.10 bounds attempts with asyncio.wait_for"
@@ -112,3 +112,64 @@ def test_the_timer_keeps_serving_after_it_fired() -> None:
         return order
 
     assert asyncio.run(main()) == ["one", "two"]
+
+
+def test_a_deadline_earlier_than_the_loop_timer_of_an_ended_entry_still_fires() -> None:
+    # The queue emptied with its loop timer still set for the ended entry's later deadline;
+    # an attempt with a shorter timeout (a with_options copy, a retry cut short by
+    # max_elapsed) must be cancelled at its own deadline, not at that one.
+    async def main() -> tuple[bool, float]:
+        loop = asyncio.get_running_loop()
+        deadlines = Deadlines(loop)
+        order: list[str] = []
+        deadlines.add(asyncio.current_task(), 60.0).end()
+        short = asyncio.create_task(_forever("short", order))
+        await asyncio.sleep(0)
+        entry = deadlines.add(short, 0.02)
+        timer_at = deadlines._handle.when() - entry.deadline  # type: ignore[union-attr]
+        await asyncio.wait([short], timeout=30)
+        return short.cancelled(), timer_at
+
+    cancelled, timer_at = asyncio.run(main())
+    assert cancelled
+    assert timer_at == 0.0
+
+
+class Stop(BaseException):
+    """Stands for KeyboardInterrupt or SystemExit, which the test cannot raise harmlessly."""
+
+
+def test_a_base_exception_is_never_made_a_cancellation() -> None:
+    # A caller's cancellation pending while the exchange raises something that is not an
+    # Exception (KeyboardInterrupt, SystemExit, GeneratorExit): that is what propagates.
+    seen: list[str] = []
+
+    async def exchange() -> None:
+        async def run(got: list[object]) -> object:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # the caller's, requested while the exchange runs
+            raise Stop
+
+        try:
+            await _exchange_311(
+                None,  # type: ignore[arg-type]
+                Exchange(10.0),
+                run,  # type: ignore[arg-type]
+                10.0,
+                lambda exc: True,
+                lambda *args: AssertionError("not a transport failure"),  # type: ignore[arg-type,return-value]
+                None,
+            )
+        except Stop:
+            seen.append("stop")
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def main() -> None:
+        task = asyncio.create_task(exchange())
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert seen == ["stop"]

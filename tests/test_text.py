@@ -116,3 +116,16 @@ def test_idempotency_keys_are_random_version_4_uuids_in_canonical_form() -> None
     for i in ints[1:]:
         varying |= i ^ ints[0]
     assert varying == ((1 << 128) - 1) & ~fixed
+
+
+def test_an_id_that_is_an_unhashable_str_subclass_is_checked_as_before() -> None:
+    from avatario_wrapper._settings import check_text_id
+
+    class Text(str):
+        def __eq__(self, other: object) -> bool:
+            return str.__eq__(self, other)
+
+        __hash__ = None  # type: ignore[assignment]
+
+    assert check_text_id("avatar_id", Text("face_1")) == "face_1"
+    assert check_text_id("avatar_id", Text("face_1")) == "face_1"  # and again (not cached)

@@ -81,19 +81,16 @@ class _Connector(aiohttp.TCPConnector):
     async def _get(self, key: Any, traces: Any) -> Any:
         # aiohttp reuses a pooled connection while it has idled no longer than the
         # connector's keep-alive timeout; each of ours has its own expiry, checked first.
-        # Only the ends of the queue are looked at: aiohttp takes the next connection from one
-        # of them (the left since 3.11, the right before), and an entry in the middle is
-        # checked when it gets there.
+        # Every entry is looked at: aiohttp goes on past a closed one to the next in the same
+        # call, so one in the middle can be taken without coming to an end of the queue.
         pooled = self._conns.get(key)
         if pooled:
             now = time.monotonic()
             expiry = self.expiry
-            for end in (0, -1):
-                while pooled:
-                    protocol, since = pooled[end]
-                    if now - since <= expiry.get(protocol, KEEPALIVE_EXPIRY):
-                        break
-                    del pooled[end]
+            for entry in list(pooled):
+                protocol, since = entry
+                if now - since > expiry.get(protocol, KEEPALIVE_EXPIRY):
+                    pooled.remove(entry)
                     protocol.close()
             if not pooled:
                 del self._conns[key]

@@ -384,8 +384,13 @@ class Deadlines:
             expiry.handle = loop.call_at(expiry.deadline, expiry.fire)
             return expiry
         queue.append(expiry)
-        if self._handle is None:
-            self._handle = loop.call_at(expiry.deadline, self._due)
+        handle = self._handle
+        # The loop timer may still be set for an entry that ended and left: it must never be
+        # later than the first entry's deadline.
+        if handle is None or handle.when() > queue[0].deadline:
+            if handle is not None:
+                handle.cancel()
+            self._handle = loop.call_at(queue[0].deadline, self._due)
         return expiry
 
     def _due(self) -> None:
@@ -422,6 +427,8 @@ async def _exchange_311(
     except BaseException as exc:
         if expiry is not None and expiry.fired:
             task.uncancel()  # our timer's cancellation, handled here
+        if not isinstance(exc, (Exception, asyncio.CancelledError)):
+            raise  # KeyboardInterrupt, SystemExit, GeneratorExit: never made a cancellation
         if _cancelling(task) > before:  # the caller's: it wins, whatever a library made of it
             if isinstance(exc, asyncio.CancelledError):
                 raise
