@@ -13,15 +13,13 @@ import time
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from contextvars import ContextVar
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from .._outcome import Outcome, unknown_outcome_note
 from .._reply import Reply
 from .._request import PreparedRequest
 from .._text import safe_line
 from ..errors import APIConnectionError, APITimeoutError, WrongEventLoopError
-
-T = TypeVar("T")
 
 CLOSED_MESSAGE = "the Avatario client is closed; make a new one to send requests"
 
@@ -292,17 +290,6 @@ def close_from_outside(
 # -- cancellation and bounds (async) ---------------------------------------------------------
 
 
-async def within(awaitable: Awaitable[T], seconds: float) -> T:
-    """`awaitable`, cancelled with TimeoutError after `seconds` (asyncio.timeout needs no
-    extra task; Python 3.10 has only wait_for)."""
-    import asyncio  # noqa: PLC0415 - not at import: the sync client never needs it
-
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await awaitable
-    return await asyncio.wait_for(awaitable, seconds)  # pragma: no cover - Python 3.10
-
-
 def exchange_within(
     request: PreparedRequest[Any],
     exchange: Exchange,
@@ -477,44 +464,33 @@ async def _exchange_310(  # pragma: no cover - Python 3.10
     caught: Callable[[Exception], bool],
     failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
 ) -> Reply:
-
-    token = CURRENT.set(exchange)
-    got: list[Reply] = []
-    try:
-        return await _shielded(request, exchange, run, got, bound, caught, failure)
-    finally:
-        CURRENT.reset(token)
-
-
-async def _shielded(  # pragma: no cover - Python 3.10
-    request: PreparedRequest[Any],
-    exchange: Exchange,
-    run: Callable[[list[Reply]], Awaitable[Reply]],
-    got: list[Reply],
-    bound: float | None,
-    caught: Callable[[Exception], bool],
-    failure: Callable[[PreparedRequest[Any], Exchange, Exception], APIConnectionError],
-) -> Reply:
     import asyncio  # noqa: PLC0415
 
-    inner = asyncio.ensure_future(run(got) if bound is None else within(run(got), bound))
+    token = CURRENT.set(exchange)  # before the inner task, which copies the context
+    got: list[Reply] = []
     try:
-        return await asyncio.shield(inner)
-    except asyncio.CancelledError:
-        if not inner.done():  # the caller was cancelled, not the exchange
-            inner.cancel()
-            await asyncio.wait({inner})
-            if not inner.cancelled():
-                inner.exception()  # retrieved: the caller's cancellation is what counts
-            raise
-        if inner.cancelled():
-            raise
-        exc: BaseException | None = inner.exception()
-        if exc is None:
-            return inner.result()
-        return _settle(request, exchange, exc, got, caught, failure)
-    except Exception as exc:
-        return _settle(request, exchange, exc, got, caught, failure)
+        inner = asyncio.ensure_future(
+            run(got) if bound is None else asyncio.wait_for(run(got), bound)
+        )
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if not inner.done():  # the caller was cancelled, not the exchange
+                inner.cancel()
+                await asyncio.wait({inner})
+                if not inner.cancelled():
+                    inner.exception()  # retrieved: the caller's cancellation is what counts
+                raise
+            if inner.cancelled():
+                raise
+            exc: BaseException | None = inner.exception()
+            if exc is None:
+                return inner.result()
+            return _settle(request, exchange, exc, got, caught, failure)
+        except Exception as exc:
+            return _settle(request, exchange, exc, got, caught, failure)
+    finally:
+        CURRENT.reset(token)
 
 
 def _settle(  # pragma: no cover - Python 3.10
