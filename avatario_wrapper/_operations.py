@@ -19,14 +19,9 @@ from avatario_client.models.start_session_request import StartSessionRequest
 from avatario_client.models.start_session_response import StartSessionResponse
 from avatario_client.types import UNSET, Unset
 
+from ._inputs import check_agent_identity, check_livekit_token, check_livekit_url, check_text_id
 from ._request import Operation
-from ._settings import (
-    VideoOptions,
-    check_agent_identity,
-    check_livekit_token,
-    check_livekit_url,
-    check_text_id,
-)
+from ._settings import VideoOptions
 
 __all__ = ["START_SESSION", "StartSessionResult"]
 

@@ -23,9 +23,10 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
+from ._inputs import check_idempotency_key
 from ._models import InvalidReply, read_model
 from ._reply import Reply, read_json, request_id_of, validation_error
-from ._settings import Settings, check_idempotency_key
+from ._settings import Settings
 from ._text import redact_data
 from ._version import __version__
 

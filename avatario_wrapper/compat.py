@@ -28,9 +28,10 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from ._clients import AsyncAvatarioClient
+from ._inputs import check_agent_identity, check_text_id
 from ._livekit_errors import as_livekit_error
 from ._operations import StartSessionResult
-from ._settings import RetryPolicy, VideoOptions, check_agent_identity, check_text_id
+from ._settings import RetryPolicy, VideoOptions
 from .errors import APIError, AvatarioConfigError, AvatarioException
 
 __all__ = ["AvatarioAPI", "AvatarioException", "ConnectOptions"]

@@ -62,16 +62,10 @@ from opentelemetry import trace as otel_trace
 
 from . import _telemetry
 from ._clients import AsyncAvatarioClient
+from ._inputs import check_agent_identity, check_seconds, check_text_id
 from ._livekit_errors import as_livekit_error
 from ._operations import StartSessionResult
-from ._settings import (
-    RetryPolicy,
-    VideoOptions,
-    check_agent_identity,
-    check_seconds,
-    check_text_id,
-    resolve_api_key,
-)
+from ._settings import RetryPolicy, VideoOptions, resolve_api_key
 from .compat import AVATAR_ID_ENV, retry_from_conn_options
 from .errors import APIError, AvatarioConfigError, AvatarioError, Outcome
 

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from avatario_wrapper import AvatarioClient, RetryPolicy  # noqa: E402
 from avatario_wrapper._clock import SystemClock  # noqa: E402
-from avatario_wrapper._span_tree import SpanRecorder  # noqa: E402
+from avatario_wrapper.cli._span_tree import SpanRecorder  # noqa: E402
 from avatario_wrapper.testing import run_fake_server  # noqa: E402
 
 KEY = "trace-picture-key-0001"

@@ -22,8 +22,8 @@ from livekit.api import AccessToken, VideoGrants
 from rich.console import Console
 
 from avatario_wrapper import errors
-from avatario_wrapper._demo import run_demo
-from avatario_wrapper.cli import exit_code, main
+from avatario_wrapper.cli._commands import exit_code, main
+from avatario_wrapper.cli._demo import run_demo
 from avatario_wrapper.testing import FakeAvatario, run_fake_server
 
 pytestmark = pytest.mark.integration
@@ -192,7 +192,7 @@ def _run_without(blocked: list[str], code: str) -> subprocess.CompletedProcess[s
 def test_the_command_without_the_cli_extra_says_how_to_install_it() -> None:
     done = _run_without(
         ["click", "rich"],
-        "sys.argv = ['avatario', '--help']\nfrom avatario_wrapper._launcher import main\nmain()",
+        "sys.argv = ['avatario', '--help']\nfrom avatario_wrapper.cli import main\nmain()",
     )
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1, done.stderr  # one line, no traceback
@@ -205,7 +205,7 @@ def test_server_commands_without_the_server_extra_say_how_to_install_it(command:
     argv = ["avatario", command] + (["--api-key", "k"] if command != "demo" else [])
     done = _run_without(
         ["uvicorn", "jsonschema"],
-        f"sys.argv = {argv!r}\nfrom avatario_wrapper._launcher import main\nmain()",
+        f"sys.argv = {argv!r}\nfrom avatario_wrapper.cli import main\nmain()",
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
@@ -278,8 +278,7 @@ def test_the_fake_server_without_the_server_extra_says_how_to_install_it() -> No
 def test_contract_test_without_schemathesis_says_how_to_install_it() -> None:
     done = _run_without(
         ["schemathesis"],
-        "sys.argv = ['avatario', 'contract-test']\n"
-        "from avatario_wrapper._launcher import main\nmain()",
+        "sys.argv = ['avatario', 'contract-test']\nfrom avatario_wrapper.cli import main\nmain()",
     )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr

@@ -22,9 +22,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from avatario_wrapper import _contract
-from avatario_wrapper._contract import Mode, choose_mode
-from avatario_wrapper._contract_rules import (
+from avatario_wrapper.cli import _contract
+from avatario_wrapper.cli._commands import main
+from avatario_wrapper.cli._contract import Mode, choose_mode
+from avatario_wrapper.cli._contract_rules import (
     DUMMY_LIVEKIT_TOKEN,
     DUMMY_LIVEKIT_URL,
     Key,
@@ -32,7 +33,6 @@ from avatario_wrapper._contract_rules import (
     may_start,
     safe_requests,
 )
-from avatario_wrapper.cli import main
 from avatario_wrapper.testing import FakeServer, run_fake_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.contract]

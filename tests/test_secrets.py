@@ -20,8 +20,8 @@ from avatario_wrapper import (
     RetryPolicy,
     VideoOptions,
 )
-from avatario_wrapper._demo import run_demo
-from avatario_wrapper.cli import main
+from avatario_wrapper.cli._commands import main
+from avatario_wrapper.cli._demo import run_demo
 from avatario_wrapper.compat import AvatarioAPI
 from avatario_wrapper.testing import run_fake_server
 

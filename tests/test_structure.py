@@ -81,7 +81,9 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_lower_layers_never_import_the_clients_or_the_command_line() -> None:
     graph = _graph()
-    top = {"avatario_wrapper._clients", "avatario_wrapper.cli", "avatario_wrapper.compat"}
+    top = {"avatario_wrapper._clients", "avatario_wrapper.compat"} | {
+        name for name in graph if name.startswith("avatario_wrapper.cli")
+    }
     for module in (
         "avatario_wrapper.errors",
         "avatario_wrapper._settings",

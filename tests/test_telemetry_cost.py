@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from avatario_wrapper import _demo, _span_tree
-from avatario_wrapper._demo import run_demo
+from avatario_wrapper.cli import _demo, _span_tree
+from avatario_wrapper.cli._demo import run_demo
 
 from .spec_helpers import ROOT
 

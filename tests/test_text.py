@@ -119,7 +119,7 @@ def test_idempotency_keys_are_random_version_4_uuids_in_canonical_form() -> None
 
 
 def test_an_id_that_is_an_unhashable_str_subclass_is_checked_as_before() -> None:
-    from avatario_wrapper._settings import check_text_id
+    from avatario_wrapper._inputs import check_text_id
 
     class Text(str):
         def __eq__(self, other: object) -> bool:

@@ -3,7 +3,7 @@ contract (``contract-test``, whose logic lives in `_contract`).
 
 Needs the ``cli`` extra (click, rich); ``fake-server`` and ``demo`` also need ``server``, and
 ``contract-test`` needs ``server`` and ``contract`` (schemathesis). The console script enters
-through `_launcher`, which says in one line which extra is missing.
+through `avatario_wrapper.cli.main`, which says in one line which extra is missing.
 Messages speak in flags and environment variables, and are never hard-wrapped.
 The API key is read from ``AVATARIO_API_KEY`` (never from a flag, never printed); the LiveKit
 token from ``--livekit-token-env`` (an environment variable name, by default
@@ -27,12 +27,11 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
-from ._clients import AvatarioClient
-from ._console import RetryLogHandler
-from ._extras import hint
-from ._settings import API_KEY_ENV, RetryPolicy, VideoOptions
-from ._text import one_line
-from .errors import (
+from .._clients import AvatarioClient
+from .._extras import hint
+from .._settings import API_KEY_ENV, RetryPolicy, VideoOptions
+from .._text import one_line
+from ..errors import (
     APIConnectionError,
     APIResponseValidationError,
     APIStatusError,
@@ -40,6 +39,7 @@ from .errors import (
     AvatarioConfigError,
     AvatarioError,
 )
+from ._console import RetryLogHandler
 
 EXIT_OK = 0
 EXIT_OTHER = 1
@@ -285,9 +285,9 @@ def fake_server(
     import threading
 
     _need("avatario fake-server", "server")
-    from .testing import FakeAvatario, FakeServer
-    from .testing._spec import SpecError
-    from .testing.faults import FaultSyntaxError
+    from ..testing import FakeAvatario, FakeServer
+    from ..testing._spec import SpecError
+    from ..testing.faults import FaultSyntaxError
 
     if (livekit_api_key is None) != (livekit_api_secret is None):
         raise click.UsageError(
@@ -472,7 +472,3 @@ def contract_test(
         stderr.print("[red]error:[/]", escape(describe(error).replace("--base-url", "--url")))
         sys.exit(EXIT_CONFIG)
     sys.exit(code)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -19,7 +19,7 @@ import importlib.util
 from collections.abc import Sequence
 from typing import Any
 
-from . import _telemetry
+from .. import _telemetry
 
 __all__ = ["SDK_HINT", "SpanRecorder", "describe", "sdk_installed", "tree"]
 

@@ -20,12 +20,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ._clients import AvatarioClient
+from .._clients import AvatarioClient
+from .._operations import StartSessionResult
+from .._settings import RetryPolicy
+from ..errors import APIError, AuthenticationError, AvatarioError, MissingAgentIdentityError
+from ..testing import FakeServer, run_fake_server
 from ._console import RetryLogHandler
-from ._operations import StartSessionResult
-from ._settings import RetryPolicy
-from .errors import APIError, AuthenticationError, AvatarioError, MissingAgentIdentityError
-from .testing import FakeServer, run_fake_server
 
 AVATAR = "face_demo_01"
 AGENT = "agent-demo"

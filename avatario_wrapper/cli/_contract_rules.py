@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import httpx
 
-from .testing._spec import load_spec
+from ..testing._spec import load_spec
 
 #: The one operation that starts an avatar.
 PATH = "/start-session"

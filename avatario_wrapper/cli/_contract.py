@@ -37,6 +37,13 @@ from schemathesis import GenerationMode
 from schemathesis.errors import FailureGroup
 from schemathesis.openapi.checks import UndefinedStatusCode
 
+from .._inputs import is_loopback_host
+from .._settings import API_KEY_ENV, resolve_api_key, resolve_base_url
+from .._text import safe_line
+from .._transports.httpx import own_client
+from .._version import __version__
+from ..testing import run_fake_server
+from ..testing._spec import load_spec
 from ._contract_rules import (
     DUMMY_NAME,
     JSON_TYPE,
@@ -49,12 +56,6 @@ from ._contract_rules import (
     may_start,
     safe_requests,
 )
-from ._settings import API_KEY_ENV, is_loopback_host, resolve_api_key, resolve_base_url
-from ._text import safe_line
-from ._transports.httpx import own_client
-from ._version import __version__
-from .testing import run_fake_server
-from .testing._spec import load_spec
 
 USER_AGENT = f"avatario-wrapper/{__version__} contract-test"
 
