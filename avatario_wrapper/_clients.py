@@ -1,15 +1,16 @@
 """The public clients. Both share every decision; only sending and sleeping differ.
 
-`_ClientBase` holds the settings, the transport, the retry budget (shared with `with_options`
-copies) and `_prepare`, the start of the one request path (`_request`): inputs checked and
-serialised by the operation, then the retry state. Each public method is one
+`_ClientBase` holds the settings, the transport and the retry budget (shared with
+`with_options` copies) and `_call`'s first half: the request prepared by its operation
+(`_request.prepare`: inputs checked, body serialised once) and the call handed to the one
+call flow (`_flow`), which a sync or an async driver runs. Each public method is one
 ``self._call(OPERATION, ...)``.
 """
 
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from types import EllipsisType, TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -17,23 +18,16 @@ import httpx
 
 from ._budget import RetryBudget
 from ._clock import SYSTEM_CLOCK, Clock
+from ._flow import Call, RoomWatch, call_flow, drive, drive_async
 from ._operations import START_SESSION, StartSessionResult
-from ._request import Operation, PreparedRequest, finish, prepare, warm_up_request
-from ._retry import RetryState, run_async, run_sync
-from ._settings import (
-    DEFAULT_CONNECT_TIMEOUT,
-    RetryPolicy,
-    Settings,
-    VideoOptions,
-    resolve_proxy,
-)
-from ._telemetry import start_call, traced_once, traced_once_async
-from ._transports.base import CLOSED_MESSAGE, AsyncTransport, SyncTransport
+from ._request import Operation, PreparedRequest, prepare, warm_up_request
+from ._settings import RetryPolicy, Settings, VideoOptions, resolve_proxy
+from ._telemetry import start_call
+from ._transports.base import AsyncTransport, SyncTransport, closed_error
 from ._transports.httpx import AsyncHttpxTransport, HttpxTransport
-from .errors import ClientClosedError
 
 if TYPE_CHECKING:
-    import aiohttp
+    import aiohttp  # noqa: F401 - named in AsyncAvatarioClient's base, as a string
 
 HttpT = TypeVar("HttpT")
 TransportT = TypeVar("TransportT", SyncTransport, AsyncTransport)
@@ -42,7 +36,7 @@ ResultT = TypeVar("ResultT")
 
 
 class _ClientBase(Generic[HttpT, TransportT]):
-    """Configuration and call preparation; subclasses add sending and sleeping.
+    """Configuration and the start of every call; subclasses add the driver and closing.
 
     `HttpT` is the pool a user may pass as `http_client`; `TransportT` the transport over it.
     """
@@ -59,7 +53,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
         *,
         base_url: str | None = None,
         timeout: float = 10.0,
-        connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+        connect_timeout: float | None = 1.0,
         retry: RetryPolicy | None = None,
         http_client: HttpT | None = None,
         allow_insecure_http: bool = False,
@@ -132,31 +126,38 @@ class _ClientBase(Generic[HttpT, TransportT]):
             f"connect_timeout={self.connect_timeout!r}, retry={self.retry!r}, api_key='***')"
         )
 
-    def _prepare(
-        self, operation: Operation[ResultT], inputs: dict[str, Any]
-    ) -> tuple[PreparedRequest[ResultT], RetryState]:
-        """The checked, serialised request (raising before any I/O) and its retry state."""
+    def _begin(
+        self,
+        operation: Operation[ResultT] | None,
+        inputs: dict[str, Any],
+        room: RoomWatch[ResultT] | None = None,
+    ) -> Call[ResultT]:
+        """One call, ready for its flow: the request checked and serialised (raising before
+        any I/O). `operation` None is `warm_up`: one attempt, never retried, no budget."""
         if self.closed:
-            raise ClientClosedError(CLOSED_MESSAGE)
+            raise closed_error()
         settings = self._settings
-        request = prepare(settings, operation, inputs)
-        state = RetryState(
-            name=operation.name,
-            policy=settings.retry,
+        request: PreparedRequest[Any]
+        if operation is None:
+            request, policy = warm_up_request(settings), _warm_up_policy(settings.timeout)
+        else:
+            request, policy = prepare(settings, operation, inputs), settings.retry
+        return Call(
+            request,
+            policy=policy,
             timeout=settings.timeout,
+            connect_timeout=settings.connect_timeout,
             clock=settings.clock,
             budget=self._budget,
-            idempotent=not operation.starts_session,
             is_closed=lambda: self.closed,
             trace=start_call(request),
+            room=room,
         )
-        return request, state
 
-    def _warm_up_request(self) -> PreparedRequest[None]:
-        """``HEAD {base_url}/`` with no key and no body (see `AvatarioClient.warm_up`)."""
-        if self.closed:
-            raise ClientClosedError(CLOSED_MESSAGE)
-        return warm_up_request(self._settings)
+
+def _warm_up_policy(timeout: float) -> RetryPolicy:
+    """warm_up's: one attempt, bounded by the client's timeout, outside the retry budget."""
+    return RetryPolicy(max_attempts=1, max_elapsed=timeout, retry_budget=None)
 
 
 class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
@@ -182,48 +183,16 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
     child opens its own.
     """
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        *,
-        base_url: str | None = None,
-        timeout: float = 10.0,
-        connect_timeout: float | None = 1.0,
-        retry: RetryPolicy | None = None,
-        http_client: httpx.Client | None = None,
-        allow_insecure_http: bool = False,
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__(
-            api_key,
-            base_url=base_url,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            retry=retry,
-            http_client=http_client,
-            allow_insecure_http=allow_insecure_http,
-            clock=clock,
-        )
-
     def _new_transport(self, http_client: httpx.Client | None) -> SyncTransport:
         if http_client is not None and not isinstance(http_client, httpx.Client):
             raise TypeError(
                 f"http_client must be an httpx.Client, not {type(http_client).__name__}"
             )
-        return HttpxTransport(
-            http_client, base_url=self._settings.base_url, timeout=self._settings.timeout
-        )
+        return HttpxTransport(http_client, base_url=self._settings.base_url)
 
-    def _call(self, operation: Operation[ResultT], **inputs: Any) -> ResultT:
-        request, state = self._prepare(operation, inputs)
-        send, settings = self._transport.send, self._settings
-        clock = settings.clock
-
-        def attempt(timeout: float) -> ResultT:
-            reply = send(request, timeout, settings.connect_within(timeout))
-            return finish(request, reply, state.attempts, clock.time())
-
-        return run_sync(state, attempt)
+    def _call(self, operation: Operation[ResultT] | None, **inputs: Any) -> ResultT:
+        call = self._begin(operation, inputs)
+        return drive(call_flow(call), self._transport, call.request, call.clock)
 
     def start_session(
         self,
@@ -285,9 +254,7 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
         Raises `APIConnectionError` (`APITimeoutError`) when the origin cannot be reached, and
         `ClientClosedError` once the client is closed.
         """
-        request, timeout = self._warm_up_request(), self._settings.timeout
-        connect = self._settings.connect_within(timeout)
-        traced_once(request, lambda: self._transport.send(request, timeout, connect))
+        self._call(None)
 
     def close(self) -> None:
         """Refuse to send from now on; close the connection pool if this client made it.
@@ -317,7 +284,7 @@ def _is_aiohttp_session(value: object) -> bool:
     )
 
 
-class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
+class AsyncAvatarioClient(_ClientBase["httpx.AsyncClient | aiohttp.ClientSession", AsyncTransport]):
     """An asyncio Avatario client with one connection pool, safe to share across tasks.
 
     Args:
@@ -345,33 +312,10 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
     calling it ends the call with `asyncio.CancelledError` and sends nothing more.
     """
 
-    def __init__(
-        self,
-        api_key: str | None = None,
-        *,
-        base_url: str | None = None,
-        timeout: float = 10.0,
-        connect_timeout: float | None = 1.0,
-        retry: RetryPolicy | None = None,
-        http_client: httpx.AsyncClient | aiohttp.ClientSession | None = None,
-        allow_insecure_http: bool = False,
-        clock: Clock | None = None,
-    ) -> None:
-        super().__init__(
-            api_key,
-            base_url=base_url,
-            timeout=timeout,
-            connect_timeout=connect_timeout,
-            retry=retry,
-            http_client=http_client,
-            allow_insecure_http=allow_insecure_http,
-            clock=clock,
-        )
-
     def _new_transport(self, http_client: Any) -> AsyncTransport:
-        base_url, timeout = self._settings.base_url, self._settings.timeout
+        base_url = self._settings.base_url
         if isinstance(http_client, httpx.AsyncClient):
-            return AsyncHttpxTransport(http_client, base_url=base_url, timeout=timeout)
+            return AsyncHttpxTransport(http_client, base_url=base_url)
         if http_client is not None and not _is_aiohttp_session(http_client):
             raise TypeError(
                 "http_client must be an httpx.AsyncClient or an aiohttp.ClientSession, "
@@ -381,20 +325,18 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
             from ._transports.aiohttp import AiohttpTransport  # noqa: PLC0415 - only when used
 
             return AiohttpTransport(http_client, base_url=base_url)
-        return AsyncHttpxTransport(None, base_url=base_url, timeout=timeout)
+        return AsyncHttpxTransport(None, base_url=base_url)
 
-    def _call(self, operation: Operation[ResultT], **inputs: Any) -> Awaitable[ResultT]:
-        # Not a coroutine itself: the call checks its inputs and returns the retry loop to
-        # await (one coroutine less per call). Every public method awaits it at once.
-        request, state = self._prepare(operation, inputs)
-        send, settings = self._transport.send, self._settings
-        clock = settings.clock
-
-        async def attempt(timeout: float) -> ResultT:
-            reply = await send(request, timeout, settings.connect_within(timeout))
-            return finish(request, reply, state.attempts, clock.time())
-
-        return run_async(state, attempt)
+    def _call(
+        self,
+        operation: Operation[ResultT] | None,
+        room: RoomWatch[ResultT] | None = None,
+        **inputs: Any,
+    ) -> Coroutine[Any, Any, ResultT]:
+        # Not a coroutine itself: the inputs are checked here and the driver is returned to
+        # be awaited at once (one coroutine less per call).
+        call = self._begin(operation, inputs, room)
+        return drive_async(call_flow(call), self._transport, call.request, call.clock, room)
 
     async def start_session(
         self,
@@ -406,31 +348,9 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
         video: VideoOptions | None = None,
         idempotency_key: str | None = None,
     ) -> StartSessionResult:
-        """Send the avatar `avatar_id` into the LiveKit room at `livekit_url`.
+        """`AvatarioClient.start_session`, awaited: the same arguments, result and errors.
 
-        Every input is checked before any I/O. A failure is retried only where Avatario cannot
-        have started the session (see `RetryPolicy`), with one idempotency key for every
-        attempt.
-
-        Args:
-            avatar_id: The avatar (face) to render, as in the Avatario console.
-            agent_identity: The LiveKit participant identity of your agent; the avatar
-                follows its audio. Missing or blank: `MissingAgentIdentityError`.
-            livekit_url: The LiveKit server URL (``wss://``, ``ws://``, ``https://`` or
-                ``http://``).
-            livekit_token: A LiveKit token minted for the avatar's own identity (see
-                `avatario_wrapper.livekit.mint_avatar_token`). Never logged or shown.
-            video: Size and background of the video; default 1280 x 720.
-            idempotency_key: The key every attempt carries; default a new UUID. Pass an
-                error's `idempotency_key` to retry the same logical call by hand.
-
-        Returns:
-            The `StartSessionResult`.
-
-        Raises:
-            AvatarioConfigError: An input is not acceptable (nothing was sent).
-            APIError: The call failed; its `outcome` and `may_have_started` say what
-                Avatario may have done.
+        Cancelling the task ends the call with `asyncio.CancelledError`; nothing more is sent.
         """
         return await self._call(
             START_SESSION,
@@ -443,22 +363,9 @@ class AsyncAvatarioClient(_ClientBase[Any, AsyncTransport]):
         )
 
     async def warm_up(self) -> None:
-        """Open (and pool) a connection to the base URL's origin before the first call.
-
-        Pays the TCP connect and TLS handshake (and a proxy's tunnel) ahead of time, e.g. in
-        a LiveKit worker's prewarm, so the next `start_session` reuses the connection. No
-        public API of httpx or aiohttp opens a pooled connection without a request, so this
-        sends one ``HEAD {base_url}/`` with only ``user-agent`` and ``accept-encoding:
-        identity`` (plus the transport's defaults, and a passed-in pool's own default
-        headers): no API key, no body, no idempotency key, nothing that starts a session.
-        Its status is ignored and it is never retried; it is bounded by the client's
-        `timeout`. If the server answers with ``Connection: close`` nothing is pooled.
-        Raises `APIConnectionError` (`APITimeoutError`) when the origin cannot be reached, and
-        `ClientClosedError` once the client is closed.
-        """
-        request, timeout = self._warm_up_request(), self._settings.timeout
-        connect = self._settings.connect_within(timeout)
-        await traced_once_async(request, lambda: self._transport.send(request, timeout, connect))
+        """`AvatarioClient.warm_up`, awaited: one ``HEAD {base_url}/`` that pools a connection
+        (no key, no body, never retried, bounded by the client's `timeout`)."""
+        await self._call(None)
 
     async def aclose(self) -> None:
         """Refuse to send from now on; close the connection pool if this client made it.

@@ -26,7 +26,7 @@ from ._settings import VideoOptions
 __all__ = ["START_SESSION", "StartSessionResult"]
 
 
-def _set(value: Any) -> Any:
+def _given_or_none(value: Any) -> Any:
     """A generated model's optional field: None when the server left it out."""
     return None if isinstance(value, Unset) else value
 
@@ -94,6 +94,6 @@ START_SESSION: Operation[StartSessionResult] = Operation(
     secret_inputs=("livekit_token",),
     model=StartSessionResponse,
     result=StartSessionResult,
-    result_fields=lambda parsed: {"session_id": _set(parsed.session_id)},
+    result_fields=lambda parsed: {"session_id": _given_or_none(parsed.session_id)},
     starts_session=True,
 )

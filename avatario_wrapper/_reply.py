@@ -1,8 +1,12 @@
-"""Reading a reply: a bounded, bounded-to-inflate body, then a JSON object or the error to raise.
+"""Reading a reply, all of it: a bounded body, then the operation's result or the error.
 
 Transports hand over raw bytes as they arrive (`Body.feed`); nothing is decompressed beyond the
-limits that bound what is kept: 1 MiB for a success, `MAX_ERROR_BODY_BYTES` otherwise. Every
-piece of server text that reaches a message goes through `_text.one_line`.
+limits that bound what is kept: 1 MiB for a success, `MAX_ERROR_BODY_BYTES` otherwise.
+`read_reply` turns a `Reply` into what the call returns: a non-2xx becomes its status error
+(with its `Outcome`), a 2xx body is read as a JSON object into the operation's generated model
+(any mismatch an `APIResponseValidationError`), secrets the server echoed are redacted, and
+the operation's result is built. Every piece of server text that reaches a message goes
+through `_text.one_line`.
 """
 
 from __future__ import annotations
@@ -13,17 +17,22 @@ import json
 import math
 import zlib
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._models import InvalidReply, read_model
 from ._outcome import may_have_started, outcome_of_status, unreadable_success_note
-from ._text import clip, decode_body, one_line, safe_line
+from ._text import clip, decode_body, one_line, redact_data, safe_line
 from .errors import (
     MAX_ERROR_BODY_CHARS,
     APIResponseValidationError,
     status_error_class,
 )
+
+if TYPE_CHECKING:
+    from ._request import PreparedRequest
+
 
 #: Success bodies larger than this (once inflated) are not read whole; the call fails.
 MAX_SUCCESS_BODY_BYTES = 1024 * 1024
@@ -194,18 +203,37 @@ class Reply:
         return f"Reply({self.status})"
 
 
-class Sent(Protocol):
-    """What reading a reply needs to know of the request it answers."""
+def read_reply(request: PreparedRequest[Any], reply: Reply, attempts: int, now: float) -> Any:
+    """The operation's result for `reply`, or the error it means (raised). `warm_up`'s
+    request is no operation: any answer will do, and is its result as it came."""
+    operation = request.operation
+    if operation is None:
+        return reply
+    # Secrets the server echoed are redacted before anything is read from the body.
+    data = redact_data(
+        read_json(reply, request, attempts=attempts, now=now),
+        request.secrets,
+        text=reply.body.json_text(),
+    )
+    try:
+        own = operation.result_fields(read_model(operation.model, data))
+    except InvalidReply as exc:
+        raise validation_error(reply, request, str(exc), attempts=attempts) from exc
+    fields: dict[str, Any] = {
+        **own,
+        "data": data,
+        "request_id": request_id_of(reply, request.secrets),
+        "attempts": attempts,
+        "status_code": reply.status,
+    }
+    if operation.starts_session:
+        fields["idempotency_key"] = request.idempotency_key
+    return operation.result(**fields)
 
-    @property
-    def secrets(self) -> tuple[str, ...]: ...
-    @property
-    def idempotency_key(self) -> str | None: ...
-    @property
-    def starts_session(self) -> bool: ...
 
-
-def read_json(reply: Reply, sent: Sent, *, attempts: int, now: float) -> dict[str, Any]:
+def read_json(
+    reply: Reply, sent: PreparedRequest[Any], *, attempts: int, now: float
+) -> dict[str, Any]:
     """The JSON object of a 2xx reply; else the error to raise (a status or validation error)."""
     status, body = reply.status, reply.body
     if not 200 <= status < 300:
@@ -234,7 +262,7 @@ def read_json(reply: Reply, sent: Sent, *, attempts: int, now: float) -> dict[st
 
 
 def validation_error(
-    reply: Reply, sent: Sent, problem: str, *, attempts: int
+    reply: Reply, sent: PreparedRequest[Any], problem: str, *, attempts: int
 ) -> APIResponseValidationError:
     """The error for a 2xx whose body is not what the spec documents (never resent).
 
@@ -261,7 +289,7 @@ def request_id_of(reply: Reply, secrets: tuple[str, ...]) -> str | None:
     return None if value is None else safe_line(value, secrets)
 
 
-def _status_error(reply: Reply, sent: Sent, attempts: int, now: float) -> Exception:
+def _status_error(reply: Reply, sent: PreparedRequest[Any], attempts: int, now: float) -> Exception:
     status, secrets = reply.status, sent.secrets
     request_id = request_id_of(reply, secrets)
     text = reply.body.text(secrets)

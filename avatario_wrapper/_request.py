@@ -1,18 +1,16 @@
-"""The one request path every operation goes through, minus the I/O.
+"""What a call sends: an operation of the spec as data, and its request built once.
 
-    client method ─▶ prepare ─▶ retry loop (_retry) ─▶ transport.send ─▶ finish ─▶ result
-                                                                              └──▶ error
+    client method ─▶ prepare ─▶ the call flow (_flow) ─▶ transport.send ─▶ _reply.read_reply
+                                                                          ─▶ result or error
 
 An `Operation` is one operation of openapi.yaml as data (see `_operations`): how its inputs
 are checked and handed to the generated request builder, which inputs are secrets, whether it
 starts a session, the generated model of its 2xx body and the public result it becomes.
 `prepare` runs the checks (raising before any I/O), adds what every request carries (the key,
 ``Accept``, ``Accept-Encoding: identity``, ``User-Agent``, the idempotency key of a call that
-starts a session) and serialises the body once: every attempt sends the same bytes. `finish`
-reads a transport's `Reply`: a non-2xx becomes its status error, a 2xx body is read into the
-generated model (any mismatch an `APIResponseValidationError`), secrets the server echoed are
-redacted, and the operation's result is built. `warm_up_request` is the one request that is no
-operation of the spec. The clients add only the retry loop, sending and sleeping.
+starts a session) and serialises the body once: every attempt sends the same bytes.
+`warm_up_request` is the one request that is no operation of the spec. Reading the answer is
+`_reply`'s; deciding what comes next is the call flow's.
 """
 
 from __future__ import annotations
@@ -24,18 +22,13 @@ from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from ._inputs import check_idempotency_key
-from ._models import InvalidReply, read_model
-from ._reply import Reply, read_json, request_id_of, validation_error
 from ._settings import Settings
-from ._text import redact_data
 from ._version import __version__
 
 __all__ = [
     "USER_AGENT",
-    "InvalidReply",
     "Operation",
     "PreparedRequest",
-    "finish",
     "prepare",
     "warm_up_request",
 ]
@@ -241,30 +234,3 @@ def warm_up_request(settings: Settings) -> PreparedRequest[None]:
         idempotency_key=None,
         secrets=(settings.api_key,),
     )
-
-
-def finish(request: PreparedRequest[ResultT], reply: Reply, attempts: int, now: float) -> ResultT:
-    """The operation's result for `reply`, or the error it means (raised)."""
-    operation = request.operation
-    if operation is None:
-        raise AssertionError("warm_up's reply is never read into a result")
-    # Secrets the server echoed are redacted before anything is read from the body.
-    data = redact_data(
-        read_json(reply, request, attempts=attempts, now=now),
-        request.secrets,
-        text=reply.body.json_text(),
-    )
-    try:
-        own = operation.result_fields(read_model(operation.model, data))
-    except InvalidReply as exc:
-        raise validation_error(reply, request, str(exc), attempts=attempts) from exc
-    fields: dict[str, Any] = {
-        **own,
-        "data": data,
-        "request_id": request_id_of(reply, request.secrets),
-        "attempts": attempts,
-        "status_code": reply.status,
-    }
-    if operation.starts_session:
-        fields["idempotency_key"] = request.idempotency_key
-    return operation.result(**fields)

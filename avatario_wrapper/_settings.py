@@ -241,10 +241,6 @@ def check_retry(retry: object) -> RetryPolicy:
     return retry
 
 
-#: Connecting (TCP and TLS together) gets at most this long by default; see docs/retries.md.
-DEFAULT_CONNECT_TIMEOUT = 1.0
-
-
 def check_connect_timeout(value: object) -> float | None:
     """None (connecting is bounded by the attempt's timeout alone) or seconds > 0."""
     if value is None:
@@ -298,7 +294,7 @@ class Settings:
         *,
         base_url: object,
         timeout: object,
-        connect_timeout: object = DEFAULT_CONNECT_TIMEOUT,
+        connect_timeout: object,
         retry: RetryPolicy | None,
         allow_insecure_http: bool,
         clock: Clock,
@@ -311,11 +307,6 @@ class Settings:
             retry=check_retry(retry) if retry is not None else RetryPolicy(),
             clock=clock,
         )
-
-    def connect_within(self, timeout: float) -> float:
-        """How long connecting may take in an attempt given `timeout`."""
-        connect = self.connect_timeout
-        return timeout if connect is None else min(connect, timeout)
 
     def with_options(
         self,

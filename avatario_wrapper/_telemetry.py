@@ -1,6 +1,6 @@
 """Telemetry of calls and attempts: OpenTelemetry spans and metrics, only when someone listens.
 
-    start_call(request) ──▶ None         nobody listens: the request path does no telemetry work
+    start_call(request) ──▶ NO_TRACE     nobody listens: every event is a no-op
                        └──▶ CallTrace    one span per call, one child span per attempt, metrics
 
 This module never causes an import of OpenTelemetry: providers are looked up only in a process that
@@ -36,9 +36,9 @@ import os
 import sys
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from ._text import one_line, redact
 from ._version import __version__
@@ -55,13 +55,9 @@ __all__ = [
     "set_trace_propagation",
     "start_call",
     "trace_propagation",
-    "traced_once",
-    "traced_once_async",
 ]
 
 logger = logging.getLogger("avatario_wrapper")
-
-T = TypeVar("T")
 
 #: The instrumentation scope of every span and instrument made here.
 SCOPE = "avatario_wrapper"
@@ -98,11 +94,35 @@ class CallTrace(Protocol):
         """The call is over: `result` returned, or `error` raised, after `attempts` attempts."""
 
 
+class _NoTrace:
+    """The trace of a call nobody listens to: every event costs one empty method call."""
+
+    __slots__ = ()
+
+    def attempt_started(self, number: int) -> None:
+        pass
+
+    def attempt_ended(self, result: Any, error: BaseException | None) -> None:
+        pass
+
+    def backoff(self, delay: float, *, from_retry_after: bool) -> None:
+        pass
+
+    def budget_refused(self) -> None:
+        pass
+
+    def ended(self, result: Any, error: BaseException | None, attempts: int) -> None:
+        pass
+
+
+NO_TRACE: CallTrace = _NoTrace()
+
+
 # -- switches ---------------------------------------------------------------------------------
 
 
 class _State:
-    """The process-wide switches and the hooks of the providers last used."""
+    """The process-wide switches and the instruments of the providers last used."""
 
     __slots__ = ("cache", "enabled", "propagation", "providers", "tracer_source")
 
@@ -113,7 +133,7 @@ class _State:
         self.providers: tuple[Any, Any] | None = None
         #: Returns a tracer to use instead of the global provider's, or None (`follow_tracer`).
         self.tracer_source: Callable[[], Any] | None = None
-        self.cache: _Hooks | None = None
+        self.cache: _Instruments | None = None
 
 
 _state = _State()
@@ -186,8 +206,8 @@ _modules = sys.modules
 _ERRORS_MODULE = APIError.__module__
 
 
-class _Hooks:
-    """The tracer and instruments of the providers in use, built once per pair of providers."""
+class _Instruments:
+    """The tracer and the instruments of the providers in use, built once per pair."""
 
     __slots__ = (
         "attempt_duration",
@@ -261,28 +281,9 @@ def _histogram(meter: Any, name: str, unit: str, description: str, buckets: Any)
         return meter.create_histogram(name, unit=unit, description=description)
 
 
-def _live(provider: Any, *defaults: Any) -> Any:
-    """`provider`, or None when it is one of the API's defaults (records nothing)."""
+def _recording(provider: Any, *defaults: Any) -> Any:
+    """`provider`, or None when it is one of the API's defaults (it records nothing)."""
     return None if provider is None or isinstance(provider, defaults) else provider
-
-
-# The API's getters check the environment (OTEL_PYTHON_*_PROVIDER) on every call while no
-# provider is set, which costs microseconds (a missing key raises inside `os.environ`): the
-# module's own slot is read instead, and the getter is called only when a provider is set or
-# the environment names one (read once). Without those slots (another API version), the getter.
-_UNSET = object()
-_env_names: dict[str, bool] = {}
-
-
-def _global_provider(module: Any, slot: str, getter: str, env: str) -> Any:
-    provider = getattr(module, slot, _UNSET)
-    if provider is None:
-        named = _env_names.get(env)
-        if named is None:
-            named = _env_names[env] = env in os.environ
-        if not named:
-            return None
-    return getattr(module, getter)()
 
 
 def _tracer_key() -> Any:
@@ -296,10 +297,8 @@ def _tracer_key() -> Any:
     if trace is None:
         return None
     try:
-        provider = _global_provider(
-            trace, "_TRACER_PROVIDER", "get_tracer_provider", "OTEL_PYTHON_TRACER_PROVIDER"
-        )
-        return _live(provider, trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        provider = trace.get_tracer_provider()
+        return _recording(provider, trace.ProxyTracerProvider, trace.NoOpTracerProvider)
     except AttributeError:  # opentelemetry.trace is half imported by another thread
         return None
 
@@ -308,32 +307,39 @@ def _meter_key() -> Any:
     metrics = _modules.get("opentelemetry.metrics")
     if metrics is None:
         return None
-    internal = _modules.get("opentelemetry.metrics._internal", metrics)
     try:
-        provider = _global_provider(
-            internal, "_METER_PROVIDER", "get_meter_provider", "OTEL_PYTHON_METER_PROVIDER"
-        )
-        proxy = getattr(internal, "_ProxyMeterProvider", metrics.NoOpMeterProvider)
-        return _live(provider, proxy, metrics.NoOpMeterProvider)
+        provider = metrics.get_meter_provider()
+        return _recording(provider, _proxy_meter_provider(metrics), metrics.NoOpMeterProvider)
     except AttributeError:
         return None
 
 
-def _hooks() -> _Hooks | None:
-    """The hooks for the providers in use now, or None when nobody listens."""
+def _proxy_meter_provider(metrics: Any) -> Any:
+    """The class of the API's stand-in meter provider, returned while none is set. The API
+    exports no name for it (its tracer twin is public): the one private name read here."""
+    internal = _modules.get("opentelemetry.metrics._internal", metrics)
+    return getattr(internal, "_ProxyMeterProvider", metrics.NoOpMeterProvider)
+
+
+def _in_use() -> _Instruments | None:
+    """The instruments for the providers in use now, or None when nobody listens."""
     if _state.providers is not None:
         tracer_key, meter_key = _state.providers
     else:
         tracer_key, meter_key = _tracer_key(), _meter_key()
     if tracer_key is None and meter_key is None:
         return None
-    hooks = _state.cache
-    if hooks is not None and hooks.tracer_key is tracer_key and hooks.meter_key is meter_key:
-        return hooks
+    instruments = _state.cache
+    if (
+        instruments is not None
+        and instruments.tracer_key is tracer_key
+        and instruments.meter_key is meter_key
+    ):
+        return instruments
     return _build(tracer_key, meter_key)
 
 
-def _build(tracer_key: Any, meter_key: Any) -> _Hooks:
+def _build(tracer_key: Any, meter_key: Any) -> _Instruments:
     if tracer_key is None:
         tracer = None
     elif hasattr(tracer_key, "get_tracer"):  # a provider
@@ -341,8 +347,8 @@ def _build(tracer_key: Any, meter_key: Any) -> _Hooks:
     else:  # a tracer (followed)
         tracer = tracer_key
     meter = None if meter_key is None else meter_key.get_meter(SCOPE, __version__)
-    hooks = _state.cache = _Hooks(tracer_key, tracer, meter_key, meter)
-    return hooks
+    instruments = _state.cache = _Instruments(tracer_key, tracer, meter_key, meter)
+    return instruments
 
 
 def current_tracer() -> Any:
@@ -350,65 +356,31 @@ def current_tracer() -> Any:
     if not _state.enabled:
         return None
     try:
-        hooks = _hooks()
+        instruments = _in_use()
     except Exception:
         logger.debug("Avatario telemetry could not find a tracer", exc_info=True)
         return None
-    return None if hooks is None else hooks.tracer
+    return None if instruments is None else instruments.tracer
 
 
-def start_call(request: Any) -> CallTrace | None:
-    """The trace of a call about to start, or None when telemetry is off (nobody listens)."""
+def start_call(request: Any) -> CallTrace:
+    """The trace of a call about to start; `NO_TRACE` when telemetry is off (nobody listens)."""
     state = _state
     if not state.enabled:
-        return None
+        return NO_TRACE
     if (
         state.providers is None
         and state.tracer_source is None
         and "opentelemetry.trace" not in _modules
         and "opentelemetry.metrics" not in _modules
     ):
-        return None
+        return NO_TRACE
     try:
-        hooks = _hooks()
-        return None if hooks is None else _CallTrace(hooks, request)
+        instruments = _in_use()
+        return NO_TRACE if instruments is None else _CallTrace(instruments, request)
     except Exception:  # telemetry never fails a call
         logger.debug("Avatario telemetry could not start a call's trace", exc_info=True)
-        return None
-
-
-def traced_once(request: Any, send: Callable[[], T]) -> T:
-    """`send()` as a one-attempt call, traced when telemetry is on (`warm_up`)."""
-    trace = start_call(request)
-    if trace is None:
-        return send()
-    trace.attempt_started(1)
-    try:
-        result = send()
-    except BaseException as error:
-        trace.attempt_ended(None, error)
-        trace.ended(None, error, 1)
-        raise
-    trace.attempt_ended(result, None)
-    trace.ended(None, None, 1)
-    return result
-
-
-async def traced_once_async(request: Any, send: Callable[[], Awaitable[T]]) -> T:
-    """The same as `traced_once` for a coroutine."""
-    trace = start_call(request)
-    if trace is None:
-        return await send()
-    trace.attempt_started(1)
-    try:
-        result = await send()
-    except BaseException as error:
-        trace.attempt_ended(None, error)
-        trace.ended(None, error, 1)
-        raise
-    trace.attempt_ended(result, None)
-    trace.ended(None, None, 1)
-    return result
+        return NO_TRACE
 
 
 # -- what is recorded ---------------------------------------------------------------------------
@@ -462,7 +434,7 @@ class _CallTrace:
         "_began",
         "_context",
         "_headers",
-        "_hooks",
+        "_instruments",
         "_request",
         "_request_ids",
         "_secrets",
@@ -471,8 +443,8 @@ class _CallTrace:
         "_token",
     )
 
-    def __init__(self, hooks: _Hooks, request: Any) -> None:
-        self._hooks = hooks
+    def __init__(self, instruments: _Instruments, request: Any) -> None:
+        self._instruments = instruments
         self._request = request
         self._secrets: tuple[str, ...] = tuple(request.secrets)
         self._headers = request.headers
@@ -486,17 +458,17 @@ class _CallTrace:
         self._context: Any = None
         self._token: Any = None
         self._began = time.perf_counter()
-        tracer = hooks.tracer
+        tracer = instruments.tracer
         if tracer is not None:
             attributes: dict[str, Any] = {"avatario.operation": request.name}
             if request.idempotency_key:
                 attributes["avatario.idempotency_key"] = self._text(request.idempotency_key)
-            trace = hooks.trace
+            trace = instruments.trace
             self._span = tracer.start_span(
                 f"avatario.{request.name}", kind=trace.SpanKind.INTERNAL, attributes=attributes
             )
             self._context = trace.set_span_in_context(self._span)
-            self._token = hooks.context.attach(self._context)
+            self._token = instruments.context.attach(self._context)
 
     def _text(self, value: object, limit: int = 200) -> str:
         return one_line(redact(str(value), self._secrets), limit)
@@ -504,8 +476,8 @@ class _CallTrace:
     def attempt_started(self, number: int) -> None:
         self._attempts = number
         self._attempt_began = time.perf_counter()
-        hooks = self._hooks
-        if hooks.tracer is None:
+        instruments = self._instruments
+        if instruments.tracer is None:
             return
         try:
             url, host, port = self._server
@@ -518,11 +490,11 @@ class _CallTrace:
             }
             if number > 1:
                 attributes["http.request.resend_count"] = number - 1
-            trace = hooks.trace
-            span = self._attempt = hooks.tracer.start_span(
+            trace = instruments.trace
+            span = self._attempt = instruments.tracer.start_span(
                 method, context=self._context, kind=trace.SpanKind.CLIENT, attributes=attributes
             )
-            self._attempt_token = hooks.context.attach(trace.set_span_in_context(span))
+            self._attempt_token = instruments.context.attach(trace.set_span_in_context(span))
             if trace_propagation():
                 ids = span.get_span_context()
                 if ids.is_valid:
@@ -541,7 +513,7 @@ class _CallTrace:
             logger.debug("Avatario telemetry failed at an attempt's end", exc_info=True)
 
     def _attempt_ended(self, result: Any, error: BaseException | None, seconds: float) -> None:
-        hooks = self._hooks
+        instruments = self._instruments
         status = _status_of(result, error)
         kind = None if error is None else _error_type(error, status)
         request_id = getattr(error if error is not None else result, "request_id", None)
@@ -550,7 +522,7 @@ class _CallTrace:
             self._request_ids.append(request_id)
         else:
             request_id = None
-        if hooks.attempt_duration is not None:
+        if instruments.attempt_duration is not None:
             _, host, port = self._server
             attributes: dict[str, Any] = {
                 "http.request.method": self._request.method,
@@ -561,7 +533,7 @@ class _CallTrace:
                 attributes["http.response.status_code"] = status
             if kind is not None:
                 attributes["error.type"] = kind
-            hooks.attempt_duration.record(seconds, attributes)
+            instruments.attempt_duration.record(seconds, attributes)
         span = self._attempt
         if span is None:
             return
@@ -576,14 +548,16 @@ class _CallTrace:
                 values["error.type"] = kind
                 if isinstance(error, APIError):
                     values["avatario.outcome"] = error.outcome.value
-                span.set_status(hooks.trace.StatusCode.ERROR, self._describe(error, whole=False))
+                span.set_status(
+                    instruments.trace.StatusCode.ERROR, self._describe(error, whole=False)
+                )
             if values:
                 span.set_attributes(values)
             span.end()
         finally:
             token, self._attempt_token = self._attempt_token, None
             if token is not None:
-                hooks.context.detach(token)
+                instruments.context.detach(token)
 
     def _describe(self, error: BaseException, *, whole: bool) -> str:
         """The status description: our one-line message (never a foreign exception's text)."""
@@ -611,9 +585,9 @@ class _CallTrace:
 
     def budget_refused(self) -> None:
         try:
-            hooks = self._hooks
-            if hooks.budget_refusals is not None:
-                hooks.budget_refusals.add(1, {"avatario.operation": self._request.name})
+            instruments = self._instruments
+            if instruments.budget_refusals is not None:
+                instruments.budget_refusals.add(1, {"avatario.operation": self._request.name})
             if self._span is not None:
                 self._span.add_event(
                     "avatario.retry_budget.refused", {"avatario.attempt": self._attempts}
@@ -630,7 +604,7 @@ class _CallTrace:
     def _ended(
         self, result: Any, error: BaseException | None, attempts: int, seconds: float
     ) -> None:
-        hooks = self._hooks
+        instruments = self._instruments
         request = self._request
         outcome: str | None = None
         kind: str | None = None
@@ -641,15 +615,15 @@ class _CallTrace:
             kind = _error_type(error, _status_of(None, error))
             if isinstance(error, APIError):
                 outcome = error.outcome.value
-        if hooks.calls is not None:
+        if instruments.calls is not None:
             attributes: dict[str, Any] = {"avatario.operation": request.name}
             if outcome is not None:
                 attributes["avatario.outcome"] = outcome
             if kind is not None:
                 attributes["error.type"] = kind
-            hooks.call_duration.record(seconds, attributes)
-            hooks.attempts.record(attempts, attributes)
-            hooks.calls.add(1, attributes)
+            instruments.call_duration.record(seconds, attributes)
+            instruments.attempts.record(attempts, attributes)
+            instruments.calls.add(1, attributes)
         span = self._span
         if span is None:
             return
@@ -671,10 +645,12 @@ class _CallTrace:
                     )
             if kind is not None and error is not None:
                 values["error.type"] = kind
-                span.set_status(hooks.trace.StatusCode.ERROR, self._describe(error, whole=True))
+                span.set_status(
+                    instruments.trace.StatusCode.ERROR, self._describe(error, whole=True)
+                )
             span.set_attributes(values)
             span.end()
         finally:
             token, self._token = self._token, None
             if token is not None:
-                hooks.context.detach(token)
+                instruments.context.detach(token)

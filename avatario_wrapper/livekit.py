@@ -42,7 +42,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import attrs
 from livekit import api, rtc
 from livekit.agents import (
     DEFAULT_API_CONNECT_OPTIONS,
@@ -64,7 +63,7 @@ from . import _telemetry
 from ._clients import AsyncAvatarioClient
 from ._inputs import check_agent_identity, check_seconds, check_text_id
 from ._livekit_errors import as_livekit_error
-from ._operations import StartSessionResult
+from ._operations import START_SESSION, StartSessionResult
 from ._settings import RetryPolicy, VideoOptions, resolve_api_key
 from .compat import AVATAR_ID_ENV, retry_from_conn_options
 from .errors import APIError, AvatarioConfigError, AvatarioError, Outcome
@@ -439,78 +438,33 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
         livekit_url: str,
         token: str,
     ) -> StartSessionResult:
-        """One logical start-session call; an unknown outcome is settled by the room."""
-
-        async def call(
-            on: AsyncAvatarioClient, idempotency_key: str | None = None
-        ) -> StartSessionResult:
-            return await on.start_session(
-                avatar_id=self._avatar_id,
-                agent_identity=agent_identity,
-                livekit_url=livekit_url,
-                livekit_token=token,
-                video=self._video,
-                idempotency_key=idempotency_key,
-            )
-
-        began = time.monotonic()
-        try:
-            return await call(client)
-        except APIError as error:
-            first = error
-        if not first.may_have_started:
-            raise first
-        joined = await self._avatar_joins(room)
-        if joined:
-            return _settled(first, first.attempts)
-        retry = _retry_policy_after(client.retry, first, time.monotonic() - began)
-        if joined is None or first.outcome is Outcome.STARTED or retry is None:
-            why = (
-                "the room cannot show whether the avatar joined"
-                if joined is None
-                else "a 2xx arrived, so it is never sent again"
-                if first.outcome is Outcome.STARTED
-                else "the retry policy's attempts or deadline are used up"
-            )
-            logger.warning(
-                "Avatario start-session outcome unknown and the avatar did not join within "
-                "%.3g s; not sent again: %s",
-                self._join_timeout,
-                why,
-            )
-            raise first
-        logger.warning(
-            "Avatario start-session outcome unknown and the avatar did not join within %.3g s; "
-            "sending once more with the same idempotency key",
-            self._join_timeout,
+        """One logical start-session call; an unknown outcome is settled by the room (a step
+        of the call flow: `_AvatarJoin`)."""
+        return await client._call(
+            START_SESSION,
+            room=_AvatarJoin(self, room),
+            avatar_id=self._avatar_id,
+            agent_identity=agent_identity,
+            livekit_url=livekit_url,
+            livekit_token=token,
+            video=self._video,
         )
-        try:
-            return _with_attempts(
-                await call(client.with_options(retry=retry), first.idempotency_key),
-                first.attempts,
-            )
-        except APIError as error:
-            second = error
-        second.attempts += first.attempts
-        if second.may_have_started and await self._avatar_joins(room):
-            return _settled(second, second.attempts)
-        raise second
 
-    async def _avatar_joins(self, room: rtc.Room) -> bool | None:
-        """Whether the avatar joins within `join_timeout`; None when the room cannot tell.
+    async def _avatar_joins(self, room: rtc.Room, seconds: float) -> bool | None:
+        """Whether the avatar joins within `seconds`; None when the room cannot tell.
 
         Traced as a span ``avatario.avatar_join_wait`` when telemetry is on."""
         tracer = _telemetry.current_tracer()
         if tracer is None:
-            return await self._wait_for_avatar(room)
+            return await self._wait_for_avatar(room, seconds)
         began = time.monotonic()
         with tracer.start_as_current_span(
             JOIN_WAIT_SPAN,
-            attributes={"avatario.join_wait.timeout": self._join_timeout},
+            attributes={"avatario.join_wait.timeout": seconds},
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            joined = await self._wait_for_avatar(room)
+            joined = await self._wait_for_avatar(room, seconds)
             span.set_attributes(
                 {
                     "avatario.join_wait.result": "joined"
@@ -523,7 +477,7 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
             )
             return joined
 
-    async def _wait_for_avatar(self, room: rtc.Room) -> bool | None:
+    async def _wait_for_avatar(self, room: rtc.Room, seconds: float) -> bool | None:
         identity = self._avatar_participant_identity
         if not room.isconnected():
             return None
@@ -550,7 +504,7 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
             if identity in room.remote_participants:
                 return True
             try:
-                return await asyncio.wait_for(seen, self._join_timeout)
+                return await asyncio.wait_for(seen, seconds)
             except asyncio.TimeoutError:
                 return False
         finally:
@@ -558,26 +512,26 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
                 room.off(event, handler)  # type: ignore[arg-type]
 
 
-def _retry_policy_after(policy: RetryPolicy, error: APIError, elapsed: float) -> RetryPolicy | None:
-    """The policy for the one resend after an unknown outcome, or None when none is left."""
-    attempts_left = policy.max_attempts - error.attempts
-    time_left = policy.max_elapsed - elapsed
-    if attempts_left < 1 or time_left <= 0:
-        return None
-    return attrs.evolve(policy, max_attempts=attempts_left, max_elapsed=time_left)
+class _AvatarJoin:
+    """How an `AvatarSession` settles a call whose outcome is unknown: by its room (the call
+    flow's `RoomWatch`). Joined means started; the flow decides what else follows."""
 
+    __slots__ = ("_room", "_session", "seconds")
 
-def _with_attempts(result: StartSessionResult, earlier: int) -> StartSessionResult:
-    return attrs.evolve(result, attempts=result.attempts + earlier)
+    def __init__(self, session: AvatarSession, room: rtc.Room) -> None:
+        self._session = session
+        self._room = room
+        self.seconds = session._join_timeout
+
+    async def joined(self, seconds: float) -> bool | None:
+        return await self._session._avatar_joins(self._room, seconds)
+
+    def settled(self, error: APIError, attempts: int) -> StartSessionResult:
+        return _settled(error, attempts)
 
 
 def _settled(error: APIError, attempts: int) -> StartSessionResult:
     """The result of a call whose answer was lost but whose avatar joined the room."""
-    logger.info(
-        "Avatario start-session outcome was unknown (%s); the avatar joined the room, so it "
-        "started",
-        type(error).__name__,
-    )
     # A 2xx with a bad body keeps its real status; otherwise no HTTP answer said "started".
     status = int(getattr(error, "status_code", 0)) if error.outcome is Outcome.STARTED else 0
     return StartSessionResult(

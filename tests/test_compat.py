@@ -34,7 +34,7 @@ class APIConnectOptions:  # the shape of livekit.agents.APIConnectOptions
 
 def _with_script(api: AvatarioAPI, script: Script) -> AvatarioAPI:
     http = httpx.AsyncClient(transport=httpx.MockTransport(script))
-    api._client._transport = AsyncHttpxTransport(http, base_url="https://x.test", timeout=10.0)
+    api._client._transport = AsyncHttpxTransport(http, base_url="https://x.test")
     return api
 
 

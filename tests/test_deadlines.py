@@ -11,7 +11,9 @@ import sys
 
 import pytest
 
-from avatario_wrapper._transports.base import Deadlines, Exchange, _exchange_311
+from avatario_wrapper._flow import Attempt
+from avatario_wrapper._transports._timer import Deadlines, _bounded_311
+from avatario_wrapper._transports.base import Wire
 
 pytestmark = pytest.mark.skipif(
     sys.version_info < (3, 11), reason="Python 3.10 bounds attempts with asyncio.wait_for"
@@ -145,16 +147,16 @@ def test_a_base_exception_is_never_made_a_cancellation() -> None:
     seen: list[str] = []
 
     async def exchange() -> None:
-        async def run(got: list[object]) -> object:
+        async def run() -> object:
             task = asyncio.current_task()
             assert task is not None
             task.cancel()  # the caller's, requested while the exchange runs
             raise Stop
 
         try:
-            await _exchange_311(
+            await _bounded_311(
                 None,  # type: ignore[arg-type]
-                Exchange(10.0),
+                Wire(Attempt(1, 10.0, 10.0, 0.5)),
                 run,  # type: ignore[arg-type]
                 10.0,
                 lambda exc: True,

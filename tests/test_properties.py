@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from avatario_wrapper import APIError, RetryPolicy, StartSessionResult
-from avatario_wrapper._retry import plan_delay
+from avatario_wrapper._retry import backoff_delays, plan_delay
 from avatario_wrapper.errors import APIConnectionError, InternalServerError, RateLimitError
 from avatario_wrapper.testing import FakeClock
 
@@ -130,12 +130,12 @@ def test_plan_delay_never_breaks_the_policy(policy, attempts, time_left, asked, 
             retry_after=asked,
         )
         error.retryable = True
+    # The backoff schedule as the call flow uses it: one delay drawn per retry so far.
+    delays = backoff_delays(policy, lambda low, high: low + (high - low) * draw)
+    for _ in range(attempts - 1):
+        next(delays)
     delay, why_not = plan_delay(
-        policy,
-        error,
-        attempts=attempts,
-        time_left=time_left,
-        uniform=lambda low, high: low + (high - low) * draw,
+        policy, error, attempts=attempts, time_left=time_left, jittered=lambda: next(delays)
     )
     if delay is None:
         assert why_not  # a retryable failure that is not retried always says why
@@ -153,18 +153,24 @@ def test_plan_delay_never_breaks_the_policy(policy, attempts, time_left, asked, 
 def test_plan_delay_gives_up_on_what_is_not_retryable() -> None:
     policy = RetryPolicy()
     not_retryable = InternalServerError("x", status_code=501, body="", request_id=None, headers={})
-    assert plan_delay(policy, not_retryable, attempts=1, time_left=30, uniform=min) == (None, None)
-    assert plan_delay(policy, ValueError("bug"), attempts=1, time_left=30, uniform=min) == (
+    never = _never_drawn
+    assert plan_delay(policy, not_retryable, attempts=1, time_left=30, jittered=never) == (
+        None,
+        None,
+    )
+    assert plan_delay(policy, ValueError("bug"), attempts=1, time_left=30, jittered=never) == (
         None,
         None,
     )
     retryable = APIConnectionError("x")
     retryable.retryable = True
-    big, _ = plan_delay(
-        RetryPolicy(max_attempts=5000, max_delay=1.0),
-        retryable,
-        attempts=4000,
-        time_left=30,
-        uniform=max,
-    )
+    many = RetryPolicy(max_attempts=5000, max_delay=1.0)
+    delays = backoff_delays(many, max)
+    for _ in range(3999):
+        next(delays)
+    big, _ = plan_delay(many, retryable, attempts=4000, time_left=30, jittered=lambda: next(delays))
     assert big == 1.0  # no overflow however many attempts
+
+
+def _never_drawn() -> float:
+    raise AssertionError("no delay is drawn for a failure that is not retried")

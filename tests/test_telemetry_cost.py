@@ -272,7 +272,7 @@ def test_the_trace_pictures_are_drawn_from_spans_and_the_committed_ones_match(
             "0 avatario.avatar_session.start",
             "1 avatario.start_session",
             "2 POST",
-            "1 avatario.avatar_join_wait",
+            "2 avatario.avatar_join_wait",  # a step of the call, beside its attempt
         ],
     }
     for name, tree in expected.items():

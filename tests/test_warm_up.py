@@ -203,7 +203,7 @@ def test_a_warm_up_failure_after_sending_does_not_say_a_session_may_have_started
     from avatario_wrapper.errors import Outcome
 
     with AvatarioClient(KEY, base_url="http://127.0.0.1:9") as client:
-        request = client._warm_up_request()
+        request = client._begin(None, {}).request
     error = connection_error(request, TimeoutError(), timed_out=True, outcome=Outcome.UNKNOWN)
     assert "may have started" not in str(error)
     assert request.headers.keys() == {"accept-encoding", "user-agent"}

@@ -27,9 +27,11 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from .._clients import AsyncAvatarioClient
+from .._flow import Attempt
 from .._reply import Reply
 from .._request import PreparedRequest
-from .._transports.base import AsyncTransport, wrong_loop_message
+from .._transports._loop import wrong_loop_message
+from .._transports.base import AsyncTransport
 from ..errors import WrongEventLoopError
 
 #: How long a teardown waits for a loop running in another thread to close the pool.
@@ -52,9 +54,7 @@ class LoopBoundTransport:
     def closed(self) -> bool:
         return self._closed or (self._inner.closed and not self._ended)
 
-    async def send(
-        self, request: PreparedRequest[Any], timeout: float, connect_timeout: float
-    ) -> Reply:
+    async def send(self, request: PreparedRequest[Any], attempt: Attempt) -> Reply:
         if self._ended and not self._closed:
             raise WrongEventLoopError(wrong_loop_message("AsyncAvatarioClient", self._loop))
         if self._watch is None:
@@ -62,7 +62,7 @@ class LoopBoundTransport:
             # Its first step runs to the `yield` at once; the loop now tracks the generator.
             self._watch = self._watching()
             await self._watch.__anext__()
-        return await self._inner.send(request, timeout, connect_timeout)
+        return await self._inner.send(request, attempt)
 
     async def _watching(self) -> AsyncGenerator[None, None]:
         try:
