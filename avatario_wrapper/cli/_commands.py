@@ -12,7 +12,8 @@ shows up in shell history or in the process list.
 
 Exit codes: 0 success · 2 usage · 3 bad input or configuration · 4 connection failed ·
 5 timed out · 6 Avatario refused the request (4xx) · 7 Avatario failed (5xx) ·
-8 a 2xx with an invalid body · 1 anything else.
+8 a 2xx with an invalid body · 1 anything else. ``contract-test`` has its own (its --help):
+the same 0 to 5, then 6 every answer was 401/403 · 9 a session may have started.
 """
 
 from __future__ import annotations
@@ -409,13 +410,14 @@ def demo(spans: bool) -> None:
     "--safe/--full",
     "safe",
     default=None,
-    help="--safe sends only requests the spec says must be refused; --full also valid ones "
-    "that may start sessions. Default: --full on the embedded fake, --safe with --url.",
+    help="--safe sends only requests that name neither an avatar nor an agent; --full also "
+    "valid ones, which may start sessions. Default: --full on the embedded fake, --safe with "
+    "--url.",
 )
 @click.option(
     "--yes-start-sessions",
     is_flag=True,
-    help="Confirm --full against a non-loopback --url (it may start real avatars).",
+    help="Confirm --full against any --url, loopback too (it may start real avatars).",
 )
 @click.option(
     "--max-examples",
@@ -448,10 +450,33 @@ def contract_test(
 ) -> None:
     """Check openapi.yaml's contract against the fake or a deployment (key: AVATARIO_API_KEY).
 
-    Says first how many requests may start sessions. Needs the cli, server and contract extras.
-    Exit codes: 0 passed · 1 contract violated · 2 usage (or --full unconfirmed) · 3 no key or a
-    bad --url · 4 no response · 5 timed out · 6 every response was 401/403 · 9 a request the
-    spec says must be refused got a 2xx (a session may have started).
+    Says first how many requests could start sessions. Needs the cli, server and contract
+    extras.
+
+    \b
+    Safe mode promises (details: docs/contract-testing.md):
+    - no request names an avatar or an agent in any form, whatever its key (a gateway may add
+      the real one): bodies that are not JSON, empty, JSON scalars, and one JSON object that
+      holds only a LiveKit room no avatar can join (wss://livekit.invalid, a token that is
+      not a JWT);
+    - a 2xx, a 5xx, or no answer once a request went out stops the run at once, exit 9.
+
+    \b
+    What it cannot prevent:
+    - a server that makes up both the avatar and the agent (String(undefined), str(None),
+      defaults) may start one avatar, in that unusable room, and the run stops there (exit
+      9); one that refuses the room yet makes up everything for a body without one may start
+      one in a room of its own, and the run stops there too;
+    - a server that starts an avatar and then answers 4xx goes unnoticed.
+
+    \b
+    --full sends valid requests too, after saying how many could start a session, and counts
+    every 2xx; against any --url it needs --yes-start-sessions.
+
+    \b
+    Exit codes: 0 passed · 1 contract violated · 2 usage (or --full unconfirmed) · 3 no key or
+    a bad --url · 4 no response · 5 timed out · 6 every response was 401/403 · 9 a session may
+    have started (a request counted as unable to start one got a 2xx, a 5xx or no answer).
     """
     _need("avatario contract-test", "cli", "server", "contract")
     from ._contract import run_command

@@ -4,16 +4,17 @@ Needs the ``cli``, ``server`` and ``contract`` extras (schemathesis). Requests a
 with schemathesis's Python API (``APIOperation.as_strategy``, positive and negative data) and
 answers judged by its checks (``Case.validate_response``); httpx sends them one at a time,
 with no retry and no redirect. Every request is built and classified (`_contract_rules`)
-*before* the first is sent, so a run knows, and says first, exactly how many may start a
-session:
+*before* the first is sent, so a run knows, and says first, how many could start a session:
 
-- **safe** mode sends only `safe_requests`, none of which may start a session, and stops at
-  the first 2xx;
+- **safe** mode sends only `safe_requests`, none of which could start a session;
 - **full** mode sends the same list, then the spec's examples and generated valid and invalid
-  requests (``max_examples`` of each) with the real key.
+  requests (``max_examples`` of each).
 
-A run where every answer was 401 or 403 fails with one line (a wrong key must not pass); in
-full mode it then stops before sending anything that may start a session.
+A request the run counts as unable to start a session that still gets a 2xx, a 5xx (which
+may come after an avatar was started) or no answer once it went out may have started one: the
+run stops there, at once, in either mode, and exits with `EXIT_MAY_HAVE_STARTED`. A run where
+every answer was 401 or 403 fails with one line (a wrong key must not pass); in full mode it
+then stops before sending anything that could start a session.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from schemathesis import GenerationMode
 from schemathesis.errors import FailureGroup
 from schemathesis.openapi.checks import UndefinedStatusCode
 
-from .._inputs import is_loopback_host
 from .._settings import API_KEY_ENV, resolve_api_key, resolve_base_url
 from .._text import safe_line
 from .._transports.httpx import own_client
@@ -74,11 +74,15 @@ CHECKS = (
 
 EXIT_PASSED = 0
 EXIT_FAILED = 1  # an answer broke the contract
-EXIT_USAGE = 2  # flags that do not fit together, or --full unconfirmed against a deployment
+EXIT_USAGE = 2  # flags that do not fit together, or --full unconfirmed against a --url
 EXIT_CONNECTION = 4  # a request got no response
 EXIT_TIMEOUT = 5
 EXIT_UNAUTHORIZED = 6  # every answer was 401 or 403
-EXIT_ACCEPTED = 9  # a request the spec says must be refused got a 2xx
+#: A request counted as unable to start a session got a 2xx, a 5xx or no answer once sent.
+EXIT_MAY_HAVE_STARTED = 9
+
+#: httpx's errors raised before any byte of the request went out: no server saw it.
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
 
 
 class Mode(enum.Enum):
@@ -117,15 +121,19 @@ class Report:
     """What a run saw."""
 
     statuses: Counter[int] = attrs.field(factory=Counter)
-    sent: int = 0
+    tried: int = 0  # requests handed to httpx, answered or not
+    sent: int = 0  # requests answered
     may_start_sent: int = 0
-    accepted: int = 0  # 2xx answers to requests that may start a session
-    #: One printable line per broken promise, 2xx answers to refusable requests aside.
+    #: One printable line per broken promise, the `stop` aside.
     violations: list[str] = attrs.field(factory=list)
-    refused_2xx: str | None = None  # the first refusable request that got a 2xx
-    no_answer: tuple[int, str] | None = None  # (exit code, line) when a request got none
+    #: (exit code, line) when the run ended early: no answer, or a session may have started.
+    stop: tuple[int, str] | None = None
     stopped_unauthorized: bool = False
     seconds: float = 0.0
+
+    def answered(self, low: int) -> int:
+        """How many answers had a status from `low` to `low` + 99 (200: every 2xx)."""
+        return sum(n for status, n in self.statuses.items() if low <= status < low + 100)
 
     def only_auth_refusals(self) -> set[int] | None:
         """The statuses seen, when every answer (429s aside) was a 401 or a 403."""
@@ -151,7 +159,7 @@ def _hand_built(
         what=refusal.what,
         request=request,
         case=operation.Case(media_type=refusal.content_type),
-        may_start=may_start(request, keys[Key.REAL], spec),
+        may_start=may_start(request, spec),
         expect=refusal.expect,
         any_refusal=refusal.expect is None,
     )
@@ -249,7 +257,7 @@ def plan(*, mode: Mode, base_url: str, api_key: str, max_examples: int, seed: in
             request = _request(case, base_url)
             if request is not None:
                 what = f"the spec's example {name!r}"
-                planned.append(Planned(what, request, case, may_start(request, api_key, spec)))
+                planned.append(Planned(what, request, case, may_start(request, spec)))
         # GenerationMode(...), not .POSITIVE: mypy (checking for 3.10) cannot see it is an enum.
         kinds = [(GenerationMode("positive"), "valid"), (GenerationMode("negative"), "invalid")]
         for generation, label in kinds:
@@ -258,7 +266,7 @@ def plan(*, mode: Mode, base_url: str, api_key: str, max_examples: int, seed: in
                 request = _request(case, base_url)
                 if request is not None:
                     what = f"generated {label} request {number}"
-                    planned.append(Planned(what, request, case, may_start(request, api_key, spec)))
+                    planned.append(Planned(what, request, case, may_start(request, spec)))
     return Plan(mode=mode, requests=planned, seed=seed)
 
 
@@ -288,10 +296,26 @@ def _violations(planned: Planned, response: httpx.Response, api_key: str) -> lis
     return [safe_line(f"{planned.what}: {problem}", (api_key,), limit=300) for problem in problems]
 
 
-def _no_answer(planned: Planned, error: httpx.HTTPError, how: str, api_key: str) -> str:
+def _no_answer(planned: Planned, error: httpx.HTTPError, api_key: str) -> tuple[int, str]:
+    """The exit code and line for a request that got no answer."""
     reason = safe_line(str(error) or type(error).__name__, (api_key,))
-    tail = "; a session may have started" if planned.may_start else ""
-    return f"{planned.what}: {how} ({type(error).__name__}: {reason}){tail}"
+    timed_out = isinstance(error, httpx.TimeoutException)
+    how = "no answer in time" if timed_out else "no response"
+    line = f"{planned.what}: {how} ({type(error).__name__}: {reason})"
+    if isinstance(error, NOT_SENT):
+        return (EXIT_TIMEOUT if timed_out else EXIT_CONNECTION), line
+    if not planned.may_start:
+        return EXIT_MAY_HAVE_STARTED, f"{line} after it went out: a session may have started"
+    return (EXIT_TIMEOUT if timed_out else EXIT_CONNECTION), f"{line}; a session may have started"
+
+
+def _answered_anyway(planned: Planned, status: int) -> str:
+    """The line for a 2xx or 5xx to a request counted as unable to start a session."""
+    if status < 300:
+        why = "though its body names neither an avatar nor an agent"
+    else:
+        why = "and a server error may come after an avatar was started"
+    return f"{planned.what}: HTTP {status}, {why}: a session may have started"
 
 
 def execute(
@@ -302,7 +326,7 @@ def execute(
     timeout: float,
     say: Callable[[str], None] = lambda line: None,
 ) -> Report:
-    """Send the plan's requests in order and judge each answer; `say` hears a 2xx at once."""
+    """Send the plan's requests in order and judge each answer; `say` hears a stop at once."""
     report = Report()
     started = time.monotonic()
     checked_key = False
@@ -313,30 +337,21 @@ def execute(
                 if report.only_auth_refusals():
                     report.stopped_unauthorized = True
                     break  # a wrong key: send nothing that could start a session
+            report.tried += 1
             try:
                 response = http.send(planned.request)
-            except httpx.TimeoutException as error:
-                report.no_answer = (
-                    EXIT_TIMEOUT,
-                    _no_answer(planned, error, "no answer in time", api_key),
-                )
-                break
             except httpx.HTTPError as error:
-                failed = _no_answer(planned, error, "no response", api_key)
-                report.no_answer = (EXIT_CONNECTION, failed)
+                report.stop = _no_answer(planned, error, api_key)
                 break
             report.sent += 1
             report.may_start_sent += planned.may_start
             status = response.status_code
             report.statuses[status] += 1
-            if 200 <= status < 300 and planned.may_start:
-                report.accepted += 1
-            elif 200 <= status < 300:
-                say(f"FAIL {planned.what}: HTTP {status}, but the spec says it must be refused")
-                report.refused_2xx = report.refused_2xx or planned.what
-                if run.mode is Mode.SAFE:
-                    break
-                continue
+            if not planned.may_start and (200 <= status < 300 or status >= 500):
+                line = _answered_anyway(planned, status)
+                say(f"FAIL {line}")
+                report.stop = (EXIT_MAY_HAVE_STARTED, line)
+                break  # outside what the run announced: send nothing more
             report.violations.extend(_violations(planned, response, api_key))
     report.seconds = time.monotonic() - started
     return report
@@ -351,7 +366,6 @@ class Target:
     api_key: str = attrs.field(repr=False)
     label: str
     embedded: bool
-    loopback: bool
 
 
 @contextlib.contextmanager
@@ -359,14 +373,11 @@ def target(url: str | None, *, allow_insecure_http: bool) -> Iterator[Target]:
     """The deployment at `url` (its key from AVATARIO_API_KEY), or an embedded fake."""
     if url is not None:
         base_url = resolve_base_url(url, allow_insecure_http=allow_insecure_http)
-        api_key = resolve_api_key(None)
-        loopback = is_loopback_host(httpx.URL(base_url).host)
-        yield Target(base_url, api_key, base_url, embedded=False, loopback=loopback)
+        yield Target(base_url, resolve_api_key(None), base_url, embedded=False)
         return
     api_key = f"{DUMMY_NAME}-{secrets.token_hex(16)}"
     with run_fake_server(api_key=api_key) as server:
-        label = f"the embedded fake Avatario at {server.url}"
-        yield Target(server.url, api_key, label, embedded=True, loopback=True)
+        yield Target(server.url, api_key, f"the embedded fake Avatario at {server.url}", True)
 
 
 def choose_mode(safe: bool | None, *, embedded: bool) -> Mode:
@@ -388,7 +399,7 @@ def run_command(
     out: Callable[[str], None],
     err: Callable[[str], None],
 ) -> int:
-    """The whole command: plan, say what may start sessions, confirm, send, judge.
+    """The whole command: plan, say what could start sessions, confirm, send, judge.
 
     Returns the exit code; `out` hears the report and `err` the one line of a failed run.
     Raises `AvatarioConfigError` for a missing key or a bad URL, before anything is sent.
@@ -399,7 +410,7 @@ def run_command(
         if yes_start_sessions and mode is Mode.SAFE:
             err(
                 "--yes-start-sessions confirms --full, and this run is --safe: add --full to "
-                "send requests that may start sessions, or drop --yes-start-sessions"
+                "send requests that could start sessions, or drop --yes-start-sessions"
             )
             return EXIT_USAGE
         run = plan(
@@ -410,25 +421,27 @@ def run_command(
             seed=seed,
         )
         total, starting = len(run.requests), run.may_start
+        stops = "a 2xx, a 5xx or no answer to one of them stops the run at once"
         if mode is Mode.SAFE:
             out(f"safe mode against {where.label}")
             out(
-                f"{total} requests; none may start a session: each must be refused (401 "
-                "without the right key, 4xx for a body that cannot be a session), and the "
-                "first 2xx stops the run"
+                f"{total} requests, none able to start a session: none names an avatar or an "
+                "agent (whatever its key), the one JSON object among them names an unusable "
+                f"LiveKit room, and {stops}"
             )
         else:
             out(f"full mode against {where.label} (seed {seed})")
             out(
-                f"{total} requests; exactly {starting} may start a session (they carry the "
-                f"key and a body with every required field): at most {starting} sessions; the "
-                f"other {total - starting} must be refused"
+                f"{total} requests; {starting} could start a session (a body that names an "
+                f"avatar or an agent, whatever its key): up to {starting} sessions; the other "
+                f"{total - starting} name neither, and {stops}"
             )
-        if mode is Mode.FULL and starting and not where.loopback and not yes_start_sessions:
+        if mode is Mode.FULL and not where.embedded and not yes_start_sessions:
             err(
-                f"--full would send {starting} requests that may start sessions (real "
-                f"avatars) at {where.base_url}: add --yes-start-sessions to send them, or use "
-                "--safe, which starts none"
+                f"--full would send {starting} requests that could start sessions (real "
+                f"avatars) to {where.base_url}: add --yes-start-sessions to send them (asked "
+                "for every --url, loopback too: a local port may be a tunnel to a "
+                "deployment), or use --safe"
             )
             return EXIT_USAGE
         report = execute(
@@ -442,30 +455,27 @@ def judge(run: Plan, report: Report, out: Callable[[str], None], err: Callable[[
     by_status = ", ".join(f"{status}: {n}" for status, n in sorted(report.statuses.items()))
     out(f"sent {report.sent} requests in {report.seconds:.2f} s; by status: {by_status or '-'}")
     if run.mode is Mode.FULL:
+        errors = report.answered(500)
         out(
-            f"{report.may_start_sent} of them may have started a session; the deployment "
-            f"accepted {report.accepted} (2xx)"
+            f"2xx answers: {report.answered(200)}, each of which may have started a session; "
+            f"{report.may_start_sent} of the requests sent could start one"
+            + (f"; 5xx answers: {errors}, which may have started one each too" if errors else "")
         )
+    code, line = report.stop or (EXIT_PASSED, "")
     only = report.only_auth_refusals()
-    if only is not None and report.refused_2xx is None:
+    if only is not None and code != EXIT_MAY_HAVE_STARTED:
         codes = " or ".join(str(s) for s in sorted(only))
-        held_back = " (nothing that may start a session was sent)"
+        held_back = " (nothing that could start a session was sent)"
         err(
             f"every response was {codes}: is {API_KEY_ENV} the key of this deployment?"
             + (held_back if report.stopped_unauthorized else "")
         )
         return EXIT_UNAUTHORIZED
-    for line in report.violations:
-        out(f"FAIL {line}")
-    if report.refused_2xx is not None:
-        err(
-            "the deployment accepted a request it must refuse "
-            f"({report.refused_2xx}): a session may have started"
-        )
-        return EXIT_ACCEPTED
-    if report.no_answer is not None:
-        code, line = report.no_answer
-        err(line)
+    for violation in report.violations:
+        out(f"FAIL {violation}")
+    if report.stop is not None:
+        unsent = len(run.requests) - report.tried
+        err(line + (f"; the run stopped there ({unsent} requests not sent)" if unsent else ""))
         return code
     if report.violations:
         again = f"; --seed {run.seed} sends the same requests" if run.mode is Mode.FULL else ""

@@ -1,14 +1,20 @@
 """What ``avatario contract-test`` may send: pure decisions, read from openapi.yaml.
 
-- `may_start`: whether a request could start a session on a server lenient in every way the
-  spec leaves open. True when it carries the real key and its body is a JSON object holding
-  every field the spec requires, each of a type such a server could take (for a string:
-  anything but null, an array or an object; for an object: an object with its own required
-  fields). Content-Type is not looked at, since a server may parse JSON whatever the header
-  says. Every other request is one the spec says must be refused: 401 without the right key,
-  4xx for a body that cannot be a session.
-- `safe_requests`: the fixed list safe mode sends (docs/contract-testing.md lists it), none
-  of which may start a session, with a dummy LiveKit URL and token.
+openapi.yaml is our reconstruction of Avatario's API: what a deployment refuses is unknown, so
+no rule here rests on "the spec says it must be refused". They rest on what a server would have
+to make up to start a session:
+
+- `may_start`: whether a request could start a session. True when its body or query names the
+  avatar or the agent in any form a lenient server might read: a field name of the spec's
+  (``avatario_face_id``, ``agent_id``) or the short ``face_id`` / ``avatar_id``, in any case
+  and spelling (``agentId``, ``AGENT-ID``), escaped (``\\u005f``), percent-encoded, inside a
+  string, in raw text that is not JSON. The key and Content-Type are not looked at: a gateway
+  may add the key, and a server may parse JSON whatever the header says. To start a session
+  from any other request a server must invent both the avatar and the agent.
+- `safe_requests`: the fixed list safe mode sends (docs/contract-testing.md lists it). None
+  names the avatar or the agent, and its one JSON object names an unusable LiveKit room
+  (`DUMMY_LIVEKIT_URL`, `DUMMY_LIVEKIT_TOKEN`), so that even a server that invents both ids
+  starts an avatar that can join no room.
 
 Nothing here sends anything; `_contract` does.
 """
@@ -17,6 +23,8 @@ from __future__ import annotations
 
 import enum
 import json
+import unicodedata
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -29,11 +37,15 @@ from ..testing._spec import load_spec
 PATH = "/start-session"
 METHOD = "POST"
 JSON_TYPE = "application/json"
-#: In every body safe mode sends: ``.invalid`` never resolves (RFC 6761), and a LiveKit token
-#: is a JWT signed with the LiveKit server's secret, which this string is not.
+#: The room in the one JSON object safe mode sends: ``.invalid`` never resolves (RFC 6761), and
+#: a LiveKit token is a JWT (three dot-separated parts) signed with the LiveKit server's
+#: secret, which this dotless string is not.
 DUMMY_LIVEKIT_URL = "wss://livekit.invalid"
-DUMMY_LIVEKIT_TOKEN = "avatario-contract-test.not-a-livekit-token"  # noqa: S105 - a dummy
+DUMMY_LIVEKIT_TOKEN = "avatario-contract-test-not-a-livekit-token"  # noqa: S105 - a dummy
 DUMMY_NAME = "avatario-contract-test"
+#: Names a server might take for the avatar besides the spec's: the old plugin's and this
+#: package's ``avatar_id``.
+ALIASES = ("avatar_id",)
 
 
 class Key(enum.Enum):
@@ -47,7 +59,7 @@ class Key(enum.Enum):
 
 @attrs.frozen
 class Refusal:
-    """A hand-built request the spec says must be refused; `expect` None means any 4xx."""
+    """A hand-built request safe mode sends; `expect` None means any 4xx."""
 
     what: str
     key: Key
@@ -93,6 +105,11 @@ def required_fields(spec: Mapping[str, Any]) -> dict[str, Any]:
     return walk(_resolve(spec, _json_body(spec)["schema"]))
 
 
+def id_fields(spec: Mapping[str, Any]) -> list[str]:
+    """The required top-level strings: the avatar's and the agent's ids, nothing a server has."""
+    return [name for name, inner in required_fields(spec).items() if inner is None]
+
+
 def examples(spec: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The start-session body examples in the spec, by name."""
     examples = _json_body(spec).get("examples", {})
@@ -102,111 +119,92 @@ def examples(spec: Mapping[str, Any]) -> list[tuple[str, Any]]:
 # -- which requests may start a session ----------------------------------------------------
 
 
-class _RepeatedKey(ValueError):
-    pass
+def _squash(text: str) -> str:
+    """`text` as a server matching names loosely sees it: decoded, case folded, alphanumeric."""
+    text = urllib.parse.unquote_plus(urllib.parse.unquote_plus(text))
+    text = unicodedata.normalize("NFKC", text).casefold()
+    return "".join(c for c in text if c.isascii() and c.isalnum())
 
 
-def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    if len({key for key, _ in pairs}) != len(pairs):
-        raise _RepeatedKey  # parsers disagree on which value wins
-    return dict(pairs)
+def _markers(spec: Mapping[str, Any]) -> set[str]:
+    """Each id field's name squashed, and its last two words (``avatario_face_id``: ``faceid``)."""
+    names = [*id_fields(spec), *ALIASES]
+    return {_squash(form) for name in names for form in (name, "_".join(name.split("_")[-2:]))}
 
 
-def _fits(value: Any, shape: dict[str, Any] | None) -> bool:
-    if shape is None:  # a leaf: lenient servers coerce numbers and booleans to strings
-        return value is not None and not isinstance(value, (list, dict))
-    return isinstance(value, dict) and all(
-        name in value and _fits(value[name], inner) for name, inner in shape.items()
-    )
+class _Members(tuple[tuple[str, Any], ...]):
+    """A JSON object as its members in order, repeated names kept."""
 
 
-def may_start(request: httpx.Request, api_key: str, spec: Mapping[str, Any] | None = None) -> bool:
-    """Whether a server lenient in every way the spec leaves open could start a session for it.
+def _strings(node: Any) -> Iterator[str]:
+    """Every member name and string in a parsed JSON document."""
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, _Members):
+        for name, value in node:
+            yield name
+            yield from _strings(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _strings(item)
 
-    True for a request to the start-session operation that carries `api_key` and whose body
-    parses as a JSON object with every required field present and of a type a server could
-    coerce; also, assuming the worst, for a JSON object with a repeated key. False exactly for
-    requests the spec says must be refused.
+
+def _texts(request: httpx.Request) -> Iterator[str]:
+    """What a server might read names from: the query, the raw body, the body's JSON strings."""
+    yield request.url.query.decode("latin-1")
+    content = request.content
+    yield content.decode("utf-8", "replace")
+    yield content.decode("latin-1")  # UTF-16 text and the like: squashing drops the NULs
+    try:  # bytes: json detects UTF-8, UTF-16 and UTF-32 as a lenient parser would
+        document = json.loads(content, object_pairs_hook=_Members)
+    except (ValueError, RecursionError):
+        return
+    yield from _strings(document)
+
+
+def may_start(request: httpx.Request, spec: Mapping[str, Any] | None = None) -> bool:
+    """Whether some server could start a session for `request`.
+
+    True for a request to the start-session operation whose query or body names the avatar
+    or the agent in any form (see the module's docstring), whatever its key and Content-Type.
     """
     spec = spec if spec is not None else load_spec()
     if request.method != METHOD or not request.url.path.endswith(PATH):
         return False
-    if request.headers.get(key_header(spec)) != api_key:
-        return False
-    try:
-        body = json.loads(request.content, object_pairs_hook=_no_repeated_keys)
-    except _RepeatedKey:
-        return True
-    except (ValueError, RecursionError):
-        return False
-    return _fits(body, required_fields(spec))
+    markers = _markers(spec)
+    return any(marker in _squash(text) for text in _texts(request) for marker in markers)
 
 
 # -- what safe mode sends ------------------------------------------------------------------
 
 
-def _valid_body() -> dict[str, Any]:
-    return {
-        "avatario_face_id": DUMMY_NAME,
-        "agent_id": DUMMY_NAME,
-        "livekit": {"url": DUMMY_LIVEKIT_URL, "token": DUMMY_LIVEKIT_TOKEN},
-    }
-
-
-def _edited(body: dict[str, Any], path: tuple[str, ...], value: Any = None) -> bytes:
-    """`body` as JSON with the field at `path` replaced by `value`, or removed when None."""
-    copy = json.loads(json.dumps(body))
-    node = copy
-    for part in path[:-1]:
-        node = node[part]
-    if value is None:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return json.dumps(copy).encode()
-
-
-def _leaves(
-    tree: dict[str, Any], prefix: tuple[str, ...] = ()
-) -> Iterator[tuple[tuple[str, ...], bool]]:
-    """Every required field's path, parents first, and whether it is an object."""
-    for name, inner in tree.items():
-        yield (*prefix, name), inner is not None
-        if inner is not None:
-            yield from _leaves(inner, (*prefix, name))
+def room_only_body() -> bytes:
+    """The one JSON object safe mode sends: the unusable room, and neither id."""
+    room = {"url": DUMMY_LIVEKIT_URL, "token": DUMMY_LIVEKIT_TOKEN}
+    return json.dumps({"livekit": room}).encode()
 
 
 def safe_requests(spec: Mapping[str, Any] | None = None) -> list[Refusal]:
     """Everything safe mode sends, in order; full mode sends it first too.
 
-    Bodies carry a dummy LiveKit URL and token (`DUMMY_LIVEKIT_URL`, `DUMMY_LIVEKIT_TOKEN`).
-    With the real key, no body holds every required field with a usable type.
+    None names the avatar or the agent. The key tests carry the room-only object (a gateway
+    may add the real key), and so does the first request with the real key: a server that
+    starts an avatar whatever the body names then gets the unusable room, and the run stops.
     """
     spec = spec if spec is not None else load_spec()
-    valid = _valid_body()
-    text = json.dumps(valid).encode()
+    room = room_only_body()
     unauthorized, malformed, invalid = frozenset({401}), frozenset({400}), frozenset({422})
-    fields = list(_leaves(required_fields(spec)))
-    refusals = [
-        Refusal("no key", Key.NONE, JSON_TYPE, text, unauthorized),
-        Refusal("a wrong key", Key.WRONG, JSON_TYPE, text, unauthorized),
-        Refusal("an empty key", Key.EMPTY, JSON_TYPE, text, unauthorized),
-        Refusal("a body that is not JSON", Key.REAL, JSON_TYPE, text[:40], malformed),
+    no_ids = " and no ".join(id_fields(spec))
+    return [
+        Refusal("no key", Key.NONE, JSON_TYPE, room, unauthorized),
+        Refusal("a wrong key", Key.WRONG, JSON_TYPE, room, unauthorized),
+        Refusal("an empty key", Key.EMPTY, JSON_TYPE, room, unauthorized),
+        Refusal(f"no {no_ids}", Key.REAL, JSON_TYPE, room, invalid),
+        Refusal(f"Content-Type text/plain (and no {no_ids})", Key.REAL, "text/plain", room, None),
+        Refusal("a body that is not JSON", Key.REAL, JSON_TYPE, b"this is not JSON", malformed),
         Refusal("an empty body", Key.REAL, JSON_TYPE, b"", malformed),
-        Refusal("a JSON array", Key.REAL, JSON_TYPE, b"[" + text + b"]", malformed),
         Refusal("JSON null", Key.REAL, JSON_TYPE, b"null", malformed),
-        Refusal("an empty JSON object", Key.REAL, JSON_TYPE, b"{}", invalid),
+        Refusal("a JSON number", Key.REAL, JSON_TYPE, b"0", malformed),
+        Refusal("JSON true", Key.REAL, JSON_TYPE, b"true", malformed),
+        Refusal("a JSON string", Key.REAL, JSON_TYPE, b'"not an object"', malformed),
     ]
-    for path, _ in fields:
-        body = _edited(valid, path)
-        refusals.append(Refusal(f"no {'.'.join(path)}", Key.REAL, JSON_TYPE, body, invalid))
-    for path, is_object in fields:
-        kind, value = ("a string", DUMMY_LIVEKIT_URL) if is_object else ("an array", [DUMMY_NAME])
-        body = _edited(valid, path, value)
-        what = f"{'.'.join(path)} as {kind}"
-        refusals.append(Refusal(what, Key.REAL, JSON_TYPE, body, invalid))
-    # Without a required field too, so a server that ignores Content-Type still refuses it.
-    missing = next((path for path, is_object in fields if is_object), fields[0][0])
-    what = f"Content-Type text/plain (and no {'.'.join(missing)})"
-    refusals.append(Refusal(what, Key.REAL, "text/plain", _edited(valid, missing), None))
-    return refusals
