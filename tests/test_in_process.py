@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import httpx
 import pytest
 
@@ -567,3 +568,60 @@ def test_a_rate_limit_error_crosses_a_process_pool() -> None:
     assert caught.value.retry_after == 2.0
     assert caught.value.idempotency_key == "key-1"
     assert caught.value.may_have_started is False
+
+
+# -- every request on the wire is an attempt the call flow decided ---------------------------
+
+HEAD_OK = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+
+
+@pytest.mark.parametrize("pool", ["own", "caller's"])
+def test_no_transport_resends_an_idempotent_request_by_itself(real_kind: str, pool: str) -> None:
+    # warm_up's HEAD is idempotent, so a library may resend it by itself when a reused
+    # connection drops it (aiohttp does, unless told not to). The server answers the first
+    # HEAD and keeps the connection, then reads the second and closes without a word.
+    def answer(n: int, conn: int, head: str) -> bytes | None:
+        return HEAD_OK if n == 1 else None
+
+    with KeepAliveServer(answer) as server:
+        second = _two_warm_ups(real_kind, pool, server.url)
+        seen = list(server.seen)
+    assert isinstance(second, APIError), second  # the drop reached the caller ...
+    assert second.attempts == 1  # ... after the one attempt warm_up makes
+    assert [head.split(" ", 1)[0] for _, head in seen] == ["HEAD", "HEAD"]  # nothing resent
+    assert {conn for conn, _ in seen} == {1}  # the second went out on the reused connection
+
+
+def _two_warm_ups(kind: str, pool: str, url: str) -> Any:
+    """Two warm_ups over one client; the second's error (or None)."""
+    if kind == "sync":
+        with (
+            httpx.Client() if pool != "own" else contextlib.nullcontext() as http,
+            AvatarioClient(API_KEY, base_url=url, http_client=http) as client,
+        ):
+            client.warm_up()
+            try:
+                client.warm_up()
+            except APIError as exc:
+                return exc
+            return None
+
+    async def main() -> Any:
+        async with contextlib.AsyncExitStack() as stack:
+            http: Any = None
+            if pool != "own":
+                opened = httpx.AsyncClient() if kind == "async-httpx" else aiohttp.ClientSession()
+                http = await stack.enter_async_context(opened)
+            elif kind == "async-httpx":
+                pytest.skip("the async client's own pool is aiohttp's when aiohttp is installed")
+            client = await stack.enter_async_context(
+                AsyncAvatarioClient(API_KEY, base_url=url, http_client=http)
+            )
+            await client.warm_up()
+            try:
+                await client.warm_up()
+            except APIError as exc:
+                return exc
+            return None
+
+    return asyncio.run(main())

@@ -284,11 +284,16 @@ def forget_inherited(backends: list[Backend | AsyncBackend]) -> list[Any]:
     return list(sockets.values())
 
 
-def has_stray_bytes(response: httpx.Response) -> bool:
-    """Whether bytes arrived after this complete response on its connection (private reach
-    2); False where the connection cannot be seen (a mock transport, HTTP/2)."""
+def h11_connection(response: httpx.Response) -> Any:
+    """The h11 state of the HTTP/1.1 connection a streamed response came on (private reach
+    2), or None (a mock transport, HTTP/2)."""
     stream = getattr(getattr(response.stream, "_stream", None), "_httpcore_stream", None)
     connection = getattr(getattr(stream, "_stream", None), "_connection", None)
-    h11_state = getattr(connection, "_h11_state", None)
-    leftover = getattr(h11_state, "trailing_data", (b"", False))
+    return getattr(connection, "_h11_state", None)
+
+
+def has_stray_bytes(response: httpx.Response) -> bool:
+    """Whether bytes arrived after this complete response on its connection (h11's public
+    ``trailing_data``); False where the connection cannot be seen."""
+    leftover = getattr(h11_connection(response), "trailing_data", (b"", False))
     return bool(leftover[0])
