@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Coroutine
-from types import EllipsisType, TracebackType
+from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
 from ._budget import RetryBudget
 from ._clock import SYSTEM_CLOCK, Clock
+from ._closing import AClosedOnExit, ClosedOnExit
 from ._flow import Call, RoomWatch, call_flow, drive, drive_async
 from ._operations import START_SESSION, StartSessionResult
 from ._request import Operation, PreparedRequest, prepare, warm_up_request
@@ -27,7 +28,12 @@ from ._transports.base import AsyncTransport, SyncTransport, closed_error
 from ._transports.httpx import AsyncHttpxTransport, HttpxTransport
 
 if TYPE_CHECKING:
-    import aiohttp  # noqa: F401 - named in AsyncAvatarioClient's base, as a string
+    import aiohttp
+
+    #: The pools an `AsyncAvatarioClient` sends over when given one.
+    AsyncHttp = httpx.AsyncClient | aiohttp.ClientSession
+else:
+    AsyncHttp = Any  # aiohttp is optional: not imported for the class statement
 
 HttpT = TypeVar("HttpT")
 TransportT = TypeVar("TransportT", SyncTransport, AsyncTransport)
@@ -59,6 +65,29 @@ class _ClientBase(Generic[HttpT, TransportT]):
         allow_insecure_http: bool = False,
         clock: Clock | None = None,
     ) -> None:
+        """A client; every setting is checked here, before any I/O.
+
+        Args:
+            api_key: The Avatario API key; default ``AVATARIO_API_KEY``. Never shown or logged.
+            base_url: The API root; default ``AVATARIO_BASE_URL``, then
+                ``https://avatario.ai/api/sdk``. Must be https, except for loopback hosts or
+                with `allow_insecure_http`.
+            timeout: Seconds each attempt may take, connect to last body byte (cut to what is
+                left of the retry policy's `max_elapsed`).
+            connect_timeout: Seconds opening a connection (TCP and TLS) may take within an
+                attempt, so a lost SYN leaves time for a fresh attempt; None: only `timeout`
+                bounds it. See [Retries](../retries.md#connecting).
+            retry: The `RetryPolicy`; default ``RetryPolicy()``.
+            http_client: A pool to send with, used as is (its TLS and proxy settings
+                included; its redirects never followed) and never closed by the client: an
+                `httpx.Client` for `AvatarioClient`; an `httpx.AsyncClient` or an
+                `aiohttp.ClientSession` (a LiveKit worker's shared session, say) for
+                `AsyncAvatarioClient`, which without one sends over aiohttp when it is
+                installed (the ``aiohttp`` extra; much faster with many requests in flight,
+                see [Benchmarks](../benchmarks.md)), else over an `httpx.AsyncClient`.
+            allow_insecure_http: Allow a plain-http `base_url` that is not loopback.
+            clock: Time, sleeps and jitter (tests pass `avatario_wrapper.testing.FakeClock`).
+        """
         self._settings = Settings.build(
             api_key,
             base_url=base_url,
@@ -160,24 +189,8 @@ def _warm_up_policy(timeout: float) -> RetryPolicy:
     return RetryPolicy(max_attempts=1, max_elapsed=timeout, retry_budget=None)
 
 
-class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
+class AvatarioClient(_ClientBase[httpx.Client, SyncTransport], ClosedOnExit):
     """A blocking Avatario client with one pooled `httpx.Client`, safe to share across threads.
-
-    Args:
-        api_key: The Avatario API key; default ``AVATARIO_API_KEY``. Never shown or logged.
-        base_url: The API root; default ``AVATARIO_BASE_URL``, then
-            ``https://avatario.ai/api/sdk``. Must be https, except for loopback hosts or
-            with `allow_insecure_http`.
-        timeout: Seconds each attempt may take, connect to last body byte (cut to what is
-            left of the retry policy's `max_elapsed`).
-        connect_timeout: Seconds opening a connection (TCP and TLS) may take within an
-            attempt, so a lost SYN leaves time for a fresh attempt; None: only `timeout`
-            bounds it. See [Retries](../retries.md#connecting).
-        retry: The `RetryPolicy`; default ``RetryPolicy()``.
-        http_client: An `httpx.Client` to send with, used as is (its TLS and proxy settings
-            included; its redirects never followed) and not closed by `close()`.
-        allow_insecure_http: Allow a plain-http `base_url` that is not loopback.
-        clock: Time, sleeps and jitter (tests pass `avatario_wrapper.testing.FakeClock`).
 
     A client made before ``os.fork()`` never shares a pooled connection with its child: the
     child opens its own.
@@ -265,17 +278,6 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport]):
         if self._owns_transport:
             self._transport.close()
 
-    def __enter__(self) -> AvatarioClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
 
 def _is_aiohttp_session(value: object) -> bool:
     return any(
@@ -284,27 +286,8 @@ def _is_aiohttp_session(value: object) -> bool:
     )
 
 
-class AsyncAvatarioClient(_ClientBase["httpx.AsyncClient | aiohttp.ClientSession", AsyncTransport]):
+class AsyncAvatarioClient(_ClientBase[AsyncHttp, AsyncTransport], AClosedOnExit):
     """An asyncio Avatario client with one connection pool, safe to share across tasks.
-
-    Args:
-        api_key: The Avatario API key; default ``AVATARIO_API_KEY``. Never shown or logged.
-        base_url: The API root; default ``AVATARIO_BASE_URL``, then
-            ``https://avatario.ai/api/sdk``. Must be https, except for loopback hosts or
-            with `allow_insecure_http`.
-        timeout: Seconds each attempt may take, connect to last body byte (cut to what is
-            left of the retry policy's `max_elapsed`).
-        connect_timeout: Seconds opening a connection (TCP and TLS) may take within an
-            attempt, so a lost SYN leaves time for a fresh attempt; None: only `timeout`
-            bounds it. See [Retries](../retries.md#connecting).
-        retry: The `RetryPolicy`; default ``RetryPolicy()``.
-        http_client: An `httpx.AsyncClient` or an `aiohttp.ClientSession` (a LiveKit
-            worker's shared session, say) to send with, used as is and not closed by
-            `aclose()`. Without one the client sends over aiohttp when it is installed (the
-            ``aiohttp`` extra; much faster with many requests in flight, see
-            [Benchmarks](../benchmarks.md)), else over an `httpx.AsyncClient`.
-        allow_insecure_http: Allow a plain-http `base_url` that is not loopback.
-        clock: Time, sleeps and jitter (tests pass `avatario_wrapper.testing.FakeClock`).
 
     The client belongs to one event loop: the loop it first sends on (or the loop of the
     aiohttp session it was given). Used on another loop it raises `WrongEventLoopError`
@@ -383,17 +366,6 @@ class AsyncAvatarioClient(_ClientBase["httpx.AsyncClient | aiohttp.ClientSession
         self._closed = True
         if self._owns_transport:
             self._transport.close_from_sync()
-
-    async def __aenter__(self) -> AsyncAvatarioClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 def _aiohttp_fits(base_url: str) -> bool:

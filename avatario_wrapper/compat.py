@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from types import TracebackType
 from typing import Any, Protocol
 
 from ._clients import AsyncAvatarioClient
+from ._closing import AClosedOnExit
 from ._inputs import check_agent_identity, check_text_id
 from ._livekit_errors import as_livekit_error
 from ._operations import StartSessionResult
@@ -111,7 +111,7 @@ def _room(properties: object) -> tuple[Any, Any]:
     return properties["url"], properties["token"]
 
 
-class AvatarioAPI:
+class AvatarioAPI(AClosedOnExit):
     """The old plugin's client, same constructor and `start_session`, on the new core."""
 
     def __init__(
@@ -142,17 +142,6 @@ class AvatarioAPI:
 
     def __repr__(self) -> str:
         return f"AvatarioAPI(avatar_id={self._avatar_id!r}, client={self._client!r})"
-
-    async def __aenter__(self) -> AvatarioAPI:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool if this object opened it (a given `session=` stays open)."""

@@ -44,8 +44,8 @@ from ._timer import bounded
 from .base import (
     WIRE_IN_PROGRESS,
     TooLateToSend,
+    TransportBase,
     Wire,
-    closed_error,
     connection_error,
     is_timeout,
     too_late_error,
@@ -129,7 +129,7 @@ def _one_send() -> Middleware:
     return once
 
 
-class AiohttpTransport:
+class AiohttpTransport(TransportBase):
     """Sends with one pooled `aiohttp.ClientSession`, opened on first use in the running loop.
 
     TLS is verified, redirects are never followed, bodies are read raw (never inflated by
@@ -170,13 +170,9 @@ class AiohttpTransport:
         if self.owns and self._session is not None:
             self._session = None
             self._loop = LoopBinding()
-        self._generation = fork_generation()
 
     async def send(self, request: PreparedRequest[Any], attempt: Attempt) -> Reply:
-        if self.closed:
-            raise closed_error()
-        if self._generation != fork_generation():
-            self._after_fork()
+        self._ready()
         self._loop.check("AsyncAvatarioClient")
         session = self._open()
         wire = Wire(attempt)

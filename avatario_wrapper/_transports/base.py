@@ -17,6 +17,7 @@ from .._flow import AsyncSender, SyncSender
 from .._outcome import Outcome, unknown_outcome_note
 from .._text import safe_line
 from ..errors import APIConnectionError, APITimeoutError, ClientClosedError
+from ._fork import fork_generation
 
 if TYPE_CHECKING:
     from .._flow import Attempt
@@ -45,6 +46,27 @@ class AsyncTransport(AsyncSender, Protocol):
 
     def close_from_sync(self) -> None:
         """`aclose` for synchronous code where no event loop runs."""
+
+
+class TransportBase:
+    """What every transport does before it sends: refuse once closed, and in a child process
+    after ``os.fork()`` let go of the parent's connections first (`_after_fork`)."""
+
+    _generation = 0
+
+    @property
+    def closed(self) -> bool:
+        raise NotImplementedError
+
+    def _after_fork(self) -> None:
+        raise NotImplementedError
+
+    def _ready(self) -> None:
+        if self.closed:
+            raise closed_error()
+        if self._generation != fork_generation():
+            self._after_fork()
+            self._generation = fork_generation()
 
 
 class Wire:

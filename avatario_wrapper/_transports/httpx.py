@@ -22,7 +22,7 @@ import os
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 
@@ -40,14 +40,15 @@ from ._timer import bounded
 from .base import (
     WIRE_IN_PROGRESS,
     TooLateToSend,
+    TransportBase,
     Wire,
-    closed_error,
     connection_error,
     is_timeout,
     too_late_error,
 )
 
 T = TypeVar("T")
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
 
 #: httpx exceptions after which the request cannot have reached the server whole.
 _NOT_SENT = (
@@ -214,15 +215,19 @@ def _feed(body: Body, chunk: bytes, overdue: bool) -> bool:
     return body.feed(chunk)
 
 
-class HttpxTransport:
-    """Sends with an `httpx.Client`: redirects never followed, bodies read raw and bounded."""
+class _HttpxPool(TransportBase, Generic[HttpT]):
+    """An httpx pool with our network backend in it: made here, or passed in (never closed
+    here). In a child process after ``fork``, the parent's connections are never reused and a
+    pool of ours is made anew."""
 
-    def __init__(self, http: httpx.Client | None, *, base_url: str) -> None:
+    _kind: type[HttpT]
+
+    def __init__(self, http: HttpT | None, *, base_url: str) -> None:
         self.owns = http is None
         self._base_url = base_url
-        self.http = http if http is not None else own_client(httpx.Client, base_url)
+        self.http: HttpT = http if http is not None else own_client(self._kind, base_url)
         self._backends = _httpcore.install(self.http)
-        self._build = _Builder(owned=self.owns, sync=True)
+        self._build = _Builder(owned=self.owns, sync=self._kind is httpx.Client)
         self._closed = False
         self._generation = fork_generation()
 
@@ -231,18 +236,19 @@ class HttpxTransport:
         return self._closed or self.http.is_closed
 
     def _after_fork(self) -> None:
-        """In a child process: drop the parent's connections, keep working with new ones."""
         close_inherited(_httpcore.forget_inherited(self._backends))
         if self.owns:
-            self.http = own_client(httpx.Client, self._base_url)
+            self.http = own_client(self._kind, self._base_url)
             self._backends = _httpcore.install(self.http)
-        self._generation = fork_generation()
+
+
+class HttpxTransport(_HttpxPool[httpx.Client]):
+    """Sends with an `httpx.Client`: redirects never followed, bodies read raw and bounded."""
+
+    _kind = httpx.Client
 
     def send(self, request: PreparedRequest[Any], attempt: Attempt) -> Reply:
-        if self.closed:
-            raise closed_error()
-        if self._generation != fork_generation():
-            self._after_fork()
+        self._ready()
         http = self.http
         wire = Wire(attempt)
         token = WIRE_IN_PROGRESS.set(wire)
@@ -292,40 +298,24 @@ def _raw(response: httpx.Response) -> Iterator[bytes]:
     return iter(stream)
 
 
-class AsyncHttpxTransport:
+class AsyncHttpxTransport(_HttpxPool[httpx.AsyncClient]):
     """Sends with an `httpx.AsyncClient`: the same as `HttpxTransport`, awaited. Where the
     network backend could not be installed (a custom transport), the whole attempt is bounded
     by its timeout instead."""
 
-    def __init__(self, http: httpx.AsyncClient | None, *, base_url: str) -> None:
-        self.owns = http is None
-        self._base_url = base_url
-        self.http = http if http is not None else own_client(httpx.AsyncClient, base_url)
-        self._backends = _httpcore.install(self.http)
-        self._build = _Builder(owned=self.owns, sync=False)
-        self._closed = False
-        self._loop = LoopBinding()
-        self._generation = fork_generation()
+    _kind = httpx.AsyncClient
 
-    @property
-    def closed(self) -> bool:
-        return self._closed or self.http.is_closed
+    def __init__(self, http: httpx.AsyncClient | None, *, base_url: str) -> None:
+        super().__init__(http, base_url=base_url)
+        self._loop = LoopBinding()
 
     def _after_fork(self) -> None:
-        """In a child process: drop the parent's connections; a pool of ours starts afresh
-        (and may serve the child's own event loop)."""
-        close_inherited(_httpcore.forget_inherited(self._backends))
-        if self.owns:
-            self.http = own_client(httpx.AsyncClient, self._base_url)
-            self._backends = _httpcore.install(self.http)
+        super()._after_fork()
+        if self.owns:  # a pool of ours starts afresh, and may serve the child's own loop
             self._loop = LoopBinding()
-        self._generation = fork_generation()
 
     async def send(self, request: PreparedRequest[Any], attempt: Attempt) -> Reply:
-        if self.closed:
-            raise closed_error()
-        if self._generation != fork_generation():
-            self._after_fork()
+        self._ready()
         self._loop.check("AsyncAvatarioClient")
         wire = Wire(attempt)
         try:

@@ -63,9 +63,9 @@ import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
+from .._closing import ClosedOnExit
 from .._extras import hint
 
 # The room needs livekit; the fake whose avatars join it, the server extra.
@@ -744,7 +744,7 @@ class StandInRoom(rtc.Room):
         )
 
 
-class AvatarLink:
+class AvatarLink(ClosedOnExit):
     """The fake Avatario's avatars joining a `StandInRoom` (see `StandInRoom.avatars_from`).
 
     `sessions`: the sessions started for this room, in order (`SessionStarted` records);
@@ -811,17 +811,6 @@ class AvatarLink:
         """Stop listening to the fake (avatars already in the room stay)."""
         self._closed = True
         self._remove()
-
-    def __enter__(self) -> AvatarLink:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- in the fake's server thread, then on the room's loop ------------------------------------
 
