@@ -164,18 +164,21 @@ def _statuses(value: Iterable[int]) -> frozenset[int]:
 class RetryPolicy:
     """When and how a failed call is tried again (see [Retries](../retries.md)).
 
-    A failure is retried only when Avatario cannot have acted on it: the request was not sent,
-    or a status in `retry_statuses` refused it (408, 429, 503). Failures whose outcome is
-    unknown (a read timeout or reset after the request went out, 500, 502, 504) are retried
-    only with ``retry_unknown_outcome=True``, for deployments known to deduplicate by
-    ``Idempotency-Key``; a 2xx is never sent again.
+    A failure is retried only when sending again cannot do what the first attempt may have
+    done: the request was not sent, or a status in `retry_statuses` refused it (408, 429,
+    503). After an unknown outcome (a read timeout or reset after the request went out, 500,
+    502, 504) an operation that only reads is sent again; one that starts a session only
+    with ``retry_unknown_outcome=True``, for deployments known to deduplicate by
+    ``Idempotency-Key``. A 2xx is never sent again.
 
     The delay before retry n is uniform(0, min(max_delay, initial_delay * 2 ** (n - 1)))
-    (full jitter), unless the server sent Retry-After and `respect_retry_after` is set.
-    `max_elapsed` bounds the whole call, attempts and sleeps included; a retry is sent only if
-    at least `min_attempt_time` of it is left after the wait (time to hear an answer), else the
-    call ends with the last error and `not_retried_because` says so. `retry_budget` caps
-    retries at that share of the calls the client made recently (None: no cap).
+    (backoff's exponential schedule, full jitter), unless the server sent Retry-After and
+    `respect_retry_after` is set. `max_elapsed` bounds the whole call, attempts and sleeps
+    included; a retry is sent only if at least `min_attempt_time` of it is left after the wait
+    (time to hear an answer), and any attempt's request only while that much of the attempt is
+    left; else the call ends with the last error and `not_retried_because` says so.
+    `retry_budget` caps retries at that share of the calls the client made recently (None: no
+    cap).
 
     Attributes:
         max_attempts: Attempts in all, the first included (1: no retries).
@@ -186,11 +189,11 @@ class RetryPolicy:
         max_retry_after: Give up at once when the server asks for a longer wait than this.
         retry_statuses: Statuses that may be retried (408, 429, 500, 502, 503, 504); 500,
             502 and 504 only with `retry_unknown_outcome`.
-        retry_unknown_outcome: Resend a start-session whose outcome is unknown (only for a
-            deployment known to deduplicate by ``Idempotency-Key``).
+        retry_unknown_outcome: Also resend a call that starts a session when its outcome is
+            unknown (only for a deployment known to deduplicate by ``Idempotency-Key``).
         retry_budget: Retries allowed as a share of recent calls (None: no budget).
         min_attempt_time: The least time, in seconds, a retry must have left before
-            `max_elapsed` to be sent at all.
+            `max_elapsed` to be sent at all, and an attempt's request of its attempt.
     """
 
     max_attempts: int = attrs.field(default=3, validator=_positive_int)

@@ -86,11 +86,31 @@ def test_lower_layers_never_import_the_clients_or_the_command_line() -> None:
     }
     for module in (
         "avatario_wrapper.errors",
+        "avatario_wrapper._inputs",
         "avatario_wrapper._settings",
         "avatario_wrapper._retry",
         "avatario_wrapper._reply",
         "avatario_wrapper._request",
+        "avatario_wrapper._flow",
         "avatario_wrapper._transports.base",
         "avatario_wrapper._transports.httpx",
+        "avatario_wrapper._transports.aiohttp",
     ):
         assert not graph[module] & top, module
+
+
+def test_the_call_flow_imports_no_transport_and_no_network_library() -> None:
+    # The sans-I/O core: the transports import the flow, never the other way round.
+    flow = PACKAGE / "_flow.py"
+    assert not {m for m in _graph()["avatario_wrapper._flow"] if "_transports" in m}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(ast.parse(flow.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {
+        (node.module or "").split(".")[0]
+        for node in ast.walk(ast.parse(flow.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and not node.level
+    }
+    assert not imported & {"httpx", "httpcore", "aiohttp", "socket", "ssl", "asyncio", "time"}
