@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import os
 import ssl
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Generic, TypeVar
@@ -35,7 +36,7 @@ from ..errors import APIConnectionError
 from . import _httpcore
 from ._fork import close_inherited, fork_generation
 from ._keepalive import KEEPALIVE_EXPIRY, MAX_KEEPALIVE_EXPIRY, keepalive_expiry
-from ._loop import LoopBinding, aclose_on_its_loop, close_from_outside
+from ._loop import LoopBinding, aclose_on_its_loop, asyncio_module, close_from_outside
 from ._timer import bounded
 from .base import (
     WIRE_IN_PROGRESS,
@@ -247,10 +248,20 @@ class HttpxTransport(_HttpxPool[httpx.Client]):
 
     _kind = httpx.Client
 
+    def __init__(self, http: httpx.Client | None, *, base_url: str) -> None:
+        super().__init__(http, base_url=base_url)
+        #: The requests let into httpcore's pool at once (see `AsyncHttpxTransport._slot`).
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+
     def send(self, request: PreparedRequest[Any], attempt: Attempt) -> Reply:
         self._ready()
         http = self.http
         wire = Wire(attempt)
+        slots = self._slots
+        if not slots.acquire(blocking=False) and not slots.acquire(
+            timeout=max(0.0, wire.send_by - time.monotonic())
+        ):
+            raise too_late_error(request, TooLateToSend(wire.time_left()))
         token = WIRE_IN_PROGRESS.set(wire)
         try:
             try:
@@ -264,6 +275,7 @@ class HttpxTransport(_HttpxPool[httpx.Client]):
             return self._read(response, wire)
         finally:
             WIRE_IN_PROGRESS.reset(token)
+            slots.release()
 
     def _read(self, response: httpx.Response, wire: Wire) -> Reply:
         body = _body(response)
@@ -308,11 +320,35 @@ class AsyncHttpxTransport(_HttpxPool[httpx.AsyncClient]):
     def __init__(self, http: httpx.AsyncClient | None, *, base_url: str) -> None:
         super().__init__(http, base_url=base_url)
         self._loop = LoopBinding()
+        self._slots: Any = None  # an asyncio.Semaphore of MAX_CONNECTIONS, on the bound loop
 
     def _after_fork(self) -> None:
         super()._after_fork()
         if self.owns:  # a pool of ours starts afresh, and may serve the child's own loop
             self._loop = LoopBinding()
+            self._slots = None
+
+    async def _slot(self, wire: Wire) -> Any:
+        """A place among the `MAX_CONNECTIONS` requests this transport lets into httpcore's
+        pool at once, waited for only while the request could still be sent. httpcore looks
+        over every queued request on each change of its pool, so thousands queued there would
+        stall the event loop; they queue here instead, in order."""
+        slots = self._slots
+        if slots is None:
+            slots = self._slots = asyncio_module().Semaphore(MAX_CONNECTIONS)
+        if not slots.locked():
+            await slots.acquire()  # free: no wait, no timer
+            return slots
+        waiting = wire.send_by - time.monotonic()
+        try:
+            if waiting <= 0:
+                raise TimeoutError
+            await asyncio_module().wait_for(slots.acquire(), waiting)
+        except Exception as exc:
+            if not is_timeout(exc):
+                raise
+            raise TooLateToSend(wire.time_left()) from None
+        return slots
 
     async def send(self, request: PreparedRequest[Any], attempt: Attempt) -> Reply:
         self._ready()
@@ -334,6 +370,15 @@ class AsyncHttpxTransport(_HttpxPool[httpx.AsyncClient]):
             raise too_late_error(request, signal) from None
 
     async def _exchange(self, request: PreparedRequest[Any], attempt: Attempt, wire: Wire) -> Reply:
+        slots = await self._slot(wire)
+        try:
+            return await self._send_in_slot(request, attempt, wire)
+        finally:
+            slots.release()
+
+    async def _send_in_slot(
+        self, request: PreparedRequest[Any], attempt: Attempt, wire: Wire
+    ) -> Reply:
         http = self.http
         response = await http.send(
             self._build(http, request, attempt), stream=True, follow_redirects=False
