@@ -17,7 +17,10 @@ How a request is served, in order:
 Every answer is JSON with an ``x-request-id`` header, errors in the spec's Error shape
 (``{"error", "message", "request_id"}``), unknown routes and the fake's own failures (a JSON
 500) included; only the ``malformed`` fault sends anything else. Every request is recorded
-(`FakeAvatario.requests`) with its operation, route, fault and status, the API key redacted.
+(`FakeAvatario.requests`) with its operation, route, fault and status, and no credential: the
+fake's key and LiveKit secret, and any key the client presented, are redacted from its path,
+query string and headers. A request whose ``Host`` does not name the fake is a 421, before
+anything else (see `avatario_wrapper.testing._host`: a guard against DNS rebinding).
 
 **Stateful operations.** Start-session (``startSession``) has a built-in handler: a valid
 request starts a session (`FakeAvatario.sessions`) and gets a 200 with a ``session_id``.

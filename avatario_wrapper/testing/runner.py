@@ -220,7 +220,8 @@ class FakeServer:
             sock.close()  # a busy port: the caller reports it; no socket is left behind
             raise
         self.port = sock.getsockname()[1]
-        if self.host not in _WILDCARDS:  # the name it was told to bind answers, not "0.0.0.0"
+        # The name it was told to bind answers, not "0.0.0.0" (another ASGI app: its business).
+        if self.host not in _WILDCARDS and isinstance(self.app, FakeAvatario):
             self.app.allow_host(self.host)
         config = uvicorn.Config(
             self.app,
