@@ -68,10 +68,11 @@ def _start_session(
     livekit_token: object,
     video: VideoOptions | None = None,
     idempotency_key: str,
+    allow_insecure_http: bool = False,
 ) -> dict[str, Any]:
     agent = check_agent_identity(agent_identity)
     avatar = check_text_id("avatar_id", avatar_id)
-    url = check_livekit_url(livekit_url)
+    url = check_livekit_url(livekit_url, allow_insecure_http=allow_insecure_http)
     token = check_livekit_token(livekit_token)
     if video is None:
         video = DEFAULT_VIDEO

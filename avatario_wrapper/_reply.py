@@ -251,11 +251,17 @@ def read_json(
     problem = body.compression_problem()
     if problem is not None:
         raise invalid(problem)
+    broken: str | None = None
     try:
         text = body.json_text()
         data = json.loads(body.raw() if text is None else text)
     except (ValueError, RecursionError) as exc:
-        raise invalid("the body is not JSON") from exc
+        broken = f"{type(exc).__name__}: {exc}"
+    if broken is not None:
+        # Raised here, not in the handler, and from a new error: a JSONDecodeError keeps the
+        # whole body (`.doc`) and a UnicodeDecodeError its bytes (`.object`), as `__cause__`
+        # or `__context__`; their messages say only where the body breaks.
+        raise invalid("the body is not JSON") from ValueError(broken)
     if not isinstance(data, dict):
         raise invalid(f"the body is a JSON {type(data).__name__}, not an object")
     return data
@@ -350,7 +356,11 @@ def _error_summary(text: str) -> str:
 
 def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None:
     """Seconds the server asked to wait: ``retry-after-ms``, else ``Retry-After`` as
-    seconds or an HTTP-date. None when absent, negative, not finite or unreadable."""
+    seconds or an HTTP-date. None when absent, negative, not finite or unreadable.
+
+    A date is measured from the response's own ``Date`` when it has a readable one (the
+    wait the server meant, whatever its clock says), else from `now` (this machine's clock).
+    """
     millis = headers.get("retry-after-ms")
     if millis is not None:
         seconds = _number(millis)
@@ -362,13 +372,27 @@ def parse_retry_after(headers: Mapping[str, str], *, now: float) -> float | None
     seconds = _number(value)
     if seconds is not None:
         return seconds
+    when = _http_date(value)
+    if when is None:
+        return None
+    sent = _http_date(headers.get("date"))
+    return max(0.0, when - (now if sent is None else sent))
+
+
+def _http_date(value: str | None) -> float | None:
+    """An HTTP-date as a timestamp, or None when absent or unreadable."""
+    if value is None:
+        return None
     try:
         when = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:  # an HTTP-date is always GMT
         return None
-    return max(0.0, when.timestamp() - now)
+    try:
+        return when.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def _number(text: str) -> float | None:

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -222,7 +223,7 @@ def test_help_says_which_commands_need_which_extra() -> None:
 
 def test_a_busy_port_is_one_line_and_a_usage_exit_code() -> None:
     with run_fake_server(api_key=KEY) as server:
-        result = invoke("fake-server", "--port", str(server.port), "--api-key", KEY)
+        result = invoke("fake-server", "--port", str(server.port))
     assert result.exit_code == 2
     assert "cannot listen on 127.0.0.1" in result.output
     assert "Traceback" not in result.output
@@ -300,16 +301,27 @@ LK_SECRET = "lk_cli_SECRET_0123456789abcdef0123456789"
 
 
 @contextlib.contextmanager
-def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, list[str]]]:
+def serving(
+    *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+) -> Iterator[tuple[str, list[str]]]:
     """``avatario fake-server --port 0 ARGS`` in its own process: its URL and what it printed
-    (the start-up lines while it runs; everything once stopped). Only the given environment:
-    no LIVEKIT_* variable of the machine running the tests leaks in."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "avatario_wrapper.cli", "fake-server", "--port", "0", *args],
-        env={"AVATARIO_API_KEY": KEY, "PATH": "", **(env or {})},
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    (the start-up lines while it runs; everything once stopped). Only the given environment
+    (the key in AVATARIO_API_KEY unless `env` says otherwise): no LIVEKIT_* variable of the
+    machine running the tests leaks in. `stdin` is written to its standard input."""
+    environment = {"AVATARIO_API_KEY": KEY, "PATH": "", **(env or {})}
+    read_end, write_end = os.pipe()  # a few bytes: they fit the pipe before it is read
+    os.write(write_end, (stdin or "").encode())
+    os.close(write_end)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "avatario_wrapper.cli", "fake-server", "--port", "0", *args],
+            env={k: v for k, v in environment.items() if v},
+            stdin=read_end,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    finally:
+        os.close(read_end)
     assert process.stderr is not None
     lines: list[str] = []
     try:
@@ -317,13 +329,24 @@ def serving(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str
             line = process.stderr.readline()
             assert line, f"the fake server exited: {lines}"
             lines.append(line.rstrip("\n"))
-        found = re.search(r"listening on (http://\S+)", lines[0])
-        assert found is not None, lines
+        [found] = [m for m in map(re.compile(r"listening on (http://\S+)").search, lines) if m]
         yield found.group(1), lines
     finally:
         process.terminate()
         _, rest = process.communicate(timeout=10)
         lines.extend(rest.splitlines())
+
+
+def avatar_token() -> str:
+    """A LiveKit token for the avatar that the fake, given LK_KEY and LK_SECRET, accepts."""
+    return (
+        AccessToken(LK_KEY, LK_SECRET)
+        .with_kind("agent")
+        .with_identity("avatario-avatar-agent")
+        .with_grants(VideoGrants(room_join=True, room="room-1"))
+        .with_attributes({"lk.publish_on_behalf": "agent-7"})
+        .to_jwt()
+    )
 
 
 def statuses(url: str, count: int = 12) -> list[int]:
@@ -414,14 +437,7 @@ def test_fake_server_refuses_a_spec_it_cannot_serve(
 
 def test_fake_server_verifies_livekit_tokens_from_the_environment() -> None:
     env = {"LIVEKIT_API_KEY": LK_KEY, "LIVEKIT_API_SECRET": LK_SECRET}
-    token = (
-        AccessToken(LK_KEY, LK_SECRET)
-        .with_kind("agent")
-        .with_identity("avatario-avatar-agent")
-        .with_grants(VideoGrants(room_join=True, room="room-1"))
-        .with_attributes({"lk.publish_on_behalf": "agent-7"})
-        .to_jwt()
-    )
+    token = avatar_token()
     with serving(env=env) as (url, lines):
         assert statuses(url, 1) == [422]  # "t.t.t" is no LiveKit token
         with httpx.Client(headers={"x-api-key": KEY}) as http:
@@ -433,10 +449,100 @@ def test_fake_server_verifies_livekit_tokens_from_the_environment() -> None:
     assert KEY not in text
 
 
-def test_fake_server_takes_the_livekit_credentials_as_flags_too() -> None:
-    with serving("--livekit-api-key", LK_KEY, "--livekit-api-secret", LK_SECRET) as (url, lines):
+def test_fake_server_takes_the_secrets_as_deprecated_flags_too() -> None:
+    with serving(
+        "--api-key",
+        KEY,
+        "--livekit-api-key",
+        LK_KEY,
+        "--livekit-api-secret",
+        LK_SECRET,
+        env={"AVATARIO_API_KEY": ""},
+    ) as (url, lines):
         assert statuses(url, 1) == [422]
-    assert LK_SECRET not in "\n".join(lines)
+    text = "\n".join(lines)
+    assert LK_SECRET not in text
+    assert KEY not in text
+    for flag, variable in (
+        ("--api-key", "AVATARIO_API_KEY"),
+        ("--livekit-api-secret", "LIVEKIT_API_SECRET"),
+    ):
+        assert (
+            f"warning: {flag} is deprecated: it shows in the process list and shell history; "
+            f"set {variable} or pipe it to {flag}-stdin"
+        ) in lines
+
+
+def test_fake_server_reads_its_secrets_from_standard_input() -> None:
+    token = avatar_token()
+    args = ("--api-key-stdin", "--livekit-api-key", LK_KEY, "--livekit-api-secret-stdin")
+    with serving(*args, env={"AVATARIO_API_KEY": ""}, stdin=f"{KEY}\n{LK_SECRET}\n") as (
+        url,
+        lines,
+    ):
+        with httpx.Client(headers={"x-api-key": KEY}) as http:
+            good = {**BODY, "livekit": {"url": "wss://rooms.example.com", "token": token}}
+            assert http.post(f"{url}/start-session", json=good).status_code == 200
+        assert httpx.post(f"{url}/start-session", json=BODY).status_code == 401
+    text = "\n".join(lines)
+    assert "deprecated" not in text
+    assert KEY not in text
+    assert LK_SECRET not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "stdin", "problem"),
+    [
+        ((), {"AVATARIO_API_KEY": None}, "", "no API key for the fake: set AVATARIO_API_KEY"),
+        (("--api-key-stdin",), {}, "\n", "--api-key-stdin: standard input has no line for it"),
+        (
+            ("--api-key", KEY, "--api-key-stdin"),
+            {},
+            f"{KEY}\n",
+            "give --api-key or --api-key-stdin",
+        ),
+    ],
+)
+def test_fake_server_says_how_to_give_its_key(
+    args: tuple[str, ...], env: dict[str, str | None], stdin: str, problem: str
+) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["fake-server", "--port", "0", *args],
+        env={"AVATARIO_API_KEY": KEY, **env},
+        input=stdin,
+    )
+    assert result.exit_code == 2
+    assert problem in " ".join(result.output.split())
+    assert KEY not in result.output
+
+
+def test_fake_server_warns_when_told_to_listen_beyond_loopback() -> None:
+    # 192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails, nothing listens anywhere.
+    result = invoke("fake-server", "--port", "0", "--host", "192.0.2.1")
+    assert result.exit_code == 2
+    [warning] = [line for line in result.output.splitlines() if line.startswith("WARNING:")]
+    assert warning.startswith("WARNING: listening on 192.0.2.1, beyond loopback: anyone who can")
+    assert "cannot listen on 192.0.2.1" in result.output
+
+
+def test_fake_server_on_loopback_warns_of_nothing() -> None:
+    with serving("--host", "localhost") as (_, lines):
+        pass
+    assert not any("WARNING" in line for line in lines)
+
+
+def test_fake_server_answers_only_hosts_it_is_told() -> None:
+    with serving("--allow-host", "devbox.test") as (url, _):
+        port = url.rsplit(":", 1)[1]
+        with httpx.Client(headers={"x-api-key": KEY}) as http:
+            for host, status in (
+                (f"devbox.test:{port}", 200),
+                (f"localhost:{port}", 200),
+                (f"rebound.example:{port}", 421),
+            ):
+                sent = http.post(f"{url}/start-session", json=BODY, headers={"host": host})
+                assert sent.status_code == status, host
 
 
 def test_fake_server_needs_both_livekit_credentials() -> None:
@@ -448,5 +554,5 @@ def test_fake_server_needs_both_livekit_credentials() -> None:
     )
     assert result.exit_code == 2
     text = " ".join(result.output.split())
-    assert "give both --livekit-api-key and --livekit-api-secret" in text
-    assert "LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in text
+    assert "give both LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in text
+    assert "(or --livekit-api-key and --livekit-api-secret-stdin)" in text

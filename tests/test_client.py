@@ -276,6 +276,46 @@ def test_a_retry_after_date_in_the_past_means_now(run, clock) -> None:
     assert clock.sleeps == [0.0]
 
 
+@pytest.mark.parametrize("skew", [3600, -3600, 0])
+def test_a_retry_after_date_counts_from_the_responses_date(run, clock, skew) -> None:
+    their_now = clock.time() + skew
+    headers = {
+        "Date": email.utils.formatdate(their_now, usegmt=True),
+        "Retry-After": email.utils.formatdate(their_now + 2, usegmt=True),
+    }
+    run(Script(error(503, headers=headers), ok()), clock)
+    assert clock.sleeps == [2.0]
+
+
+def test_a_retry_after_date_before_the_responses_date_means_now(run, clock) -> None:
+    headers = {
+        "Date": email.utils.formatdate(clock.time() + 3600, usegmt=True),
+        "Retry-After": email.utils.formatdate(clock.time() + 3590, usegmt=True),
+    }
+    run(Script(error(429, headers=headers), ok()), clock)
+    assert clock.sleeps == [0.0]
+
+
+@pytest.mark.parametrize("date", ["yesterday", "Mon, 99 Foo 2020", "Sun, 06 Nov 1994 08:49:37"])
+def test_an_unreadable_date_leaves_the_local_clock_to_measure(run, clock, date) -> None:
+    when = email.utils.formatdate(clock.time() + 4, usegmt=True)
+    run(Script(error(503, headers={"Date": date, "Retry-After": when}), ok()), clock)
+    [slept] = clock.sleeps
+    assert 3.0 <= slept <= 4.0  # as with no Date at all
+
+
+def test_a_skewed_date_does_not_lift_max_retry_after(run, clock) -> None:
+    headers = {
+        "Date": email.utils.formatdate(clock.time() - 3600, usegmt=True),
+        "Retry-After": email.utils.formatdate(clock.time() - 3600 + 120, usegmt=True),
+    }
+    script = Script(error(429, headers=headers), ok())
+    with pytest.raises(RateLimitError) as caught:
+        run(script, clock)
+    assert caught.value.retry_after == 120.0
+    assert len(script.requests) == 1
+
+
 @pytest.mark.parametrize("value", ["soon", "-5", "nan", "inf", "", "Mon, 99 Foo 2020"])
 def test_garbage_retry_after_falls_back_to_backoff(run, clock, value) -> None:
     script = Script(error(429, headers={"Retry-After": value}), ok())

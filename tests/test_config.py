@@ -217,6 +217,9 @@ def test_retry_policy_defaults_are_as_designed() -> None:
         ({"width": 4097}, "width"),
         ({"background_url": "ftp://x.example/a.png"}, "background_url"),
         ({"background_url": "not a url"}, "background_url"),
+        ({"background_url": "https://user:pass@cdn.example/a.png"}, "background_url"),
+        ({"background_url": "https://cdn.example/a\u202egnp.exe"}, "background_url"),
+        ({"background_url": "https://cdn.example/a%E2%80%AEgnp.exe"}, "background_url"),
     ],
 )
 def test_bad_video_options_name_the_field(kwargs: dict[str, object], field: str) -> None:

@@ -51,7 +51,7 @@ def test_every_accepted_connection_has_tcp_nodelay() -> None:
         with httpx.Client(headers={"x-api-key": KEY}) as http:
             assert http.post(f"{server.url}/start-session", json=BODY).status_code == 200
             raw = socket.create_connection((server.host, server.port))
-            raw.sendall(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+            raw.sendall(f"GET /nowhere HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n\r\n".encode())
             assert raw.recv(65536).startswith(b"HTTP/1.1 404")
             try:
                 sockets = server_side_sockets(server)

@@ -451,7 +451,7 @@ def raw_exchange(server: Any) -> bytes | type[OSError]:
     or the error class of a reset."""
     body = json.dumps(BODY).encode()
     head = (
-        f"POST /start-session HTTP/1.1\r\nHost: 127.0.0.1\r\nx-api-key: {KEY}\r\n"
+        f"POST /start-session HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nx-api-key: {KEY}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     with socket.create_connection((server.host, server.port), timeout=5) as sock:

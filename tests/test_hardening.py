@@ -8,6 +8,7 @@ the point the peak is measured with tracemalloc; where time is the point, the el
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import gzip
 import io
 import json
@@ -521,3 +522,43 @@ def test_a_loopback_base_url_is_never_sent_through_a_proxy(
         assert call(kind, server.url, no_env=True).session_id == "s-1"
     assert proxy.requests == []
     assert len(server.requests) == 1
+
+
+# -- 7. a server whose clock is off ---------------------------------------------------------------
+
+#: The server's clock, against ours: an hour ahead, an hour behind.
+SKEWS = [3600, -3600]
+
+
+def _busy_with_a_skewed_clock(skew: int) -> bytes:
+    """A 503 whose Date is `skew` seconds off ours and whose Retry-After is one second later."""
+    their_now = time.time() + skew
+    return http_response(
+        503,
+        b'{"error":"busy","message":"try again"}',
+        {
+            "Date": email.utils.formatdate(their_now, usegmt=True),
+            "Retry-After": email.utils.formatdate(their_now + 1, usegmt=True),
+        },
+    )
+
+
+@pytest.mark.parametrize("skew", SKEWS)
+def test_a_retry_after_date_is_measured_from_the_servers_own_date(kind: str, skew: int) -> None:
+    with loopback(_busy_with_a_skewed_clock(skew)) as server:
+        with pytest.raises(InternalServerError) as caught:
+            call(kind, server.url, retry=RetryPolicy(max_attempts=1))
+    # Ahead, our clock would read 3601 s (past max_retry_after: give up); behind, 0 s.
+    assert caught.value.retry_after == 1.0
+    assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("skew", SKEWS)
+def test_a_server_with_a_skewed_clock_gets_the_wait_it_asked_for(kind: str, skew: int) -> None:
+    with loopback(_busy_with_a_skewed_clock(skew), OK) as server:
+        started = time.monotonic()
+        result = call(kind, server.url, retry=RetryPolicy(max_attempts=2), timeout=5.0)
+        waited = time.monotonic() - started
+    assert result.attempts == 2
+    assert len(server.requests) == 2
+    assert waited >= 0.95  # the second it asked for, not an immediate resend

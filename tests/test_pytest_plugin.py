@@ -376,6 +376,7 @@ def test_own_server_is_a_bool(fake_avatario):
 def test_a_failure_shows_the_fake(avatario_client, fake_avatario):
     with httpx.Client(headers={"x-api-key": "test-key"}) as http:
         http.post(f"{fake_avatario.url}/start-session", json=BODY)
+        http.post(f"{fake_avatario.url}/start-session/test-key?api_key=test-key", json=BODY)
     assert False, "the assertion that failed"
 """
 
@@ -406,6 +407,8 @@ def test_usage_errors_are_one_line_and_a_failure_shows_the_fake(
     assert "seed: 42 (replay the random faults with @pytest.mark.avatario(seed=42))" in section
     assert "faults left: reset@50%" in section
     assert "POST /start-session -> 503 [fault 503]" in section
+    assert "POST /start-session/[redacted] -> 404" in section  # a key in a path is not shown
+    assert "test-key" not in section
 
 
 # -- async tests --------------------------------------------------------------------------------

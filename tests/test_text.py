@@ -1,4 +1,5 @@
-"""Redaction of a decoded JSON body and the idempotency keys the client makes.
+"""Redaction of a decoded JSON body, of escaped echoes, and the idempotency keys the client
+makes.
 
 `redact_data` takes a shortcut when the body's bytes show that no string can hold a secret;
 these tests pin the cases where the bytes alone cannot say so (escapes, UTF-16) and the clean
@@ -8,14 +9,17 @@ case where the value must come back untouched.
 from __future__ import annotations
 
 import json
+import urllib.parse
 import uuid
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from avatario_wrapper._reply import Body
 from avatario_wrapper._request import new_idempotency_key
-from avatario_wrapper._text import REDACTED, redact_data
+from avatario_wrapper._text import REDACTED, _plain_views, clip, redact, redact_data, safe_line
 
 from .conftest import API_KEY, Script
 
@@ -129,3 +133,101 @@ def test_an_id_that_is_an_unhashable_str_subclass_is_checked_as_before() -> None
 
     assert check_text_id("avatar_id", Text("face_1")) == "face_1"
     assert check_text_id("avatar_id", Text("face_1")) == "face_1"  # and again (not cached)
+
+
+# -- escaped echoes -------------------------------------------------------------------------------
+
+#: A key with characters encoders escape; a JWT-like token.
+ODD_KEY = "sk/LEAK<KEY>&'5f+2b=9c\""
+ODD_SECRETS = (ODD_KEY, "eyJ.LEAK_TOKEN.sig")
+
+
+def _one_char(char: str, how: int) -> str:
+    """`char` written one of the ways a server may write it."""
+    code = ord(char)
+    return [
+        char,
+        f"\\u{code:04x}",
+        f"\\u{code:04X}",
+        f"%{code:02x}",
+        f"%{code:02X}",
+        f"&#{code};",
+        f"&#x{code:x};",
+        "\\" + char if char in '\\/"' else char,
+    ][how]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    secret=st.sampled_from(ODD_SECRETS),
+    ways=st.lists(st.integers(0, 7), min_size=40, max_size=40),
+    before=st.text(max_size=20),
+    after=st.text(max_size=20),
+)
+def test_a_secret_spelled_with_any_mix_of_escapes_is_redacted(
+    secret: str, ways: list[int], before: str, after: str
+) -> None:
+    spelled = "".join(_one_char(c, ways[i]) for i, c in enumerate(secret))
+    text = f"{before} {spelled} {after}"
+    redacted = redact(text, ODD_SECRETS)
+    assert spelled not in redacted
+    assert REDACTED in redacted
+    for view in (redacted, *_plain_views(redacted)):
+        assert secret not in view
+
+
+@pytest.mark.parametrize(
+    "spelled",
+    [
+        ODD_KEY.replace("/", "\\/"),  # PHP
+        json.dumps(ODD_KEY)[1:-1].replace("<", "\\u003c").replace(">", "\\u003e"),  # Go
+        urllib.parse.quote(ODD_KEY, safe=""),
+        urllib.parse.quote(urllib.parse.quote(ODD_KEY, safe=""), safe=""),  # twice
+        json.dumps(json.dumps({"k": ODD_KEY}))[1:-1],  # JSON in a JSON string
+    ],
+    ids=["php", "go", "percent", "percent-twice", "json-in-json"],
+)
+def test_clip_and_safe_line_redact_every_form(spelled: str) -> None:
+    text = f"bad key {spelled} here"
+    assert ODD_KEY not in clip(text, 4096, ODD_SECRETS)
+    assert spelled not in clip(text, 4096, ODD_SECRETS)
+    assert clip(text, 4096, ODD_SECRETS).startswith("bad key ")
+    assert clip(text, 4096, ODD_SECRETS).endswith(" here")
+    line = safe_line(text, ODD_SECRETS)
+    assert spelled not in line
+    assert REDACTED in line
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        "sk\\/LEAK\\u003cKE",  # an escaped start of the key
+        "sk%2FLEAK%3CK",
+        "sk%2FLEAK%3",  # a percent-escape cut in two
+        "sk\\/LEAK\\u00",  # a JSON escape cut in two
+        "sk&#x2F;LEAK&#x3",  # an HTML reference cut in two
+    ],
+)
+def test_a_clipped_text_never_ends_in_an_escaped_start_of_a_secret(tail: str) -> None:
+    clipped = clip("x" * 20 + tail, 4096, ODD_SECRETS)
+    assert clipped == "x" * 20
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"next": "https://avatario.test/?page=2&per_page=50%2C"}',  # % and &, no secret
+        '{"url": "https:\\/\\/cdn.example\\/a.png", "n": "\\u003c"}',  # PHP and Go escapes
+    ],
+)
+def test_a_clean_body_with_escapes_still_comes_back_as_the_same_object(raw: str) -> None:
+    value = json.loads(raw)
+    assert redact_data(value, ODD_SECRETS, text=raw) is value
+    assert clip(raw, 4096, ODD_SECRETS) == raw
+    assert safe_line(raw, ODD_SECRETS) == raw
+
+
+def test_a_secret_percent_encoded_in_a_json_value_is_redacted_in_the_data() -> None:
+    raw = json.dumps({"next": "https://a.test/?key=" + urllib.parse.quote(ODD_KEY, safe="")})
+    value = json.loads(raw)
+    assert redact_data(value, ODD_SECRETS, text=raw) == {"next": f"https://a.test/?key={REDACTED}"}

@@ -30,6 +30,7 @@ from rich.markup import escape
 
 from .._clients import AvatarioClient
 from .._extras import hint
+from .._inputs import is_loopback_host
 from .._settings import API_KEY_ENV, RetryPolicy, VideoOptions
 from .._text import one_line
 from ..errors import (
@@ -227,8 +228,14 @@ def start_session(
 @click.option(
     "--api-key",
     envvar=API_KEY_ENV,
-    required=True,
-    help=f"The key the fake accepts (or ${API_KEY_ENV}); never printed.",
+    default=None,
+    help=f"The key the fake accepts: set ${API_KEY_ENV} (never printed). As a flag it is "
+    "deprecated: it shows in the process list and shell history.",
+)
+@click.option(
+    "--api-key-stdin",
+    is_flag=True,
+    help="Read the key from the first line of standard input.",
 )
 @click.option("--faults", default="", help="A fault script, e.g. '503*2,429:retry-after=1'.")
 @click.option(
@@ -253,13 +260,28 @@ def start_session(
     "--livekit-api-key",
     envvar=LIVEKIT_KEY_ENV,
     default=None,
-    help=f"With --livekit-api-secret: verify the avatar's LiveKit token (or ${LIVEKIT_KEY_ENV}).",
+    help=f"With the LiveKit API secret: verify the avatar's LiveKit token (or ${LIVEKIT_KEY_ENV}).",
 )
 @click.option(
     "--livekit-api-secret",
     envvar=LIVEKIT_SECRET_ENV,
     default=None,
-    help=f"The LiveKit API secret (or ${LIVEKIT_SECRET_ENV}); never printed.",
+    help=f"The LiveKit API secret: set ${LIVEKIT_SECRET_ENV} (never printed). As a flag it is "
+    "deprecated: it shows in the process list and shell history.",
+)
+@click.option(
+    "--livekit-api-secret-stdin",
+    is_flag=True,
+    help="Read the LiveKit API secret from standard input (the line after the key with "
+    "--api-key-stdin, else the first).",
+)
+@click.option(
+    "--allow-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests whose Host is NAME (others than localhost, 127.0.0.1, [::1] and "
+    "the address listened on get a 421: a guard against DNS rebinding). Repeatable.",
 )
 @click.option(
     "--ignore-idempotency-key",
@@ -269,13 +291,16 @@ def start_session(
 def fake_server(
     host: str,
     port: int,
-    api_key: str,
+    api_key: str | None,
+    api_key_stdin: bool,
     faults: str,
     seed: int | None,
     control: bool,
     spec_path: str | None,
     livekit_api_key: str | None,
     livekit_api_secret: str | None,
+    livekit_api_secret_stdin: bool,
+    allowed_hosts: tuple[str, ...],
     ignore_idempotency_key: bool,
 ) -> None:
     """Run the fake Avatario until interrupted (Ctrl-C). Needs the server extra.
@@ -290,15 +315,13 @@ def fake_server(
     from ..testing._spec import SpecError
     from ..testing.faults import FaultSyntaxError
 
-    if (livekit_api_key is None) != (livekit_api_secret is None):
-        raise click.UsageError(
-            "give both --livekit-api-key and --livekit-api-secret (or "
-            f"{LIVEKIT_KEY_ENV} and {LIVEKIT_SECRET_ENV}) to verify LiveKit tokens, or neither"
-        )
+    key, livekit_api_secret = _fake_secrets(
+        api_key, api_key_stdin, livekit_api_key, livekit_api_secret, livekit_api_secret_stdin
+    )
     spec = _read_spec(spec_path) if spec_path is not None else None
     try:
         app = FakeAvatario(
-            api_key=api_key,
+            api_key=key,
             faults=faults,
             honour_idempotency_key=not ignore_idempotency_key,
             livekit_api_key=livekit_api_key,
@@ -311,7 +334,10 @@ def fake_server(
         raise click.BadParameter(str(error), param_hint="--faults") from None
     except SpecError as error:
         raise click.BadParameter(str(error), param_hint="--spec") from None
+    for name in allowed_hosts:
+        app.allow_host(name)
     server = FakeServer(app, host=host, port=port)
+    _warn_beyond_loopback(host)
     try:
         server.start()
     except OSError as error:
@@ -368,12 +394,66 @@ def _read_spec(path: str) -> dict[str, Any]:
     return document
 
 
+def _warn_beyond_loopback(host: str) -> None:
+    if not is_loopback_host(host):
+        stderr.print(
+            f"[yellow]WARNING:[/] listening on {escape(host)}, beyond loopback: anyone who can "
+            "reach this machine can call the fake, and its API key travels in clear (plain "
+            "http); use --host 127.0.0.1 unless another machine must reach it"
+        )
+
+
+def _fake_secrets(
+    api_key: str | None,
+    api_key_stdin: bool,
+    livekit_api_key: str | None,
+    livekit_api_secret: str | None,
+    livekit_api_secret_stdin: bool,
+) -> tuple[str, str | None]:
+    """``fake-server``'s key and LiveKit API secret, or a usage error saying what is missing."""
+    key = _fake_secret("api_key", api_key, api_key_stdin, API_KEY_ENV)
+    secret = _fake_secret(
+        "livekit_api_secret", livekit_api_secret, livekit_api_secret_stdin, LIVEKIT_SECRET_ENV
+    )
+    if key is None:
+        raise click.UsageError(
+            f"no API key for the fake: set {API_KEY_ENV} (or pass --api-key-stdin and pipe it in)"
+        )
+    if (livekit_api_key is None) != (secret is None):
+        raise click.UsageError(
+            f"give both {LIVEKIT_KEY_ENV} and {LIVEKIT_SECRET_ENV} (or --livekit-api-key and "
+            "--livekit-api-secret-stdin) to verify LiveKit tokens, or neither"
+        )
+    return key, secret
+
+
+def _fake_secret(name: str, given: str | None, from_stdin: bool, variable: str) -> str | None:
+    """A secret of ``fake-server``: from standard input when asked, else its variable, else
+    its deprecated flag (said so on stderr: a flag shows in ``ps`` and shell history)."""
+    flag = "--" + name.replace("_", "-")
+    source = click.get_current_context().get_parameter_source(name)
+    on_command_line = source is click.core.ParameterSource.COMMANDLINE
+    if from_stdin:
+        if on_command_line:
+            raise click.UsageError(f"give {flag} or {flag}-stdin, not both")
+        line = sys.stdin.readline().strip()
+        if not line:
+            raise click.UsageError(f"{flag}-stdin: standard input has no line for it")
+        return line
+    if on_command_line:
+        stderr.print(
+            f"[yellow]warning:[/] {flag} is deprecated: it shows in the process list and "
+            f"shell history; set {variable} or pipe it to {flag}-stdin"
+        )
+    return given
+
+
 def _key_source() -> str:
     """How to write the API key in a shell command: its variable, never its value."""
     source = click.get_current_context().get_parameter_source("api_key")
     if source is click.core.ParameterSource.ENVIRONMENT:
         return f"${API_KEY_ENV}"
-    return "<your --api-key>"
+    return "<your API key>"
 
 
 def _control_help(url: str, key: str) -> list[str]:

@@ -19,11 +19,16 @@ from urllib.parse import parse_qsl, urlencode
 import attrs
 import jsonschema
 
+from .._text import redact
 from ._spec import Credential, Operation, Parameter, RequestBody, is_json
 
 MAX_MESSAGE = 300
 REDACTED = "[redacted]"
 _SECRET = re.compile(r"token|secret|password|api[-_]?key|authorization", re.IGNORECASE)
+#: Query parameters whose values the fake never records.
+_SECRET_NAME = re.compile(
+    r"token|secret|passw|api[-_]?key|auth|credential|^(?:key|sig|signature)$", re.IGNORECASE
+)
 
 
 @attrs.frozen
@@ -116,18 +121,22 @@ def credential_headers(op: Operation | None) -> set[str]:
     return names
 
 
-def redacted_query(op: Operation | None, query_string: str) -> str:
-    """The query string with the values of the operation's credential parameters redacted."""
+def redacted_query(op: Operation | None, query_string: str, secrets: tuple[str, ...] = ()) -> str:
+    """The query string with credentials redacted: the values of the operation's credential
+    parameters and of any parameter named like a secret (``token``, ``api_key``, ``key``...),
+    then each of `secrets` wherever it is, as sent or escaped (see `avatario_wrapper._text`)."""
     names = {
         c.name
         for alternative in (op.security if op is not None else ())
         for c in alternative
         if c.location == "query"
     }
-    if not names or not query_string:
-        return query_string
-    pairs = parse_qsl(query_string, keep_blank_values=True)
-    return urlencode([(k, REDACTED if k in names else v) for k, v in pairs])
+    if query_string:
+        pairs = parse_qsl(query_string, keep_blank_values=True)
+        kept = [(k, REDACTED if k in names or _SECRET_NAME.search(k) else v) for k, v in pairs]
+        if kept != pairs:
+            query_string = urlencode(kept)
+    return redact(query_string, secrets)
 
 
 # -- body ---------------------------------------------------------------------------------------

@@ -17,7 +17,10 @@ How a request is served, in order:
 Every answer is JSON with an ``x-request-id`` header, errors in the spec's Error shape
 (``{"error", "message", "request_id"}``), unknown routes and the fake's own failures (a JSON
 500) included; only the ``malformed`` fault sends anything else. Every request is recorded
-(`FakeAvatario.requests`) with its operation, route, fault and status, the API key redacted.
+(`FakeAvatario.requests`) with its operation, route, fault and status, and no credential: the
+fake's key and LiveKit secret, and any key the client presented, are redacted from its path,
+query string and headers. A request whose ``Host`` does not name the fake is a 421, before
+anything else (see `avatario_wrapper.testing._host`: a guard against DNS rebinding).
 
 **Stateful operations.** Start-session (``startSession``) has a built-in handler: a valid
 request starts a session (`FakeAvatario.sessions`) and gets a 200 with a ``session_id``.
@@ -66,7 +69,7 @@ from urllib.parse import parse_qs
 
 import attrs
 
-from .._text import one_line
+from .._text import one_line, redact
 from ._checks import (
     Inputs,
     Problem,
@@ -80,6 +83,7 @@ from ._control import CONTROL_SEGMENTS, control_answer
 from ._exchange import MAX_BODY_BYTES, Exchange, Reply, drop, error_reply, json_reply, lifespan
 from ._fault_plan import FaultPlan
 from ._handlers import Handler, OperationRequest, OperationResponse
+from ._host import host_name, is_addressed_to_us
 from ._router import Match, Router, request_segments
 from ._spec import ApiSpec, Operation, bundled_api
 from ._start_session import OPERATION_ID as START_SESSION
@@ -96,7 +100,9 @@ logger = logging.getLogger("avatario_wrapper.testing")
 
 @attrs.frozen
 class RecordedRequest:
-    """One request as the fake saw it. The API key is never kept."""
+    """One request as the fake saw it. No credential is kept: not the fake's key or LiveKit
+    secret, nor a key the client sent, in a header, the path or the query string (the body,
+    kept out of reprs, is as sent)."""
 
     method: str
     path: str
@@ -114,7 +120,7 @@ class RecordedRequest:
     route: str | None = None
     #: The ``x-request-id`` it was answered with.
     request_id: str | None = None
-    #: The query string, as sent (an API key given in it redacted).
+    #: The query string, as sent (credentials in it redacted).
     query: str = ""
 
     def json(self) -> Any:
@@ -148,6 +154,9 @@ class FakeAvatario:
                 "give both livekit_api_key and livekit_api_secret to verify tokens, or neither"
             )
         self.api_key = api_key
+        #: What is never recorded, reported or logged, even in a path or a query string.
+        self._secrets = tuple(s for s in (api_key, livekit_api_secret) if s)
+        self._allowed_hosts: set[str] = set()
         self.honour_idempotency_key = honour_idempotency_key
         self.livekit_api_key = livekit_api_key
         self.control = control
@@ -181,9 +190,8 @@ class FakeAvatario:
         try:
             await self._serve(exchange)
         except Exception:
-            logger.exception(
-                "the fake Avatario failed on %s %s", exchange.method, one_line(scope["path"])
-            )
+            path = redact(scope["path"], self._secrets_of(exchange))
+            logger.exception("the fake Avatario failed on %s %s", exchange.method, one_line(path))
             if not exchange.started:
                 answer = error_reply(
                     500, "internal_error", "The fake failed; see its log.", exchange.request_id
@@ -218,6 +226,16 @@ class FakeAvatario:
         return tuple(sorted(self._api.operations))
 
     # -- hooks ---------------------------------------------------------------------------------
+
+    def allow_host(self, name: str) -> None:
+        """Answer requests whose ``Host`` is `name` too (with the port they came in on).
+
+        Without it the fake answers only to ``localhost``, ``127.0.0.1``, ``[::1]`` and the
+        address a connection came in on: any other ``Host`` is a 421 (a web page using DNS
+        rebinding to reach a fake on this machine sends its own name). `run_fake_server` allows
+        the host it binds.
+        """
+        self._allowed_hosts.add(host_name(name))
 
     def register_handler(self, operation_id: str, handler: Handler) -> None:
         """Answer `operation_id` with `handler` instead of the spec's example.
@@ -307,6 +325,20 @@ class FakeAvatario:
             self._record(exchange, None)
             return
         exchange.body = body
+        if not is_addressed_to_us(
+            exchange.scope, exchange.headers.get("host"), self._allowed_hosts
+        ):
+            answer = error_reply(
+                421,
+                "misdirected_request",
+                "The fake answers only to Host localhost, 127.0.0.1, [::1] or the address it "
+                "listens on, with its port (a guard against DNS rebinding); allow another name "
+                "with FakeAvatario.allow_host (avatario fake-server --allow-host NAME).",
+                exchange.request_id,
+            )
+            self._record(exchange, answer.status)
+            await exchange.respond(answer)
+            return
         segments = request_segments(exchange.scope)
         if self.control and segments == CONTROL_SEGMENTS:  # never recorded nor faulted
             await exchange.respond(json_reply(self._control_answer(exchange)))
@@ -443,16 +475,32 @@ class FakeAvatario:
         except asyncio.TimeoutError:
             await drop(exchange, clean=False)
 
+    def _secrets_of(self, exchange: Exchange) -> tuple[str, ...]:
+        """What must not be kept from `exchange`: the fake's own secrets and every credential
+        the client presented (a wrong key may be a real one)."""
+        match = exchange.match
+        presented: list[str] = []
+        for name in credential_headers(match.operation if match is not None else None):
+            value = exchange.headers.get(name)
+            if value:
+                presented += [value, value.partition(" ")[2]]  # "Bearer <token>" too
+        return (*self._secrets, *presented)
+
     def _record(self, exchange: Exchange, status: int | None) -> None:
-        """Keep what the fake saw of `exchange` and answered (`status`; None: nothing)."""
+        """Keep what the fake saw of `exchange` and answered (`status`; None: nothing), every
+        credential redacted wherever it was put."""
         match = exchange.match
         op = match.operation if match is not None else None
         hidden = credential_headers(op)
+        secrets = self._secrets_of(exchange)
         query_string = exchange.scope.get("query_string", b"").decode("latin-1")
         entry = RecordedRequest(
             method=exchange.method,
-            path=exchange.scope.get("path", ""),
-            headers={k: (REDACTED if k in hidden else v) for k, v in exchange.headers.items()},
+            path=redact(exchange.scope.get("path", ""), secrets),
+            headers={
+                k: (REDACTED if k in hidden else redact(v, secrets))
+                for k, v in exchange.headers.items()
+            },
             body=exchange.body,
             time=time.time(),
             fault=exchange.fault.describe() if exchange.fault else None,
@@ -461,7 +509,7 @@ class FakeAvatario:
             operation_id=op.operation_id if op is not None else None,
             route=match.route if match is not None else None,
             request_id=exchange.request_id,
-            query=redacted_query(op, query_string),
+            query=redacted_query(op, query_string, secrets),
         )
         with self._lock:
             self._requests.append(entry)

@@ -14,7 +14,9 @@ API key and secret turn on token verification; ``spec=`` serves another OpenAPI 
 endpoint (see `avatario_wrapper.testing.app`).
 
 The server answers at loopback speed: every accepted connection has ``TCP_NODELAY`` (see
-`avatario_wrapper.testing._transport`), and it stops as soon as it is told.
+`avatario_wrapper.testing._transport`), and it stops as soon as it is told. It answers only
+requests whose ``Host`` names it (see `avatario_wrapper.testing._host`: a guard against DNS
+rebinding); the host it binds is allowed.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from .app import FakeAvatario, RecordedRequest
 from .faults import Fault
 
 LOOPBACK = "127.0.0.1"
+#: Hosts that bind every interface: no name a client would send in ``Host``.
+_WILDCARDS = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 - names, not a binding
 #: How often the server refreshes its Date header and checks for a stop (uvicorn's tick).
 _TICK = 0.1
 #: How often a stopping server looks whether its connections and tasks are done.
@@ -216,6 +220,9 @@ class FakeServer:
             sock.close()  # a busy port: the caller reports it; no socket is left behind
             raise
         self.port = sock.getsockname()[1]
+        # The name it was told to bind answers, not "0.0.0.0" (another ASGI app: its business).
+        if self.host not in _WILDCARDS and isinstance(self.app, FakeAvatario):
+            self.app.allow_host(self.host)
         config = uvicorn.Config(
             self.app,
             http=FakeH11Protocol,
