@@ -85,7 +85,8 @@ class _ClientBase(Generic[HttpT, TransportT]):
                 `AsyncAvatarioClient`, which without one sends over aiohttp when it is
                 installed (the ``aiohttp`` extra; much faster with many requests in flight,
                 see [Benchmarks](../benchmarks.md)), else over an `httpx.AsyncClient`.
-            allow_insecure_http: Allow a plain-http `base_url` that is not loopback.
+            allow_insecure_http: Allow a plain-http `base_url`, and plain ``ws://`` /
+                ``http://`` LiveKit URLs, that are not loopback.
             clock: Time, sleeps and jitter (tests pass `avatario_wrapper.testing.FakeClock`).
         """
         self._settings = Settings.build(
@@ -227,8 +228,9 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport], ClosedOnExit):
             avatar_id: The avatar (face) to render, as in the Avatario console.
             agent_identity: The LiveKit participant identity of your agent; the avatar
                 follows its audio. Missing or blank: `MissingAgentIdentityError`.
-            livekit_url: The LiveKit server URL (``wss://``, ``ws://``, ``https://`` or
-                ``http://``).
+            livekit_url: The LiveKit server URL (``wss://`` or ``https://``; plain ``ws://``
+                or ``http://`` only to a loopback host, or with the client's
+                `allow_insecure_http`).
             livekit_token: A LiveKit token minted for the avatar's own identity (see
                 `avatario_wrapper.livekit.mint_avatar_token`). Never logged or shown.
             video: Size and background of the video; default 1280 x 720.

@@ -45,7 +45,8 @@ class Operation(Generic[ResultT]):
     - `build`: takes the public method's keyword arguments, checks each (raising
       `AvatarioConfigError` before any I/O) and returns the generated builder's
       ``_get_kwargs(...)``; an operation that `starts_session` also receives
-      ``idempotency_key`` (the caller's, checked, or a new UUID).
+      ``idempotency_key`` (the caller's, checked, or a new UUID) and ``allow_insecure_http``
+      (the client's: a plain ``ws://`` / ``http://`` LiveKit URL beyond loopback).
     - `secret_inputs`: the names of inputs that are secrets (a LiveKit token): redacted from
       every message, log, result and telemetry, like the API key.
     - `model`: the generated model of the 2xx body; `result`: the public result type, built
@@ -147,6 +148,7 @@ def prepare(
     if operation.starts_session:
         key = check_idempotency_key(inputs.get("idempotency_key")) or new_idempotency_key()
         inputs["idempotency_key"] = key
+        inputs["allow_insecure_http"] = settings.allow_insecure_http  # for its LiveKit URL
     kwargs = operation.build(**inputs)
     built = kwargs.get("headers")
     own = settings.request_headers or _headers(settings)

@@ -255,6 +255,7 @@ class Settings:
     """One client's configuration, resolved and checked. The key is kept out of the repr."""
 
     __slots__ = (
+        "allow_insecure_http",
         "api_key",
         "base_url",
         "clock",
@@ -273,6 +274,7 @@ class Settings:
         connect_timeout: float | None,
         retry: RetryPolicy,
         clock: Clock,
+        allow_insecure_http: bool = False,
     ) -> None:
         self.api_key = api_key
         self.base_url = base_url
@@ -280,6 +282,9 @@ class Settings:
         self.connect_timeout = connect_timeout
         self.retry = retry
         self.clock = clock
+        #: Plain http:// (and ws://) allowed beyond loopback: for the base URL, and for the
+        #: LiveKit URL a call names.
+        self.allow_insecure_http = allow_insecure_http
         #: The headers every request carries (the key included), made by the request path on
         #: first use and kept with the client's settings, not in a module-wide cache.
         self.request_headers: dict[str, str] | None = None
@@ -309,6 +314,7 @@ class Settings:
             connect_timeout=check_connect_timeout(connect_timeout),
             retry=check_retry(retry) if retry is not None else RetryPolicy(),
             clock=clock,
+            allow_insecure_http=bool(allow_insecure_http),
         )
 
     def with_options(
@@ -331,4 +337,5 @@ class Settings:
             else check_connect_timeout(connect_timeout),
             retry=self.retry if retry is None else check_retry(retry),
             clock=self.clock,
+            allow_insecure_http=self.allow_insecure_http,
         )

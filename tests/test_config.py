@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -244,3 +245,27 @@ def test_value_types_are_frozen() -> None:
     with pytest.raises(AttributeError):
         RetryPolicy().max_attempts = 9  # type: ignore[misc]
     assert TOKEN not in repr(VideoOptions())
+
+
+def test_a_plain_livekit_url_beyond_loopback_needs_the_clients_allowance() -> None:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json={"session_id": "s"})
+
+    call = {**CALL, "livekit_url": "ws://livekit.internal:7880"}
+    with httpx.Client(transport=httpx.MockTransport(answer)) as http:
+        strict = AvatarioClient(API_KEY, base_url="https://x.test", http_client=http)
+        with pytest.raises(AvatarioConfigError) as refused:
+            strict.start_session(**call)
+        assert refused.value.field == "livekit_url"
+        assert sent == []  # refused before any I/O
+        allowed = AvatarioClient(
+            API_KEY, base_url="https://x.test", http_client=http, allow_insecure_http=True
+        )
+        assert allowed.start_session(**call).session_id == "s"
+        assert allowed.with_options(timeout=3.0).start_session(**call).session_id == "s"
+    assert [r.read() and json.loads(r.content)["livekit"]["url"] for r in sent] == [
+        "ws://livekit.internal:7880"
+    ] * 2
