@@ -26,6 +26,7 @@ from ._settings import Settings
 from ._version import __version__
 
 __all__ = [
+    "PRODUCT",
     "USER_AGENT",
     "Operation",
     "PreparedRequest",
@@ -35,7 +36,9 @@ __all__ = [
 
 ResultT = TypeVar("ResultT")
 
-USER_AGENT = f"avatario-wrapper/{__version__} (python)"
+#: This package and its version, as every User-Agent it sends names it.
+PRODUCT = f"avatario-wrapper/{__version__}"
+USER_AGENT = f"{PRODUCT} (python)"
 
 
 class Operation(Generic[ResultT]):

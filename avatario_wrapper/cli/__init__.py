@@ -14,9 +14,7 @@ from __future__ import annotations
 import sys
 
 from .._extras import hint
-
-#: The usage exit code (as click uses it).
-EXIT_USAGE = 2
+from ._exit import EXIT_USAGE
 
 
 def main() -> None:

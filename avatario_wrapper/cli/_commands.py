@@ -42,15 +42,17 @@ from ..errors import (
     AvatarioError,
 )
 from ._console import RetryLogHandler
+from ._exit import (
+    EXIT_CONFIG,
+    EXIT_CONNECTION,
+    EXIT_INVALID_RESPONSE,
+    EXIT_OTHER,
+    EXIT_REFUSED,
+    EXIT_SERVER,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+)
 
-EXIT_OK = 0
-EXIT_OTHER = 1
-EXIT_CONFIG = 3
-EXIT_CONNECTION = 4
-EXIT_TIMEOUT = 5
-EXIT_REFUSED = 6
-EXIT_SERVER = 7
-EXIT_INVALID_RESPONSE = 8
 TOKEN_ENV = "AVATARIO_LIVEKIT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 #: Where ``fake-server`` reads the LiveKit key and secret it verifies tokens with (as LiveKit's
 #: own tools and the avatar plugin name them).
@@ -59,7 +61,6 @@ LIVEKIT_SECRET_ENV = "LIVEKIT_API_SECRET"  # noqa: S105 - the name of a variable
 
 # soft_wrap: a message is one line however narrow the terminal (or none, for a log file).
 stderr: Console = Console(stderr=True, highlight=False, soft_wrap=True)
-EXIT_USAGE = 2
 
 #: Python argument names in messages, as the command line spells them.
 _FLAGS = {

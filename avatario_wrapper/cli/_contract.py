@@ -38,10 +38,10 @@ from schemathesis import GenerationMode
 from schemathesis.errors import FailureGroup
 from schemathesis.openapi.checks import UndefinedStatusCode
 
+from .._request import PRODUCT
 from .._settings import API_KEY_ENV, resolve_api_key, resolve_base_url
 from .._text import safe_line
 from .._transports.httpx import own_client
-from .._version import __version__
 from ..testing import run_fake_server
 from ..testing._spec import load_spec
 from ._contract_rules import (
@@ -56,8 +56,17 @@ from ._contract_rules import (
     may_start,
     safe_requests,
 )
+from ._exit import (
+    EXIT_CONNECTION,
+    EXIT_MAY_HAVE_STARTED,
+    EXIT_OK,
+    EXIT_OTHER,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+)
 
-USER_AGENT = f"avatario-wrapper/{__version__} contract-test"
+CONTRACT_USER_AGENT = f"{PRODUCT} contract-test"
 
 #: schemathesis's checks that judge an answer without sending anything. Left out: the ones
 #: that send requests of their own, uncounted (``ignored_auth`` re-sends a request without
@@ -72,14 +81,13 @@ CHECKS = (
     "positive_data_acceptance",
 )
 
-EXIT_PASSED = 0
-EXIT_FAILED = 1  # an answer broke the contract
-EXIT_USAGE = 2  # flags that do not fit together, or --full unconfirmed against a --url
-EXIT_CONNECTION = 4  # a request got no response
-EXIT_TIMEOUT = 5
-EXIT_UNAUTHORIZED = 6  # every answer was 401 or 403
-#: A request counted as unable to start a session got a 2xx, a 5xx or no answer once sent.
-EXIT_MAY_HAVE_STARTED = 9
+# The command's exit codes (`_exit`), as contract-test means them.
+EXIT_PASSED = EXIT_OK
+EXIT_FAILED = EXIT_OTHER  # an answer broke the contract
+EXIT_UNAUTHORIZED = EXIT_REFUSED  # every answer was 401 or 403
+# EXIT_USAGE: flags that do not fit together, or --full unconfirmed against a --url;
+# EXIT_CONNECTION / EXIT_TIMEOUT: a request got no response; EXIT_MAY_HAVE_STARTED: a request
+# counted as unable to start a session got a 2xx, a 5xx or no answer once sent.
 
 #: httpx's errors raised before any byte of the request went out: no server saw it.
 NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError)
@@ -151,7 +159,7 @@ def _hand_built(
     base_url: str,
     keys: Mapping[Key, str],
 ) -> Planned:
-    headers = {"User-Agent": USER_AGENT, "Content-Type": refusal.content_type}
+    headers = {"User-Agent": CONTRACT_USER_AGENT, "Content-Type": refusal.content_type}
     if refusal.key is not Key.NONE:
         headers[key_header(spec)] = keys[refusal.key]
     request = httpx.Request(METHOD, base_url + PATH, headers=headers, content=refusal.body)

@@ -19,11 +19,10 @@ from urllib.parse import parse_qsl, urlencode
 import attrs
 import jsonschema
 
-from .._text import redact
-from ._spec import Credential, Operation, Parameter, RequestBody, is_json
+from .._text import REDACTED, redact
+from ._spec import Credential, Parameter, RequestBody, SpecOperation, is_json
 
 MAX_MESSAGE = 300
-REDACTED = "[redacted]"
 _SECRET = re.compile(r"token|secret|password|api[-_]?key|authorization", re.IGNORECASE)
 #: Query parameters whose values the fake never records.
 _SECRET_NAME = re.compile(
@@ -98,7 +97,7 @@ def _matches(given: str | None, api_key: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), api_key.encode())
 
 
-def credential_problem(op: Operation, inputs: Inputs, api_key: str) -> Problem | None:
+def credential_problem(op: SpecOperation, inputs: Inputs, api_key: str) -> Problem | None:
     """401 unless one of the operation's security alternatives is met with the fake's key."""
     if not op.security:
         return None
@@ -108,7 +107,7 @@ def credential_problem(op: Operation, inputs: Inputs, api_key: str) -> Problem |
     return Problem(401, "unauthorized", "Missing or invalid API key.")
 
 
-def credential_headers(op: Operation | None) -> set[str]:
+def credential_headers(op: SpecOperation | None) -> set[str]:
     """The header names that carry the operation's credentials (kept out of records): a
     ``Cookie`` header holding one is hidden whole."""
     names = {"x-api-key", "authorization"}
@@ -121,7 +120,9 @@ def credential_headers(op: Operation | None) -> set[str]:
     return names
 
 
-def redacted_query(op: Operation | None, query_string: str, secrets: tuple[str, ...] = ()) -> str:
+def redacted_query(
+    op: SpecOperation | None, query_string: str, secrets: tuple[str, ...] = ()
+) -> str:
     """The query string with credentials redacted: the values of the operation's credential
     parameters and of any parameter named like a secret (``token``, ``api_key``, ``key``...),
     then each of `secrets` wherever it is, as sent or escaped (see `avatario_wrapper._text`)."""
@@ -220,7 +221,7 @@ def _raw(parameter: Parameter, inputs: Inputs) -> list[str] | None:
 
 
 def parameter_problem(
-    op: Operation, inputs: Inputs, ignored: frozenset[str] = frozenset()
+    op: SpecOperation, inputs: Inputs, ignored: frozenset[str] = frozenset()
 ) -> tuple[dict[str, Any], Problem | None]:
     """The parameters that were given, typed by their schemas, or the first that is wrong.
 

@@ -23,7 +23,7 @@ MAX_BODY_BYTES = 1024 * 1024
 
 
 @attrs.frozen
-class Reply:
+class Outgoing:
     """Bytes to send: what every path through the app ends in."""
 
     status: int
@@ -32,20 +32,20 @@ class Reply:
     headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
-def json_reply(response: OperationResponse) -> Reply:
+def json_reply(response: OperationResponse) -> Outgoing:
     """An answer as bytes: its body as compact JSON (no body when it is None)."""
     if response.body is None:
-        return Reply(response.status, headers=response.headers)
+        return Outgoing(response.status, headers=response.headers)
     content = json.dumps(response.body, separators=(",", ":")).encode()
-    return Reply(response.status, content, JSON_MEDIA_TYPE, response.headers)
+    return Outgoing(response.status, content, JSON_MEDIA_TYPE, response.headers)
 
 
-def error_reply(status: int, code: str, message: str, request_id: str, **headers: str) -> Reply:
+def error_reply(status: int, code: str, message: str, request_id: str, **headers: str) -> Outgoing:
     """An error in the spec's Error shape."""
     return json_reply(OperationResponse(status, error_body(code, message, request_id), headers))
 
 
-class Exchange:
+class AsgiExchange:
     """One request and its response, over ASGI."""
 
     def __init__(self, scope: Mapping[str, Any], receive: Any, send: Any) -> None:
@@ -87,7 +87,7 @@ class Exchange:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def respond(self, answer: Reply) -> None:
+    async def respond(self, answer: Outgoing) -> None:
         headers = [(b"content-length", str(len(answer.content)).encode())]
         if answer.media_type is not None:
             headers.append((b"content-type", answer.media_type.encode()))
@@ -104,7 +104,7 @@ class Exchange:
             pass
 
 
-async def drop(exchange: Exchange, *, clean: bool) -> None:
+async def drop(exchange: AsgiExchange, *, clean: bool) -> None:
     """End the connection without a response: a FIN when `clean`, else a reset."""
     if clean:
         close_connection(exchange.scope)

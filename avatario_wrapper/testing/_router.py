@@ -14,14 +14,14 @@ from urllib.parse import unquote
 
 import attrs
 
-from ._spec import Operation, Segment
+from ._spec import Segment, SpecOperation
 
 
 @attrs.frozen
 class Match:
     """Where a request lands: an operation, a known path with another method, or nowhere."""
 
-    operation: Operation | None = None
+    operation: SpecOperation | None = None
     route: str | None = None  # the path template, when the path is known
     path_params: Mapping[str, str] = attrs.field(factory=dict)
     allowed: tuple[str, ...] = ()  # the path's methods, when the method is not one of them
@@ -39,8 +39,8 @@ def request_segments(scope: Mapping[str, Any]) -> list[str]:
 class Router:
     """Matches (method, path segments) to the operations of a spec."""
 
-    def __init__(self, operations: Iterable[Operation], prefixes: Iterable[str]) -> None:
-        routes: dict[str, dict[str, Operation]] = {}
+    def __init__(self, operations: Iterable[SpecOperation], prefixes: Iterable[str]) -> None:
+        routes: dict[str, dict[str, SpecOperation]] = {}
         shapes: dict[str, tuple[Segment, ...]] = {}
         for op in operations:
             routes.setdefault(op.route, {})[op.method] = op

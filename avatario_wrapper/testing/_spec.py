@@ -106,7 +106,7 @@ class Segment:
 
 
 @attrs.frozen
-class Operation:
+class SpecOperation:
     """One operation of the spec, ready to serve."""
 
     operation_id: str
@@ -140,7 +140,7 @@ class ApiSpec:
         document = self.document
         self._components = document.get("components", {})
         self.prefixes = self._prefixes()
-        operations: list[Operation] = []
+        operations: list[SpecOperation] = []
         for route, raw_item in document["paths"].items():
             item = resolve(document, raw_item)
             for method in HTTP_METHODS:
@@ -150,7 +150,7 @@ class ApiSpec:
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
             raise SpecError(f"operationIds must be unique; repeated: {', '.join(duplicates)}")
-        self.operations: dict[str, Operation] = {op.operation_id: op for op in operations}
+        self.operations: dict[str, SpecOperation] = {op.operation_id: op for op in operations}
 
     def validator(self, schema: Mapping[str, Any]) -> jsonschema.protocols.Validator:
         """A Draft 2020-12 validator (formats checked) for a schema of this document."""
@@ -168,7 +168,7 @@ class ApiSpec:
                 prefixes.append(path)
         return tuple(prefixes)
 
-    def _operation(self, route: str, method: str, item: Mapping[str, Any]) -> Operation:
+    def _operation(self, route: str, method: str, item: Mapping[str, Any]) -> SpecOperation:
         op = resolve(self.document, item[method])
         where = f"{method.upper()} {route}"
         operation_id = op.get("operationId")
@@ -184,7 +184,7 @@ class ApiSpec:
             for code, response in responses.items()
             if str(code).isdigit()
         }
-        return Operation(
+        return SpecOperation(
             operation_id=operation_id,
             method=method.upper(),
             route=route,

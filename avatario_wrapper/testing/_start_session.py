@@ -23,11 +23,11 @@ from typing import Any
 
 import attrs
 
+from .._text import REDACTED
 from ._handlers import OperationRequest, OperationResponse
 from ._livekit_token import TokenProblem, verify_avatar_token
 
 OPERATION_ID = "startSession"
-REDACTED = "[redacted]"
 
 logger = logging.getLogger("avatario_wrapper.testing")
 

@@ -69,7 +69,7 @@ from urllib.parse import parse_qs
 
 import attrs
 
-from .._text import one_line, redact
+from .._text import REDACTED, one_line, redact
 from ._checks import (
     Inputs,
     Problem,
@@ -80,14 +80,22 @@ from ._checks import (
     redacted_query,
 )
 from ._control import CONTROL_SEGMENTS, control_answer
-from ._exchange import MAX_BODY_BYTES, Exchange, Reply, drop, error_reply, json_reply, lifespan
+from ._exchange import (
+    MAX_BODY_BYTES,
+    AsgiExchange,
+    Outgoing,
+    drop,
+    error_reply,
+    json_reply,
+    lifespan,
+)
 from ._fault_plan import FaultPlan
 from ._handlers import Handler, OperationRequest, OperationResponse
 from ._host import host_name, is_addressed_to_us
 from ._router import Match, Router, request_segments
-from ._spec import ApiSpec, Operation, bundled_api
+from ._spec import ApiSpec, SpecOperation, bundled_api
 from ._start_session import OPERATION_ID as START_SESSION
-from ._start_session import REDACTED, SessionListener, StartSessionHandler
+from ._start_session import SessionListener, StartSessionHandler
 from .faults import Fault
 
 MAX_STALL_SECONDS = 300.0
@@ -186,7 +194,7 @@ class FakeAvatario:
         if scope["type"] != "http":  # a websocket: refused before it is accepted
             await send({"type": "websocket.close", "code": 1008})
             return
-        exchange = Exchange(scope, receive, send)
+        exchange = AsgiExchange(scope, receive, send)
         try:
             await self._serve(exchange)
         except Exception:
@@ -319,7 +327,7 @@ class FakeAvatario:
 
     # -- serving ---------------------------------------------------------------------------------
 
-    async def _serve(self, exchange: Exchange) -> None:
+    async def _serve(self, exchange: AsgiExchange) -> None:
         body = await exchange.read_body()
         if body is None:  # the client gave up before its body arrived: no one to answer
             self._record(exchange, None)
@@ -351,7 +359,9 @@ class FakeAvatario:
             return
         await self._serve_operation(exchange, match, match.operation)
 
-    async def _serve_operation(self, exchange: Exchange, match: Match, op: Operation) -> None:
+    async def _serve_operation(
+        self, exchange: AsgiExchange, match: Match, op: SpecOperation
+    ) -> None:
         exchange.fault = fault = self._plan.take(op.operation_id)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
@@ -373,7 +383,7 @@ class FakeAvatario:
         self._record(exchange, answer.status)
         await exchange.respond(answer)
 
-    async def _answer(self, exchange: Exchange, match: Match, op: Operation) -> Reply:
+    async def _answer(self, exchange: AsgiExchange, match: Match, op: SpecOperation) -> Outgoing:
         body = exchange.body
         query = parse_qs(
             exchange.scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
@@ -420,7 +430,7 @@ class FakeAvatario:
             )
         return json_reply(response)
 
-    def _no_operation(self, match: Match, exchange: Exchange) -> Reply:
+    def _no_operation(self, match: Match, exchange: AsgiExchange) -> Outgoing:
         if match.allowed:
             allowed = ", ".join(match.allowed)
             return error_reply(
@@ -432,11 +442,11 @@ class FakeAvatario:
             )
         return error_reply(404, "not_found", "No such route in the spec.", exchange.request_id)
 
-    def _fault_answer(self, fault: Fault, op: Operation, request_id: str) -> Reply | None:
+    def _fault_answer(self, fault: Fault, op: SpecOperation, request_id: str) -> Outgoing | None:
         if fault.what in ("ok", "lost", "lost-close"):
             return None
         if fault.what == "malformed":
-            return Reply(200, b"<html>this is not JSON</html>", "text/html")
+            return Outgoing(200, b"<html>this is not JSON</html>", "text/html")
         status = fault.status
         assert status is not None
         headers: dict[str, str] = {}
@@ -456,7 +466,7 @@ class FakeAvatario:
             status, "injected_fault", f"{source}: HTTP {status}", request_id, **headers
         )
 
-    def _control_answer(self, exchange: Exchange) -> OperationResponse:
+    def _control_answer(self, exchange: AsgiExchange) -> OperationResponse:
         return control_answer(
             method=exchange.method,
             client_host=exchange.client_host,
@@ -468,14 +478,14 @@ class FakeAvatario:
             request_id=exchange.request_id,
         )
 
-    async def _stall(self, exchange: Exchange) -> None:
+    async def _stall(self, exchange: AsgiExchange) -> None:
         """Answer nothing until the client leaves (at most MAX_STALL_SECONDS, then reset)."""
         try:
             await asyncio.wait_for(exchange.wait_for_disconnect(), MAX_STALL_SECONDS)
         except asyncio.TimeoutError:
             await drop(exchange, clean=False)
 
-    def _secrets_of(self, exchange: Exchange) -> tuple[str, ...]:
+    def _secrets_of(self, exchange: AsgiExchange) -> tuple[str, ...]:
         """What must not be kept from `exchange`: the fake's own secrets and every credential
         the client presented (a wrong key may be a real one)."""
         match = exchange.match
@@ -486,7 +496,7 @@ class FakeAvatario:
                 presented += [value, value.partition(" ")[2]]  # "Bearer <token>" too
         return (*self._secrets, *presented)
 
-    def _record(self, exchange: Exchange, status: int | None) -> None:
+    def _record(self, exchange: AsgiExchange, status: int | None) -> None:
         """Keep what the fake saw of `exchange` and answered (`status`; None: nothing), every
         credential redacted wherever it was put."""
         match = exchange.match
@@ -515,5 +525,5 @@ class FakeAvatario:
             self._requests.append(entry)
 
 
-def _problem_answer(problem: Problem, request_id: str) -> Reply:
+def _problem_answer(problem: Problem, request_id: str) -> Outgoing:
     return error_reply(problem.status, problem.code, problem.message, request_id)

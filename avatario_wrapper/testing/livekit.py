@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
 
 from .._closing import ClosedOnExit
 from .._extras import hint
+from ._livekit_token import PUBLISH_ON_BEHALF
 
 # The room needs livekit; the fake whose avatars join it, the server extra.
 _PROBLEM = hint("avatario_wrapper.testing.livekit", "livekit", "server")
@@ -94,7 +95,6 @@ __all__ = [
 logger: logging.Logger = logging.getLogger("avatario_wrapper.testing")
 
 #: The attribute LiveKit reads to count the avatar's tracks as the agent's.
-PUBLISH_ON_BEHALF = "lk.publish_on_behalf"
 #: The RPC method `DataStreamAudioOutput` calls on the avatar when the agent is interrupted.
 RPC_CLEAR_BUFFER = "lk.clear_buffer"
 #: What the avatar publishes unless told otherwise: video (what the join waits for) and audio.
