@@ -23,7 +23,7 @@ from avatario_wrapper.testing._fault_plan import FaultPlan
 from avatario_wrapper.testing.faults import describe_faults
 
 from .spec_helpers import validator
-from .test_fake_spec import with_session_lookup
+from .test_fake_spec import ID, with_session_lookup
 
 pytestmark = pytest.mark.integration
 
@@ -213,7 +213,7 @@ def start(server: FakeServer, http: httpx.Client) -> int:
 
 
 def lookup(server: FakeServer, http: httpx.Client) -> int:
-    return http.get(f"{server.url}/sessions/s").status_code
+    return http.get(f"{server.url}/sessions/{ID}").status_code
 
 
 def test_faults_change_while_it_runs(server: FakeServer, http: httpx.Client) -> None:

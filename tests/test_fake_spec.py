@@ -1,7 +1,8 @@
 """The fake serves every operation of its spec: routing, checks, examples, handlers.
 
 A spec with an operation the fake has no handler for (``GET /sessions/{session_id}``) proves
-the generic path: the example answer, the key, JSON 404/405, odd ids, faults, request ids.
+the generic path: the example answer (for ids the fake knows: its example's and the ids it
+issued; the spec's 404 for others), the key, JSON 404/405, odd ids, faults, request ids.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ pytestmark = pytest.mark.integration
 
 KEY = "sk_fake_spec_key_0001"
 EXAMPLE = {"session_id": "sess_01HZX3Q9K2", "status": "live"}
+#: The id of the example: without a handler, the fake knows it and the ids it issued itself.
+ID = EXAMPLE["session_id"]
 SESSION_STATUS = {
     "type": "object",
     "additionalProperties": False,
@@ -107,7 +110,7 @@ def is_json_error(response: httpx.Response) -> None:
 def test_an_operation_without_a_handler_answers_the_spec_example(
     server: FakeServer, http: httpx.Client
 ) -> None:
-    response = http.get(f"{server.url}/sessions/sess_1")
+    response = http.get(f"{server.url}/sessions/{ID}")
     assert response.status_code == 200
     assert response.json() == EXAMPLE
     status_validator().validate(response.json())
@@ -121,13 +124,41 @@ def test_an_operation_without_a_handler_answers_the_spec_example(
     assert recorded.request_id == response.headers["x-request-id"]
 
 
+def test_an_id_the_fake_never_issued_gets_the_specs_404(
+    server: FakeServer, http: httpx.Client
+) -> None:
+    response = http.get(f"{server.url}/sessions/sess_never")
+    assert response.status_code == 404
+    is_json_error(response)
+    assert response.json()["error"] == "not_found"
+    assert server.requests[-1].status == 404
+
+
+def test_an_id_the_fake_issued_is_answered_from_the_example(
+    server: FakeServer, http: httpx.Client
+) -> None:
+    started = http.post(
+        f"{server.url}/start-session",
+        json={
+            "avatario_face_id": "face_1",
+            "agent_id": "agent-1",
+            "livekit": {"url": "wss://lk.test", "token": "t0k3n"},
+        },
+    )
+    assert started.status_code == 200, started.text
+    session_id = started.json()["session_id"]
+    response = http.get(f"{server.url}/sessions/{session_id}")
+    assert response.status_code == 200
+    assert response.json() == {**EXAMPLE, "session_id": session_id}
+
+
 def test_it_is_served_under_the_server_url_path_too(server: FakeServer, http: httpx.Client) -> None:
-    assert http.get(f"{server.url}/api/sdk/sessions/s").json() == EXAMPLE
+    assert http.get(f"{server.url}/api/sdk/sessions/{ID}").json() == EXAMPLE
 
 
 def test_it_needs_the_key(server: FakeServer) -> None:
     for headers in ({}, {"x-api-key": "wrong"}):
-        response = httpx.get(f"{server.url}/sessions/sess_1", headers=headers)
+        response = httpx.get(f"{server.url}/sessions/{ID}", headers=headers)
         assert response.status_code == 401
         is_json_error(response)
 
@@ -188,16 +219,16 @@ def test_a_newline_in_an_id_is_answered_in_json_without_a_handler(
     server: FakeServer, http: httpx.Client
 ) -> None:
     response = http.get(f"{server.url}/sessions/%0A")
-    assert response.status_code == 200
-    assert response.headers["content-type"] == "application/json"
-    assert response.json() == EXAMPLE
+    assert response.status_code == 404  # an id the fake never issued
+    is_json_error(response)
+    assert "\\n" in response.json()["message"]  # the newline quoted as an escape, not a line
 
 
 def test_another_method_on_a_known_path_is_a_json_405(
     server: FakeServer, http: httpx.Client
 ) -> None:
     for method, path, allowed in (
-        ("DELETE", "/sessions/s", "GET"),
+        ("DELETE", "/sessions/{ID}", "GET"),
         ("GET", "/start-session", "POST"),
         ("PUT", "/api/sdk/start-session", "POST"),
         ("HEAD", "/start-session", "POST"),
@@ -212,15 +243,15 @@ def test_another_method_on_a_known_path_is_a_json_405(
 
 def test_faults_apply_to_it(server: FakeServer, http: httpx.Client) -> None:
     server.add_faults("getSession:503:retry-after=1,startSession:500")
-    first = http.get(f"{server.url}/sessions/s")
+    first = http.get(f"{server.url}/sessions/{ID}")
     assert (first.status_code, first.headers["retry-after"]) == (503, "1")
     is_json_error(first)
-    assert http.get(f"{server.url}/sessions/s").status_code == 200  # played once
+    assert http.get(f"{server.url}/sessions/{ID}").status_code == 200  # played once
     server.add_faults("getSession:reset")
     with pytest.raises(httpx.TransportError):
-        http.get(f"{server.url}/sessions/s")
+        http.get(f"{server.url}/sessions/{ID}")
     server.add_faults("200")  # a 2xx fault answers the documented body without acting
-    assert http.get(f"{server.url}/sessions/s").json() == EXAMPLE
+    assert http.get(f"{server.url}/sessions/{ID}").json() == EXAMPLE
     assert [r.fault for r in server.requests] == [
         "getSession:503:retry-after=1",
         None,
@@ -232,10 +263,10 @@ def test_faults_apply_to_it(server: FakeServer, http: httpx.Client) -> None:
 
 def test_every_answer_carries_a_request_id(server: FakeServer, http: httpx.Client) -> None:
     answers = [
-        http.get(f"{server.url}/sessions/s"),
-        httpx.get(f"{server.url}/sessions/s"),
+        http.get(f"{server.url}/sessions/{ID}"),
+        httpx.get(f"{server.url}/sessions/{ID}"),
         http.get(f"{server.url}/nowhere"),
-        http.post(f"{server.url}/sessions/s"),
+        http.post(f"{server.url}/sessions/{ID}"),
         http.post(f"{server.url}/start-session", content=b"{"),
         http.post(f"{server.url}/start-session", json={}),
     ]
@@ -263,10 +294,10 @@ def test_malformed_http_is_refused_in_json(server: FakeServer) -> None:
 
 def test_without_an_example_the_answer_is_built_from_the_schema() -> None:
     fake = FakeAvatario(api_key=KEY, spec=with_session_lookup(example=False))
-    status, body, headers = call_app(fake, "GET", "/sessions/x", headers={"x-api-key": KEY})
+    status, body, headers = call_app(fake, "GET", "/sessions/string", headers={"x-api-key": KEY})
     assert status == 200
     status_validator().validate(body)
-    assert body == {"session_id": "string", "status": "starting"}
+    assert body == {"session_id": "string", "status": "starting"}  # its id is the example's
     assert headers["x-request-id"].startswith("req_")
 
 
@@ -441,7 +472,7 @@ def test_other_security_schemes_are_checked_and_kept_out_of_records(
     document["components"]["securitySchemes"]["other"] = scheme
     document["paths"]["/sessions/{session_id}"]["get"]["security"] = [{"other": []}]
     fake = FakeAvatario(api_key=KEY, spec=document)
-    assert call_app(fake, "GET", "/sessions/x", query=query, headers=headers)[0] == 200
+    assert call_app(fake, "GET", f"/sessions/{ID}", query=query, headers=headers)[0] == 200
     assert call_app(fake, "GET", "/sessions/x", headers={"x-api-key": KEY})[0] == 401
     assert (
         call_app(
@@ -467,7 +498,7 @@ def test_concrete_paths_win_over_templates() -> None:
     fake = FakeAvatario(api_key=KEY, spec=document)
     auth = {"x-api-key": KEY}
     assert call_app(fake, "GET", "/sessions/active", headers=auth)[1] == []
-    assert call_app(fake, "GET", "/sessions/other", headers=auth)[1] == EXAMPLE
+    assert call_app(fake, "GET", f"/sessions/{ID}", headers=auth)[1] == EXAMPLE
     assert [r.operation_id for r in fake.requests] == ["activeSessions", "getSession"]
 
 

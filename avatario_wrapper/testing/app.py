@@ -90,7 +90,7 @@ from ._exchange import (
     lifespan,
 )
 from ._fault_plan import FaultPlan
-from ._handlers import Handler, OperationRequest, OperationResponse
+from ._handlers import Handler, OperationRequest, OperationResponse, error_body
 from ._host import host_name, is_addressed_to_us
 from ._router import Match, Router, request_segments
 from ._spec import ApiSpec, SpecOperation, bundled_api
@@ -177,6 +177,9 @@ class FakeAvatario:
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._handlers: dict[str, Handler] = {}
+        #: Every ``*_id`` value a 2xx of the fake's handlers named (a session id, say): the
+        #: ids a path may name without a handler of its own (`_from_the_spec`).
+        self._issued_ids: set[str] = set()
         start = self._api.operations.get(START_SESSION)
         self._start_session = StartSessionHandler(
             body_schema=start.body.schema if start and start.body else {},
@@ -404,7 +407,7 @@ class FakeAvatario:
         )
         handler = self._handlers.get(op.operation_id)
         if handler is None:
-            return json_reply(documented)
+            return json_reply(self._from_the_spec(op, match.path_params, documented, exchange))
         hidden = credential_headers(op)
         request = OperationRequest(
             operation_id=op.operation_id,
@@ -428,7 +431,38 @@ class FakeAvatario:
                 f"the handler of {op.operation_id} returned {type(response).__name__}, "
                 "not an OperationResponse"
             )
+        if 200 <= response.status < 300 and isinstance(response.body, dict):
+            self._issued_ids.update(
+                value
+                for key, value in response.body.items()
+                if key.endswith("_id") and key != "request_id" and isinstance(value, str)
+            )
         return json_reply(response)
+
+    def _from_the_spec(
+        self,
+        op: SpecOperation,
+        path_params: Mapping[str, str],
+        documented: OperationResponse,
+        exchange: AsgiExchange,
+    ) -> OperationResponse:
+        """The answer of an operation with no handler: the spec's example, for ids the fake
+        issued (or the example's own); the spec's 404 for a path ``*_id`` it never issued
+        (where a 404 is documented), as a server with state would answer."""
+        example = documented.body if isinstance(documented.body, dict) else {}
+        for name, value in path_params.items():
+            known = value in self._issued_ids or example.get(name) == value
+            if name.endswith("_id") and not known and 404 in op.answers:
+                return OperationResponse(
+                    404,
+                    error_body(
+                        "not_found", f"No {name} {value!r} was issued here.", exchange.request_id
+                    ),
+                )
+        named = {k: v for k, v in path_params.items() if k in example}
+        if named:  # the example names the id the path names: this one
+            return OperationResponse(documented.status, {**example, **named})
+        return documented
 
     def _no_operation(self, match: Match, exchange: AsgiExchange) -> Outgoing:
         if match.allowed:
