@@ -19,10 +19,11 @@ import httpx
 from ._budget import RetryBudget
 from ._clock import SYSTEM_CLOCK, Clock
 from ._closing import AClosedOnExit, ClosedOnExit
+from ._environment import Environment
 from ._flow import Call, RoomWatch, call_flow, drive, drive_async
 from ._operations import START_SESSION, StartSessionResult
 from ._request import Operation, PreparedRequest, prepare, warm_up_request
-from ._settings import RetryPolicy, Settings, VideoOptions, resolve_proxy
+from ._settings import RetryPolicy, Settings, VideoOptions
 from ._telemetry import start_call
 from ._transports.base import AsyncTransport, SyncTransport, closed_error
 from ._transports.httpx import AsyncHttpxTransport, HttpxTransport
@@ -202,7 +203,7 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport], ClosedOnExit):
             raise TypeError(
                 f"http_client must be an httpx.Client, not {type(http_client).__name__}"
             )
-        return HttpxTransport(http_client, base_url=self._settings.base_url)
+        return HttpxTransport(http_client, environment=self._settings.environment)
 
     def _call(self, operation: Operation[ResultT] | None, **inputs: Any) -> ResultT:
         call = self._begin(operation, inputs)
@@ -298,19 +299,19 @@ class AsyncAvatarioClient(_ClientBase[AsyncHttp, AsyncTransport], AClosedOnExit)
     """
 
     def _new_transport(self, http_client: Any) -> AsyncTransport:
-        base_url = self._settings.base_url
+        environment = self._settings.environment
         if isinstance(http_client, httpx.AsyncClient):
-            return AsyncHttpxTransport(http_client, base_url=base_url)
+            return AsyncHttpxTransport(http_client, environment=environment)
         if http_client is not None and not _is_aiohttp_session(http_client):
             raise TypeError(
                 "http_client must be an httpx.AsyncClient or an aiohttp.ClientSession, "
                 f"not {type(http_client).__name__}"
             )
-        if http_client is not None or _aiohttp_fits(base_url):
+        if http_client is not None or _aiohttp_fits(environment):
             from ._transports.aiohttp import AiohttpTransport  # noqa: PLC0415 - only when used
 
-            return AiohttpTransport(http_client, base_url=base_url)
-        return AsyncHttpxTransport(None, base_url=base_url)
+            return AiohttpTransport(http_client, environment=environment)
+        return AsyncHttpxTransport(None, environment=environment)
 
     def _call(
         self,
@@ -370,9 +371,8 @@ class AsyncAvatarioClient(_ClientBase[AsyncHttp, AsyncTransport], AClosedOnExit)
             self._transport.close_from_sync()
 
 
-def _aiohttp_fits(base_url: str) -> bool:
-    """aiohttp is installed and the environment's proxy for `base_url` is not SOCKS."""
+def _aiohttp_fits(environment: Environment) -> bool:
+    """aiohttp is installed and the environment's proxy is not SOCKS (aiohttp has none)."""
     if importlib.util.find_spec("aiohttp") is None:
         return False
-    proxy = resolve_proxy(base_url)
-    return proxy is None or not proxy[1].lower().startswith("socks")
+    return environment.proxy is None or not environment.proxy.is_socks

@@ -174,8 +174,17 @@ def prepare(
         headers=headers,
         content=content,
         idempotency_key=key,
-        secrets=(settings.api_key, *[inputs[name] for name in operation.secret_inputs]),
+        secrets=(
+            settings.api_key,
+            *[inputs[name] for name in operation.secret_inputs],
+            *_proxy_secrets(settings),
+        ),
     )
+
+
+def _proxy_secrets(settings: Settings) -> tuple[str, ...]:
+    proxy = settings.environment.proxy
+    return () if proxy is None else proxy.secrets()
 
 
 def _not_json(value: Any) -> Any:
@@ -237,5 +246,5 @@ def warm_up_request(settings: Settings) -> PreparedRequest[None]:
         headers={"accept-encoding": "identity", "user-agent": USER_AGENT},
         content=None,
         idempotency_key=None,
-        secrets=(settings.api_key,),
+        secrets=(settings.api_key, *_proxy_secrets(settings)),
     )

@@ -10,10 +10,7 @@ in `_inputs`.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +18,7 @@ import attrs
 import httpx
 
 from ._clock import Clock
+from ._environment import Environment
 from ._inputs import (
     check_background_url,
     check_seconds,
@@ -79,49 +77,6 @@ def resolve_base_url(base_url: object, *, allow_insecure_http: bool) -> str:
             "allow_insecure_http=True; on the command line --allow-insecure-http)",
         )
     return str(url).rstrip("/")
-
-
-#: Proxy schemes the clients can use; socks needs httpx's ``socks`` extra (socksio).
-_PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
-
-
-def resolve_proxy(url: str) -> tuple[str, str] | None:
-    """The proxy the environment names for `url`, as ``(variable, proxy_url)``, or None.
-
-    The same rules for every transport: ``HTTPS_PROXY`` / ``HTTP_PROXY`` by the URL's scheme,
-    else ``ALL_PROXY`` (any case), unless ``NO_PROXY`` covers the host. A proxy that no
-    transport here can use is an `AvatarioConfigError` naming the variable; one that
-    ``NO_PROXY`` bypasses is never looked at.
-    """
-    proxies = urllib.request.getproxies_environment()
-    if not proxies:
-        return None
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if is_loopback_host(host):  # the key and the token never leave this machine through one
-        return None
-    if urllib.request.proxy_bypass(host if parts.port is None else f"{host}:{parts.port}"):
-        return None
-    for key in (parts.scheme, "all"):
-        proxy = proxies.get(key)
-        if proxy:
-            variable = f"{key.upper()}_PROXY"
-            scheme = urllib.parse.urlsplit(proxy).scheme.lower()
-            if scheme not in _PROXY_SCHEMES:
-                raise AvatarioConfigError(
-                    variable,
-                    f"proxy scheme {scheme or '(none)'!r} is not supported; use "
-                    + ", ".join(f"{s}://" for s in _PROXY_SCHEMES)
-                    + " or add the host to NO_PROXY",
-                )
-            if scheme.startswith("socks") and importlib.util.find_spec("socksio") is None:
-                raise AvatarioConfigError(
-                    variable,
-                    "a SOCKS proxy needs the socksio package: pip install 'httpx[socks]' "
-                    "(or add the host to NO_PROXY)",
-                )
-            return variable, proxy
-    return None
 
 
 # -- the public settings types ---------------------------------------------------------------
@@ -260,6 +215,7 @@ class Settings:
         "base_url",
         "clock",
         "connect_timeout",
+        "environment",
         "request_headers",
         "retry",
         "timeout",
@@ -275,6 +231,7 @@ class Settings:
         retry: RetryPolicy,
         clock: Clock,
         allow_insecure_http: bool = False,
+        environment: Environment | None = None,
     ) -> None:
         self.api_key = api_key
         self.base_url = base_url
@@ -285,6 +242,8 @@ class Settings:
         #: Plain http:// (and ws://) allowed beyond loopback: for the base URL, and for the
         #: LiveKit URL a call names.
         self.allow_insecure_http = allow_insecure_http
+        #: Proxy and CA locations, read from the environment when the client was made.
+        self.environment = environment if environment is not None else Environment.read(base_url)
         #: The headers every request carries (the key included), made by the request path on
         #: first use and kept with the client's settings, not in a module-wide cache.
         self.request_headers: dict[str, str] | None = None
@@ -338,4 +297,5 @@ class Settings:
             retry=self.retry if retry is None else check_retry(retry),
             clock=self.clock,
             allow_insecure_http=self.allow_insecure_http,
+            environment=self.environment,
         )

@@ -204,7 +204,14 @@ def test_transport_errors_are_mapped_classified_and_keep_their_cause(
     with pytest.raises(cls) as caught:
         run(script, clock)
     assert type(caught.value) is cls
-    assert caught.value.__cause__ is exc
+    # The cause is httpx's error as it was, but for the request it held (its body holds the
+    # LiveKit token), and it is the only exception chained.
+    cause = caught.value.__cause__
+    assert type(cause) is type(exc)
+    assert str(cause) == str(exc)
+    with pytest.raises(RuntimeError):
+        cause.request  # noqa: B018 - httpx raises when no request is attached
+    assert caught.value.__context__ is None
     assert caught.value.outcome.value == outcome
     retried = outcome == "not_sent"
     assert caught.value.attempts == len(script.requests) == (3 if retried else 1)

@@ -16,6 +16,7 @@ from avatario_wrapper import (
     MissingAgentIdentityError,
     StartSessionResult,
 )
+from avatario_wrapper._environment import Environment
 from avatario_wrapper._transports.httpx import AsyncHttpxTransport
 from avatario_wrapper.compat import AvatarioAPI
 from avatario_wrapper.testing import run_fake_server
@@ -34,7 +35,7 @@ class APIConnectOptions:  # the shape of livekit.agents.APIConnectOptions
 
 def _with_script(api: AvatarioAPI, script: Script) -> AvatarioAPI:
     http = httpx.AsyncClient(transport=httpx.MockTransport(script))
-    api._client._transport = AsyncHttpxTransport(http, base_url="https://x.test")
+    api._client._transport = AsyncHttpxTransport(http, environment=Environment(None, None, None))
     return api
 
 

@@ -161,6 +161,7 @@ def test_a_base_exception_is_never_made_a_cancellation() -> None:
                 10.0,
                 lambda exc: True,
                 lambda *args: AssertionError("not a transport failure"),  # type: ignore[arg-type,return-value]
+                lambda exc: exc,
                 None,
             )
         except Stop:

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from avatario_wrapper import AsyncAvatarioClient, AvatarioClient
+from avatario_wrapper._environment import Environment
 from avatario_wrapper._flow import Attempt
 from avatario_wrapper._request import warm_up_request
 from avatario_wrapper._settings import Settings
@@ -110,7 +111,7 @@ def test_an_aiohttp_session_keeps_its_loop_and_middlewares_where_the_transport_l
         async with aiohttp.ClientSession(middlewares=(middleware,)) as session:
             assert session._loop is asyncio.get_running_loop()
             assert tuple(session._middlewares) == (middleware,)
-            transport = AiohttpTransport(session, base_url="http://127.0.0.1:9")
+            transport = AiohttpTransport(session, environment=Environment(None, None, None))
             assert transport._loop.loop is asyncio.get_running_loop()
             assert transport._middlewares(session, "HEAD")[0] is middleware  # theirs first
             assert transport._middlewares(session, "POST") is None  # never resent by aiohttp

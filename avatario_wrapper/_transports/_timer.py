@@ -16,15 +16,17 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .._reply import Reply
+from ..errors import APIConnectionError
 from .base import WIRE_IN_PROGRESS, Wire
 
 if TYPE_CHECKING:
-    from .._reply import Reply
     from .._request import PreparedRequest
-    from ..errors import APIConnectionError
 
 #: Turns an exception of the transport into our error (the transport's one choke point).
 Failure = Callable[["PreparedRequest[Any]", Wire, Exception], "APIConnectionError"]
+#: What of a transport's exception may be kept as a cause: no credential, no request body.
+Scrub = Callable[[Exception], Exception]
 
 
 def bounded(
@@ -35,18 +37,20 @@ def bounded(
     bound: float | None,
     caught: Callable[[Exception], bool],
     failure: Failure,
+    scrub: Scrub,
     deadlines: Deadlines | None = None,
 ) -> Awaitable[Reply]:
     """One async attempt, `run()`; with `bound`, the whole of it within that many seconds.
 
     `run` sets `wire.reply` as soon as the status arrives, so a body that does not finish in
     time still yields that reply (its body marked cut off); an exception `caught` says is the
-    transport's becomes `failure(...)`, raised from it. While it runs, `WIRE_IN_PROGRESS` is
-    `wire` (for the transports' connection hooks).
+    transport's becomes `failure(...)`, raised from `scrub(exception)` and outside its handler,
+    so no chained exception holds a credential or the request body. While it runs,
+    `WIRE_IN_PROGRESS` is `wire` (for the transports' connection hooks).
     """
     if sys.version_info >= (3, 11):
-        return _bounded_311(request, wire, run, bound, caught, failure, deadlines)
-    return _bounded_310(request, wire, run, bound, caught, failure)  # pragma: no cover
+        return _bounded_311(request, wire, run, bound, caught, failure, scrub, deadlines)
+    return _bounded_310(request, wire, run, bound, caught, failure, scrub)  # pragma: no cover
 
 
 class _Expiry:
@@ -127,6 +131,7 @@ async def _bounded_311(
     bound: float | None,
     caught: Callable[[Exception], bool],
     failure: Failure,
+    scrub: Scrub,
     deadlines: Deadlines | None,
 ) -> Reply:
     """The attempt under its own timer: the timer cancels the task; a cancellation the caller
@@ -157,7 +162,7 @@ async def _bounded_311(
             error.__cause__ = exc
         if not isinstance(error, Exception) or not caught(error):
             raise
-        return _settle(request, wire, error, failure)
+        settled = _settle(request, wire, error, failure, scrub)
     else:
         if expiry is not None and expiry.fired:
             task.uncancel()  # the timer fired as the answer came and a library kept it
@@ -166,6 +171,7 @@ async def _bounded_311(
         if expiry is not None:
             expiry.end()
         WIRE_IN_PROGRESS.reset(token)
+    return _reply_or_raise(settled)
 
 
 def _cancelling(task: Any) -> int:
@@ -173,12 +179,23 @@ def _cancelling(task: Any) -> int:
     return task.cancelling() if task is not None else 0
 
 
-def _settle(request: PreparedRequest[Any], wire: Wire, exc: Exception, failure: Failure) -> Reply:
-    """An exception of the transport: the reply whose body it cut off, or our error."""
+def _settle(
+    request: PreparedRequest[Any], wire: Wire, exc: Exception, failure: Failure, scrub: Scrub
+) -> Reply | APIConnectionError:
+    """An exception of the transport: the reply whose body it cut off, or our error (its
+    cause the scrubbed exception), to be raised outside the handler."""
     if wire.reply is not None:  # the status arrived, the body did not finish
-        wire.reply.body.fail(exc)
+        wire.reply.body.fail(scrub(exc))
         return wire.reply
-    raise failure(request, wire, exc) from exc
+    error = failure(request, wire, exc)
+    error.__cause__ = scrub(exc)
+    return error
+
+
+def _reply_or_raise(settled: Reply | APIConnectionError) -> Reply:
+    if isinstance(settled, BaseException):
+        raise settled from settled.__cause__  # raised here: no raw exception as its context
+    return settled
 
 
 def _settle_310(  # pragma: no cover - Python 3.10
@@ -187,10 +204,11 @@ def _settle_310(  # pragma: no cover - Python 3.10
     exc: BaseException,
     caught: Callable[[Exception], bool],
     failure: Failure,
-) -> Reply:
+    scrub: Scrub,
+) -> Reply | APIConnectionError:
     if not isinstance(exc, Exception) or not caught(exc):
         raise exc
-    return _settle(request, wire, exc, failure)
+    return _settle(request, wire, exc, failure, scrub)
 
 
 async def _bounded_310(  # pragma: no cover - Python 3.10
@@ -200,6 +218,7 @@ async def _bounded_310(  # pragma: no cover - Python 3.10
     bound: float | None,
     caught: Callable[[Exception], bool],
     failure: Failure,
+    scrub: Scrub,
 ) -> Reply:
     import asyncio  # noqa: PLC0415
 
@@ -220,8 +239,9 @@ async def _bounded_310(  # pragma: no cover - Python 3.10
             exc = inner.exception()
             if exc is None:
                 return inner.result()
-            return _settle_310(request, wire, exc, caught, failure)
+            settled = _settle_310(request, wire, exc, caught, failure, scrub)
         except Exception as exc:
-            return _settle_310(request, wire, exc, caught, failure)
+            settled = _settle_310(request, wire, exc, caught, failure, scrub)
     finally:
         WIRE_IN_PROGRESS.reset(token)
+    return _reply_or_raise(settled)

@@ -31,10 +31,10 @@ from typing import Any, TypeVar
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from .._environment import Environment
 from .._flow import Attempt
 from .._reply import Body, Reply
 from .._request import PreparedRequest
-from .._settings import resolve_proxy
 from .._text import REDACTED
 from ..errors import APIConnectionError
 from ._fork import fork_generation
@@ -62,6 +62,7 @@ _RESENT_BY_AIOHTTP = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELET
 _NOT_SENT: tuple[type[BaseException], ...] = (
     aiohttp.ClientConnectorError,
     aiohttp.ClientProxyConnectionError,
+    aiohttp.ClientHttpProxyError,  # the proxy refused the tunnel (a 407, say)
     aiohttp.InvalidURL,
 )
 _CONNECT_TIMEOUT: tuple[type[BaseException], ...] = (
@@ -141,12 +142,20 @@ class AiohttpTransport(TransportBase):
     belongs to that session's event loop.
     """
 
-    def __init__(self, session: aiohttp.ClientSession | None = None, *, base_url: str) -> None:
+    def __init__(
+        self, session: aiohttp.ClientSession | None = None, *, environment: Environment
+    ) -> None:
         self.owns = session is None
         self._session = session
         self._closed = False
-        found = resolve_proxy(base_url) if session is None else None
-        self._proxy = found[1] if found else None
+        self._environment = environment
+        proxy = environment.proxy if session is None else None
+        self._proxy = None if proxy is None else proxy.url
+        self._proxy_auth = (
+            None
+            if proxy is None or proxy.user is None
+            else aiohttp.BasicAuth(proxy.user, proxy.password or "")
+        )
         self._loop = LoopBinding(getattr(session, "_loop", None))  # private reach 3
         self._generation = fork_generation()
         self._last_timeouts: tuple[float, float, aiohttp.ClientTimeout] | None = None
@@ -160,7 +169,8 @@ class AiohttpTransport(TransportBase):
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                trust_env=False, connector=_Connector(limit=100, ssl=True)
+                trust_env=False,
+                connector=_Connector(limit=100, ssl=self._environment.tls_context()),
             )
         return self._session
 
@@ -189,6 +199,7 @@ class AiohttpTransport(TransportBase):
                 bound=attempt.timeout,
                 caught=_caught,
                 failure=_failure,
+                scrub=_scrub,
                 deadlines=self._loop.deadlines(),
             )
         except TooLateToSend as signal:
@@ -204,10 +215,10 @@ class AiohttpTransport(TransportBase):
         # No `total` (see `send`). `connect` covers waiting for a pooled connection too, and
         # ends just before the attempt's bound so that its ConnectionTimeoutError (not sent)
         # wins on a session whose connector cannot be watched; `sock_connect` bounds opening
-        # a connection (TCP and TLS).
-        made = aiohttp.ClientTimeout(
-            total=None, connect=timeout - min(0.01, timeout / 10), sock_connect=connect
-        )
+        # a connection (TCP and TLS). Through a proxy `connect` is `connect_timeout`: it is
+        # the only timer that covers the proxy's answer to CONNECT (still connecting).
+        pooled = connect if self._proxy is not None else timeout - min(0.01, timeout / 10)
+        made = aiohttp.ClientTimeout(total=None, connect=pooled, sock_connect=connect)
         self._last_timeouts = (timeout, connect, made)
         return made
 
@@ -234,6 +245,7 @@ class AiohttpTransport(TransportBase):
             allow_redirects=False,
             raise_for_status=False,  # a caller's session may raise on statuses: read them here
             proxy=self._proxy,
+            proxy_auth=self._proxy_auth,
             auto_decompress=False,
             max_line_size=MAX_HEADER_BYTES,
             max_field_size=MAX_HEADER_BYTES,
@@ -280,14 +292,18 @@ def _caught(exc: Exception) -> bool:
 
 
 E = TypeVar("E", bound=BaseException)
+#: Request headers that carry a credential: masked in an error's copy of the request.
+_CREDENTIALS = frozenset({"x-api-key", "proxy-authorization", "authorization"})
 
 
 def _scrub(exc: E) -> E:
     """`exc` with the API key masked in the request headers it carries (its repr shows them)."""
     info = getattr(exc, "request_info", None)
-    if isinstance(info, aiohttp.RequestInfo) and "x-api-key" in info.headers:
+    if isinstance(info, aiohttp.RequestInfo) and _CREDENTIALS & {h.lower() for h in info.headers}:
         headers = CIMultiDict(info.headers)
-        headers["x-api-key"] = REDACTED
+        for name in _CREDENTIALS:
+            if name in headers:
+                headers[name] = REDACTED
         masked = info._replace(headers=CIMultiDictProxy(headers))  # a named tuple's own API
         exc.request_info = masked  # type: ignore[attr-defined]
         exc.args = tuple(masked if arg is info else arg for arg in exc.args)

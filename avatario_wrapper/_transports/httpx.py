@@ -17,9 +17,6 @@ timeout=N`` allows (`_keepalive`). A pool the client makes caps its connections 
 
 from __future__ import annotations
 
-import functools
-import os
-import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -27,10 +24,10 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from .._environment import Environment, Proxy
 from .._flow import Attempt
 from .._reply import Body, Reply
 from .._request import PreparedRequest
-from .._settings import resolve_proxy
 from .._text import REDACTED
 from ..errors import APIConnectionError
 from . import _httpcore
@@ -65,19 +62,19 @@ _NOT_SENT = (
 MAX_CONNECTIONS = 100
 
 
-def own_client(kind: type[T], base_url: str, timeout: float | None = None) -> T:
-    """A pool made by the client: proxies resolved like every transport's, TLS verified
-    (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` honoured), redirects off, ~/.netrc not read, at most
-    `MAX_CONNECTIONS`; each connection's idle life is set by its replies (`_after_reply`).
-    The clients give each request its own timeouts; `timeout` is for other users of a pool
-    (the contract test)."""
-    proxy = resolve_proxy(base_url)
+def own_client(kind: type[T], environment: Environment, timeout: float | None = None) -> T:
+    """A pool made by the client, from the environment as it was read when the client was made
+    (`_environment`): its proxy (credentials given apart, as httpx's proxy auth), TLS verified
+    against its CA locations; redirects off, ~/.netrc not read, at most `MAX_CONNECTIONS`;
+    each connection's idle life is set by its replies (`_after_reply`). The clients give each
+    request its own timeouts; `timeout` is for other users of a pool (the contract test)."""
+    proxy = environment.proxy
     return kind(  # type: ignore[call-arg]
         timeout=timeout,
         follow_redirects=False,
         trust_env=False,
-        proxy=proxy[1] if proxy else None,
-        verify=_ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")),
+        proxy=None if proxy is None else _httpx_proxy(proxy),
+        verify=environment.tls_context(),
         limits=httpx.Limits(
             max_connections=MAX_CONNECTIONS,
             max_keepalive_connections=MAX_CONNECTIONS,
@@ -86,13 +83,9 @@ def own_client(kind: type[T], base_url: str, timeout: float | None = None) -> T:
     )
 
 
-@functools.lru_cache(maxsize=4)
-def _ssl_context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
-    """One verifying TLS context per set of CA locations, shared by the pools the clients
-    make: loading the CA bundle costs tens of milliseconds, and a context is safe to share
-    across pools and threads. The arguments are the environment's ``SSL_CERT_FILE`` and
-    ``SSL_CERT_DIR``, which httpx reads (so a change of either gets a new context)."""
-    return httpx.create_ssl_context(trust_env=True)
+def _httpx_proxy(proxy: Proxy) -> httpx.Proxy:
+    auth = None if proxy.user is None else (proxy.user, proxy.password or "")
+    return httpx.Proxy(proxy.url, auth=auth)
 
 
 def _after_reply(response: httpx.Response, *, complete: bool, owned: bool) -> None:
@@ -117,14 +110,33 @@ E = TypeVar("E", bound=BaseException)
 
 
 def _scrub(exc: E) -> E:
-    """`exc` with the API key masked in the request it carries (kept as a `__cause__`)."""
+    """`exc` with the credentials masked in the request it carries (an error of a body)."""
     try:
         sent = exc.request  # type: ignore[attr-defined]
     except (AttributeError, RuntimeError):  # not an httpx error, or one without a request
         return exc
-    if isinstance(sent, httpx.Request) and "x-api-key" in sent.headers:
-        sent.headers["x-api-key"] = REDACTED
+    if isinstance(sent, httpx.Request):
+        for name in _CREDENTIALS:
+            if name in sent.headers:
+                sent.headers[name] = REDACTED
     return exc
+
+
+def _cause(exc: Exception) -> Exception:
+    """What our error keeps as its cause: an httpx error of the same type and message with no
+    request attached (the request holds the body, and the body the LiveKit token)."""
+    if not isinstance(exc, httpx.RequestError):
+        return exc
+    try:
+        bare = type(exc)(str(exc))
+    except TypeError:  # a subclass with another constructor: the request masked instead
+        return _scrub(exc)
+    bare.__traceback__ = exc.__traceback__
+    return bare
+
+
+#: Request headers that carry a credential.
+_CREDENTIALS = ("x-api-key", "proxy-authorization", "authorization")
 
 
 def _failure(request: PreparedRequest[Any], wire: Wire, exc: Exception) -> APIConnectionError:
@@ -223,10 +235,10 @@ class _HttpxPool(TransportBase, Generic[HttpT]):
 
     _kind: type[HttpT]
 
-    def __init__(self, http: HttpT | None, *, base_url: str) -> None:
+    def __init__(self, http: HttpT | None, *, environment: Environment) -> None:
         self.owns = http is None
-        self._base_url = base_url
-        self.http: HttpT = http if http is not None else own_client(self._kind, base_url)
+        self._environment = environment
+        self.http: HttpT = http if http is not None else own_client(self._kind, environment)
         self._backends = _httpcore.install(self.http)
         self._build = _Builder(owned=self.owns, sync=self._kind is httpx.Client)
         self._closed = False
@@ -239,7 +251,7 @@ class _HttpxPool(TransportBase, Generic[HttpT]):
     def _after_fork(self) -> None:
         close_inherited(_httpcore.forget_inherited(self._backends))
         if self.owns:
-            self.http = own_client(self._kind, self._base_url)
+            self.http = own_client(self._kind, self._environment)
             self._backends = _httpcore.install(self.http)
 
 
@@ -248,8 +260,8 @@ class HttpxTransport(_HttpxPool[httpx.Client]):
 
     _kind = httpx.Client
 
-    def __init__(self, http: httpx.Client | None, *, base_url: str) -> None:
-        super().__init__(http, base_url=base_url)
+    def __init__(self, http: httpx.Client | None, *, environment: Environment) -> None:
+        super().__init__(http, environment=environment)
         #: The requests let into httpcore's pool at once (see `AsyncHttpxTransport._slot`).
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
 
@@ -263,19 +275,23 @@ class HttpxTransport(_HttpxPool[httpx.Client]):
         ):
             raise too_late_error(request, TooLateToSend(wire.time_left()))
         token = WIRE_IN_PROGRESS.set(wire)
+        failure: APIConnectionError
+        cause: Exception | None
         try:
             try:
                 response = http.send(
                     self._build(http, request, attempt), stream=True, follow_redirects=False
                 )
             except TooLateToSend as signal:
-                raise too_late_error(request, signal) from None
+                failure, cause = too_late_error(request, signal), None
             except httpx.HTTPError as exc:
-                raise _failure(request, wire, exc) from exc
-            return self._read(response, wire)
+                failure, cause = _failure(request, wire, exc), _cause(exc)
+            else:
+                return self._read(response, wire)
         finally:
             WIRE_IN_PROGRESS.reset(token)
             slots.release()
+        raise failure from cause  # outside the handler: no raw httpx error as its context
 
     def _read(self, response: httpx.Response, wire: Wire) -> Reply:
         body = _body(response)
@@ -287,7 +303,7 @@ class HttpxTransport(_HttpxPool[httpx.Client]):
             else:
                 complete = True
         except httpx.HTTPError as exc:
-            body.fail(_scrub(exc))
+            body.fail(_cause(exc))
         finally:
             _after_reply(response, complete=complete, owned=self.owns)
             response.close()
@@ -317,8 +333,8 @@ class AsyncHttpxTransport(_HttpxPool[httpx.AsyncClient]):
 
     _kind = httpx.AsyncClient
 
-    def __init__(self, http: httpx.AsyncClient | None, *, base_url: str) -> None:
-        super().__init__(http, base_url=base_url)
+    def __init__(self, http: httpx.AsyncClient | None, *, environment: Environment) -> None:
+        super().__init__(http, environment=environment)
         self._loop = LoopBinding()
         self._slots: Any = None  # an asyncio.Semaphore of MAX_CONNECTIONS, on the bound loop
 
@@ -364,6 +380,7 @@ class AsyncHttpxTransport(_HttpxPool[httpx.AsyncClient]):
                 bound=None if self._backends else attempt.timeout,
                 caught=lambda exc: isinstance(exc, httpx.HTTPError) or is_timeout(exc),
                 failure=_failure,
+                scrub=_cause,
                 deadlines=self._loop.deadlines(),
             )
         except TooLateToSend as signal:
@@ -395,7 +412,7 @@ class AsyncHttpxTransport(_HttpxPool[httpx.AsyncClient]):
             else:
                 complete = True
         except httpx.HTTPError as exc:
-            body.fail(_scrub(exc))
+            body.fail(_cause(exc))
         finally:
             _after_reply(response, complete=complete, owned=self.owns)
             await response.aclose()

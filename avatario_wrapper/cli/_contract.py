@@ -38,6 +38,7 @@ from schemathesis import GenerationMode
 from schemathesis.errors import FailureGroup
 from schemathesis.openapi.checks import UndefinedStatusCode
 
+from .._environment import Environment
 from .._request import PRODUCT
 from .._settings import API_KEY_ENV, resolve_api_key, resolve_base_url
 from .._text import safe_line
@@ -338,7 +339,7 @@ def execute(
     report = Report()
     started = time.monotonic()
     checked_key = False
-    with own_client(httpx.Client, base_url, timeout) as http:
+    with own_client(httpx.Client, Environment.read(base_url), timeout) as http:
         for planned in run.requests:
             if planned.may_start and not checked_key:
                 checked_key = True
