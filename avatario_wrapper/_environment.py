@@ -45,14 +45,21 @@ class Proxy:
     def is_socks(self) -> bool:
         return self.url.lower().startswith("socks")
 
+    def authorization(self) -> str | None:
+        """The ``Proxy-Authorization`` value of the credentials (Basic), or None."""
+        if self.user is None:
+            return None
+        pair = f"{self.user}:{self.password or ''}"
+        return "Basic " + base64.b64encode(pair.encode()).decode()
+
     def secrets(self) -> tuple[str, ...]:
         """Every form of the credentials a message could carry: the password, ``user:pass``
-        and the base64 of a ``Proxy-Authorization: Basic`` header."""
-        if self.user is None:
+        and the base64 of the ``Proxy-Authorization`` header."""
+        header = self.authorization()
+        if header is None:
             return ()
         pair = f"{self.user}:{self.password or ''}"
-        basic = base64.b64encode(pair.encode()).decode()
-        return tuple(s for s in (self.password, pair, basic) if s)
+        return tuple(s for s in (self.password, pair, header.removeprefix("Basic ")) if s)
 
 
 class Environment:

@@ -151,11 +151,9 @@ class AiohttpTransport(TransportBase):
         self._environment = environment
         proxy = environment.proxy if session is None else None
         self._proxy = None if proxy is None else proxy.url
-        self._proxy_auth = (
-            None
-            if proxy is None or proxy.user is None
-            else aiohttp.BasicAuth(proxy.user, proxy.password or "")
-        )
+        header = None if proxy is None else proxy.authorization()
+        # Given as a header, never in the URL aiohttp may show in a message.
+        self._proxy_headers = None if header is None else {"Proxy-Authorization": header}
         self._loop = LoopBinding(getattr(session, "_loop", None))  # private reach 3
         self._generation = fork_generation()
         self._last_timeouts: tuple[float, float, aiohttp.ClientTimeout] | None = None
@@ -245,7 +243,7 @@ class AiohttpTransport(TransportBase):
             allow_redirects=False,
             raise_for_status=False,  # a caller's session may raise on statuses: read them here
             proxy=self._proxy,
-            proxy_auth=self._proxy_auth,
+            proxy_headers=self._proxy_headers,
             auto_decompress=False,
             max_line_size=MAX_HEADER_BYTES,
             max_field_size=MAX_HEADER_BYTES,
