@@ -92,7 +92,7 @@ def plan_delay(
                 f"({policy.max_retry_after:g} s)"
             )
         delay = asked
-    if time_left - delay < policy.min_attempt_time:
+    if delay > time_left - policy.min_attempt_time:  # (not time_left - delay: floats round)
         waited = "the server's Retry-After" if asked is not None else "the backoff delay"
         return None, (
             f"after {waited} ({delay:.2f} s) only {max(0.0, time_left - delay):.2f} s of "

@@ -143,7 +143,7 @@ class RetryPolicy:
         respect_retry_after: Wait as long as ``Retry-After`` / ``retry-after-ms`` say.
         max_retry_after: Give up at once when the server asks for a longer wait than this.
         retry_statuses: Statuses that may be retried (408, 429, 500, 502, 503, 504); 500,
-            502 and 504 only with `retry_unknown_outcome`.
+            502 and 504, for a call that starts a session, only with `retry_unknown_outcome`.
         retry_unknown_outcome: Also resend a call that starts a session when its outcome is
             unknown (only for a deployment known to deduplicate by ``Idempotency-Key``).
         retry_budget: Retries allowed as a share of recent calls (None: no budget).

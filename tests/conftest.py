@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Callable
@@ -78,43 +79,67 @@ class Script:
 Runner = Callable[..., StartSessionResult]
 
 
-def _run_sync(script: Script, clock: FakeClock, retry: RetryPolicy | None, **kw: Any) -> Any:
-    options = kw.pop("client_options", {})
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """One public method call: its name, arguments, retry policy and client options."""
+
+    method: str
+    args: dict[str, Any]
+    retry: RetryPolicy | None
+    options: dict[str, Any]
+
+
+def _run_sync(call: _Call, script: Script, clock: FakeClock) -> Any:
     with (
         httpx.Client(transport=httpx.MockTransport(script)) as http,
         AvatarioClient(
-            API_KEY, base_url=BASE_URL, retry=retry, clock=clock, http_client=http, **options
+            API_KEY,
+            base_url=BASE_URL,
+            retry=call.retry,
+            clock=clock,
+            http_client=http,
+            **call.options,
         ) as client,
     ):
-        return client.start_session(**{**CALL, **kw})
+        return getattr(client, call.method)(**call.args)
 
 
-def _run_async(script: Script, clock: FakeClock, retry: RetryPolicy | None, **kw: Any) -> Any:
-    options = kw.pop("client_options", {})
-
-    async def main() -> StartSessionResult:
+def _run_async(call: _Call, script: Script, clock: FakeClock) -> Any:
+    async def main() -> Any:
         async with (
             httpx.AsyncClient(transport=httpx.MockTransport(script)) as http,
             AsyncAvatarioClient(
-                API_KEY, base_url=BASE_URL, retry=retry, clock=clock, http_client=http, **options
+                API_KEY,
+                base_url=BASE_URL,
+                retry=call.retry,
+                clock=clock,
+                http_client=http,
+                **call.options,
             ) as client,
         ):
-            return await client.start_session(**{**CALL, **kw})
+            return await getattr(client, call.method)(**call.args)
 
     return asyncio.run(main())
+
+
+def client_runner(kind: str, method: str, defaults: dict[str, Any]) -> Callable[..., Any]:
+    """`runner(script, clock, retry=None, client_options=..., **overrides)`: one `method` call
+    on the `kind` ("sync" or "async") client over a MockTransport, `defaults` its arguments."""
+    impl = _run_sync if kind == "sync" else _run_async
+
+    def runner(
+        script: Script, clock: FakeClock, retry: RetryPolicy | None = None, **kw: Any
+    ) -> Any:
+        options = kw.pop("client_options", {})
+        return impl(_Call(method, {**defaults, **kw}, retry, options), script, clock)
+
+    return runner
 
 
 @pytest.fixture(params=["sync", "async"])
 def run(request: pytest.FixtureRequest) -> Callable[..., Any]:
     """`run(script, clock, retry=None, **start_session_overrides)` on the sync or async client."""
-    impl = _run_sync if request.param == "sync" else _run_async
-
-    def runner(
-        script: Script, clock: FakeClock, retry: RetryPolicy | None = None, **kw: Any
-    ) -> Any:
-        return impl(script, clock, retry, **kw)
-
-    return runner
+    return client_runner(request.param, "start_session", CALL)
 
 
 @pytest.fixture

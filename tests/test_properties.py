@@ -14,7 +14,7 @@ from avatario_wrapper._retry import backoff_delays, plan_delay
 from avatario_wrapper.errors import APIConnectionError, InternalServerError, RateLimitError
 from avatario_wrapper.testing import FakeClock
 
-from .conftest import Script, _run_async, _run_sync
+from .conftest import CALL, Script, client_runner
 
 policies = st.builds(
     RetryPolicy,
@@ -82,10 +82,11 @@ class TimedScript(Script):
         return response
 
 
-@pytest.mark.parametrize("runner", [_run_sync, _run_async], ids=["sync", "async"])
+@pytest.mark.parametrize("kind", ["sync", "async"])
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(policy=policies, steps=st.lists(faults(), min_size=1, max_size=10), seed=st.integers())
-def test_attempts_deadline_and_no_resend_after_2xx(runner, policy, steps, seed) -> None:
+def test_attempts_deadline_and_no_resend_after_2xx(kind, policy, steps, seed) -> None:
+    runner = client_runner(kind, "start_session", CALL)
     clock = FakeClock(seed=seed)
     script = TimedScript(steps, clock)
     try:

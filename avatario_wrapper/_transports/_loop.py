@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from typing import Any
 
 from ..errors import WrongEventLoopError
@@ -107,3 +107,50 @@ async def aclose_on_its_loop(
     if waiting is not None:
         with contextlib.suppress(Exception):
             await waiting
+
+
+class ClosedWithItsLoop:
+    """Closes a pool the client made on its own event loop as that loop shuts down, so a
+    client its owner never closed leaves nothing open and prints nothing ("Unclosed client
+    session", unclosed sockets).
+
+    `asyncio.run` and `asyncio.Runner` call `loop.shutdown_asyncgens()` before they close a
+    loop; a suspended async generator started here (`arm`) is closed then, and its
+    ``finally`` closes the pool on that loop. A pool closed by its owner first ends the
+    generator too (`disarm`). Calls still in flight when the loop ends were cancelled by
+    the runner before (they end in `CancelledError`, as any task of that loop).
+    """
+
+    __slots__ = ("_closing", "_watch")
+
+    def __init__(self) -> None:
+        self._watch: AsyncGenerator[None, None] | None = None
+        self._closing: Callable[[], Coroutine[Any, Any, None]] | None = None
+
+    @property
+    def armed(self) -> bool:
+        return self._watch is not None
+
+    async def arm(self, closing: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Watch the running loop: `closing()` runs there when it shuts down."""
+        self._closing = closing
+        self._watch = self._watching()
+        await self._watch.__anext__()  # the loop now tracks the suspended generator
+
+    async def _watching(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            closing, self._closing = self._closing, None
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    await closing()
+
+    def disarm(self) -> None:
+        """The owner closed the pool: end the watch without closing anything again. Its
+        ``finally`` then awaits nothing, so it ends here, from any thread or loop."""
+        watch, self._watch, self._closing = self._watch, None, None
+        if watch is not None:
+            ending = watch.aclose().__await__()
+            with contextlib.suppress(StopIteration):
+                ending.send(None)

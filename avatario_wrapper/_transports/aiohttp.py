@@ -39,7 +39,7 @@ from .._text import REDACTED
 from ..errors import APIConnectionError
 from ._fork import fork_generation
 from ._keepalive import KEEPALIVE_EXPIRY, MAX_KEEPALIVE_EXPIRY, keepalive_expiry
-from ._loop import LoopBinding, aclose_on_its_loop, close_from_outside
+from ._loop import ClosedWithItsLoop, LoopBinding, aclose_on_its_loop, close_from_outside
 from ._timer import bounded
 from .base import (
     WIRE_IN_PROGRESS,
@@ -155,6 +155,7 @@ class AiohttpTransport(TransportBase):
         # Given as a header, never in the URL aiohttp may show in a message.
         self._proxy_headers = None if header is None else {"Proxy-Authorization": header}
         self._loop = LoopBinding(getattr(session, "_loop", None))  # private reach 3
+        self._end = ClosedWithItsLoop()
         self._generation = fork_generation()
         self._last_timeouts: tuple[float, float, aiohttp.ClientTimeout] | None = None
 
@@ -178,11 +179,14 @@ class AiohttpTransport(TransportBase):
         if self.owns and self._session is not None:
             self._session = None
             self._loop = LoopBinding()
+            self._end = ClosedWithItsLoop()
 
     async def send(self, request: PreparedRequest[Any], attempt: Attempt) -> Reply:
         self._ready()
         self._loop.check("AsyncAvatarioClient")
         session = self._open()
+        if self.owns and not self._end.armed:
+            await self._end.arm(session.close)
         wire = Wire(attempt)
         try:
             return await bounded(
@@ -274,6 +278,7 @@ class AiohttpTransport(TransportBase):
         self._closed = True
         session = self._session
         if self.owns and session is not None:
+            self._end.disarm()
             await aclose_on_its_loop(self._loop, session.close)
 
     def close_from_sync(self) -> None:
@@ -281,6 +286,7 @@ class AiohttpTransport(TransportBase):
         self._closed = True
         session = self._session
         if self.owns and session is not None and self._loop.loop is not None:
+            self._end.disarm()
             close_from_outside(self._loop.loop, session.close, in_a_coroutine=False)
 
 

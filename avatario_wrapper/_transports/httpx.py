@@ -33,7 +33,13 @@ from ..errors import APIConnectionError
 from . import _httpcore
 from ._fork import close_inherited, fork_generation
 from ._keepalive import KEEPALIVE_EXPIRY, MAX_KEEPALIVE_EXPIRY, keepalive_expiry
-from ._loop import LoopBinding, aclose_on_its_loop, asyncio_module, close_from_outside
+from ._loop import (
+    ClosedWithItsLoop,
+    LoopBinding,
+    aclose_on_its_loop,
+    asyncio_module,
+    close_from_outside,
+)
 from ._timer import bounded
 from .base import (
     WIRE_IN_PROGRESS,
@@ -337,12 +343,14 @@ class AsyncHttpxTransport(_HttpxPool[httpx.AsyncClient]):
         super().__init__(http, environment=environment)
         self._loop = LoopBinding()
         self._slots: Any = None  # an asyncio.Semaphore of MAX_CONNECTIONS, on the bound loop
+        self._end = ClosedWithItsLoop()
 
     def _after_fork(self) -> None:
         super()._after_fork()
         if self.owns:  # a pool of ours starts afresh, and may serve the child's own loop
             self._loop = LoopBinding()
             self._slots = None
+            self._end = ClosedWithItsLoop()
 
     async def _slot(self, wire: Wire) -> Any:
         """A place among the `MAX_CONNECTIONS` requests this transport lets into httpcore's
@@ -369,6 +377,8 @@ class AsyncHttpxTransport(_HttpxPool[httpx.AsyncClient]):
     async def send(self, request: PreparedRequest[Any], attempt: Attempt) -> Reply:
         self._ready()
         self._loop.check("AsyncAvatarioClient")
+        if self.owns and not self._end.armed:
+            await self._end.arm(self.http.aclose)
         wire = Wire(attempt)
         try:
             return await bounded(
@@ -421,12 +431,14 @@ class AsyncHttpxTransport(_HttpxPool[httpx.AsyncClient]):
     async def aclose(self) -> None:
         self._closed = True
         if self.owns:
+            self._end.disarm()
             await aclose_on_its_loop(self._loop, self.http.aclose)
 
     def close_from_sync(self) -> None:
         """`aclose` for synchronous code (a sync fixture's teardown): no loop runs here."""
         self._closed = True
         if self.owns and self._loop.loop is not None:
+            self._end.disarm()
             close_from_outside(self._loop.loop, self.http.aclose, in_a_coroutine=False)
 
 

@@ -13,8 +13,7 @@ to (with a seeded random generator, so a run can be replayed):
                | "delay=" SECONDS
 
     operation   only requests to that operation take the item; without it, a request to any
-                operation of the spec does (the bundled spec has one, startSession, so a
-                script without names means what it always meant)
+                operation of the spec does
     *COUNT      the step COUNT times in a row (1..10000)
     @PERCENT%   a chance: each request takes this fault with that probability (0 < P <= 100);
                 the chances that apply to one operation add up to at most 100 %
