@@ -108,7 +108,7 @@ class BudgetStore(Protocol):
         """`take_probe` without blocking the event loop."""
 
     def close(self) -> None:
-        """Release connections and files (the store may not be used afterwards)."""
+        """Release connections and files (a later operation opens them again)."""
 
     async def aclose(self) -> None:
         """`close`, for connections bound to the running event loop."""

@@ -83,7 +83,6 @@ class HostStore(InlineAsync):
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._pid = os.getpid()
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"HostStore({str(self.path)!r})"
@@ -129,7 +128,6 @@ class HostStore(InlineAsync):
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
             self._drop()
 
     # -- the file -----------------------------------------------------------------------------
@@ -144,7 +142,7 @@ class HostStore(InlineAsync):
     ) -> T:
         """`apply` to the scope's row in one transaction; `fallback` when the file fails."""
         check_scope(scope)
-        if self._closed or self._outage.down:
+        if self._outage.down:
             return fallback(scope)
         for first in (True, False):
             try:

@@ -38,7 +38,7 @@ local function entry()
   end
   return i
 end
--- a slot from the future counts as now's; one older than the window not at all
+-- a slot up to a window ahead (the clock stepped back) counts; older or further, not
 local function room(share, reserve)
   if not share then return true end
   local names = {{}}
@@ -51,7 +51,7 @@ local function room(share, reserve)
   local calls, retries = 0, 0
   for i = 0, SLOTS - 1 do
     local s = tonumber(v[3 * i + 1])
-    if s and s > cur - SLOTS then
+    if s and s > cur - SLOTS and s < cur + SLOTS then
       calls = calls + (tonumber(v[3 * i + 2]) or 0)
       retries = retries + (tonumber(v[3 * i + 3]) or 0)
     end

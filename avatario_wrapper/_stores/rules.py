@@ -3,9 +3,10 @@
 The process and host stores apply these to a `ScopeState` at a time they give (the process
 store on its monotonic clock, the host store on wall time); the Redis store's Lua scripts
 (`redis_scripts`) apply the same rules inside Redis, and the tests hold all three to the same
-answers. Wall clocks step, so every stored time is bounded on reading: a slot, a start or a
-deadline "from the future" counts as now (or, for a deadline beyond its maximum, as over), so a
-clock stepped back never blocks anything for longer than the rule's own bound.
+answers. Wall clocks step, so every stored time is bounded on reading: a start "from the future" counts
+as now, a deadline further ahead than its maximum as over, and a budget slot more than a window
+ahead as forgotten; so a clock stepped back never blocks anything for longer than the rule's
+own bound.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class ScopeState:
     # -- the budget ------------------------------------------------------------------------
 
     def _entry(self, now: float) -> int:
-        """The ring index of now's slot, emptied first if it held an older (or newer) slot."""
+        """The ring index of now's slot, emptied first if it held another slot."""
         slot = math.floor(now / SLOT_SECONDS)
         i = slot % SLOTS
         if self.slot_of[i] != slot:
@@ -76,11 +77,13 @@ class ScopeState:
         return i
 
     def window(self, now: float) -> tuple[int, int]:
-        """Calls and retries in the window; a slot from the future counts as now's."""
-        oldest = math.floor(now / SLOT_SECONDS) - SLOTS
+        """Calls and retries in the window. A slot up to a window ahead (the clock stepped
+        back a little) counts as now's until the clock passes it; one further ahead is as
+        forgotten as one older than the window (as after a step forward)."""
+        slot = math.floor(now / SLOT_SECONDS)
         calls = retries = 0
         for i in range(SLOTS):
-            if self.slot_of[i] > oldest:
+            if slot - SLOTS < self.slot_of[i] < slot + SLOTS:
                 calls += self.calls[i]
                 retries += self.retries[i]
         return calls, retries
