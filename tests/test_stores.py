@@ -142,8 +142,10 @@ def test_two_scopes_never_share_a_budget(store: BudgetStore) -> None:
     store.failed(quiet, retry=False, share=None, cool_until=store_time(store) + 30)
     store.succeeded(quiet)
     status = store.status(busy)
-    assert status.cooling_until is None and status.successes == 0
-    assert status.trouble_since is not None and store.status(quiet).trouble_since is None
+    assert status.cooling_until is None
+    assert status.successes == 0
+    assert status.trouble_since is not None
+    assert store.status(quiet).trouble_since is None
 
 
 def store_time(store: BudgetStore) -> float:
@@ -158,7 +160,8 @@ def test_a_cool_down_refuses_retries_until_it_ends(store: BudgetStore, clock: Fa
     scope = new_scope()
     now = clock.time()
     verdict = store.failed(scope, retry=True, share=None, cool_until=now + 5)
-    assert verdict.refused_by == "cool_down" and not verdict.allowed
+    assert verdict.refused_by == "cool_down"
+    assert not verdict.allowed
     assert verdict.cooling_until == pytest.approx(now + 5, abs=1e-3)
     clock.advance(4.9)
     assert _retry(store, scope, None).refused_by == "cool_down"
@@ -376,7 +379,8 @@ def test_a_scope_fingerprint_hides_the_key_and_tells_origins_and_keys_apart() ->
     key = "sk_test_SECRET_KEY_5f2b9c"
     scope = scope_fingerprint("https://avatario.ai", key)
     assert check_scope(scope) == scope
-    assert key not in scope and "SECRET" not in scope
+    assert key not in scope
+    assert "SECRET" not in scope
     assert scope == scope_fingerprint("https://avatario.ai", key)
     assert scope != scope_fingerprint("https://staging.avatario.ai", key)
     assert scope != scope_fingerprint("https://avatario.ai", key + "x")

@@ -3,10 +3,10 @@
 The process and host stores apply these to a `ScopeState` at a time they give (the process
 store on its monotonic clock, the host store on wall time); the Redis store's Lua scripts
 (`redis_scripts`) apply the same rules inside Redis, and the tests hold all three to the same
-answers. Wall clocks step, so every stored time is bounded on reading: a start "from the future" counts
-as now, a deadline further ahead than its maximum as over, and a budget slot more than a window
-ahead as forgotten; so a clock stepped back never blocks anything for longer than the rule's
-own bound.
+answers. Wall clocks step, so every stored time is bounded on reading: a start "from the
+future" counts as now, a deadline further ahead than its maximum as over, and a budget slot
+more than a window ahead as forgotten; so a clock stepped back never blocks anything for
+longer than the rule's own bound.
 """
 
 from __future__ import annotations
