@@ -56,21 +56,24 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _answers(port: int) -> bool:
+def _answers(port: int, process: subprocess.Popen[bytes]) -> bool:
+    """The server is up (PONG, or NOAUTH from one with a password) and is `process`."""
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5) as conn:
             conn.sendall(b"PING\r\n")
-            return conn.recv(16).startswith(b"+PONG")
+            answer = conn.recv(16)
     except OSError:
         return False
+    return answer.startswith((b"+PONG", b"-NOAUTH")) and process.poll() is None
 
 
 class RedisServer:
     """One redis-server process on 127.0.0.1, in `folder`."""
 
-    def __init__(self, binary: str, folder: Path) -> None:
+    def __init__(self, binary: str, folder: Path, *extra: str) -> None:
         self.binary = binary
         self.folder = folder
+        self.extra = extra  # more redis-server options, e.g. "--requirepass", "…"
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -88,13 +91,15 @@ class RedisServer:
             "--appendonly", "no",
             "--logfile", str(self.folder / "redis.log"),
             "--pidfile", str(self.folder / "redis.pid"),
+            *self.extra,
         ]  # fmt: skip
 
-    def start(self, *, detach: bool = False) -> RedisServer:
-        """Start on a free port (another one if that port was taken meanwhile); wait for PONG.
-        `detach`: the server outlives this process (scripts/test stops it by its pid file)."""
+    def start(self, *, detach: bool = False, port: int = 0) -> RedisServer:
+        """Start on `port`, or a free one (another if that was taken meanwhile); wait until
+        it answers. `detach`: it outlives this process (scripts/test stops it by its pid file).
+        """
         for _ in range(5):
-            port = _free_port()
+            port = port or _free_port()
             self.process = subprocess.Popen(
                 self._args(port),
                 stdin=subprocess.DEVNULL,
@@ -104,11 +109,12 @@ class RedisServer:
             )
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and self.process.poll() is None:
-                if _answers(port):
+                if _answers(port, self.process):
                     self.port = port
                     return self
                 time.sleep(0.02)
             self.stop()
+            port = 0
         raise RuntimeError(f"redis-server did not start; see {self.folder / 'redis.log'}")
 
     def kill(self) -> None:

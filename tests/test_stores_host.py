@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,9 +33,9 @@ SLOW = 0.5
 
 
 @pytest.fixture
-def warnings_seen(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+def warnings_seen(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="avatario_wrapper")
-    yield caplog
+    return caplog
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -211,9 +210,10 @@ import sqlite3, sys, time
 conn = sqlite3.connect(sys.argv[1], isolation_level=None)
 conn.execute("PRAGMA cache_size=1")  # spill pages into the WAL before any commit
 conn.execute("BEGIN IMMEDIATE")
+write = "INSERT OR REPLACE INTO budget_v1 VALUES (?, ?, 0)"
 for i in range(2000):
-    conn.execute("INSERT OR REPLACE INTO budget_v1 VALUES (?, ?, 0)", (f"{sys.argv[2]}-{i}", "x" * 500))
-conn.execute("INSERT OR REPLACE INTO budget_v1 VALUES (?, ?, 0)", (sys.argv[2], "[]"))
+    conn.execute(write, (f"{sys.argv[2]}-{i}", "x" * 500))
+conn.execute(write, (sys.argv[2], "[]"))
 print("inside", flush=True)
 time.sleep(600)
 """
