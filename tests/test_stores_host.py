@@ -263,7 +263,7 @@ def test_a_file_locked_by_a_live_process_falls_back_at_once_with_one_warning(
         started = time.monotonic()
         store.deposit(scope)
         assert time.monotonic() - started < SLOW
-        for _ in range(20):  # the file is left alone now: no more waits, no more warnings
+        for _ in range(20):  # from the third: the file is left alone, no waits, no warnings
             store.failed(scope, retry=True, share=None, cool_until=None)
         assert time.monotonic() - started < SLOW
         [warning] = _warnings(warnings_seen)
@@ -282,6 +282,31 @@ def test_a_file_locked_by_a_live_process_falls_back_at_once_with_one_warning(
     assert [r.getMessage() for r in warnings_seen.records if r.levelno == logging.INFO] == [
         f"Avatario retry budget: the host-wide store {path} works again"
     ]
+
+
+def test_a_retry_meeting_a_busy_file_is_refused_without_a_warning(
+    tmp_path: Path, warnings_seen: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "budget.sqlite3"
+    store = HostStore(path)
+    scope = new_scope()
+    store.deposit(scope)
+    holder = _holder(path, new_scope())
+    try:
+        started = time.monotonic()
+        verdict = store.failed(scope, retry=True, share=0.2, cool_until=None)
+        assert time.monotonic() - started < SLOW
+        # Contention means many failing calls at once: no retry from this process's reserve.
+        assert (verdict.allowed, verdict.refused_by) == (False, "budget")
+        assert verdict.trouble_since is not None
+        assert not store.take_probe(scope, lease=1.0, share=None)
+    finally:
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()  # type: ignore[union-attr]
+    assert store.failed(scope, retry=True, share=0.2, cool_until=None).allowed  # the file's
+    assert _warnings(warnings_seen) == []  # two busy operations: contention, not an outage
+    assert _rows(path)[scope][2] != [0] * 10
 
 
 def test_a_corrupt_file_is_moved_aside_and_a_new_one_started(

@@ -4,10 +4,11 @@ SQLite from the standard library, in WAL mode, one row per scope, in a per-user 
 (`folder`). Every operation is one short transaction (``BEGIN IMMEDIATE``, read the row, apply
 `rules`, write it back, commit) under a busy timeout of a few milliseconds; a read (`status`)
 takes no lock at all. A process killed mid-update leaves nothing half-written: its transaction
-never committed and the kernel drops its locks. A file that cannot be used (locked past the
-busy timeout, unwritable, in an unsafe folder) sends the operations to this process's own
-budget for a while, with one WARNING; a file that is not a database is moved aside and a new
-one started, with a WARNING.
+never committed and the kernel drops its locks. An operation that finds the file locked past
+the busy timeout goes to this process's own budget; a file locked that long for three
+operations in a row, unwritable or in an unsafe folder sends them all there for a while, with
+one WARNING; a file that is not a database is moved aside and a new one started, with a
+WARNING.
 
 The async twins run inline: an operation costs tens of microseconds and at most the busy
 timeout, less than a hop to a worker thread would (docs/retries.md has the figures).
@@ -20,10 +21,13 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+
+import attrs
 
 from .._clock import SYSTEM_CLOCK, Clock
 from .._text import one_line
@@ -37,6 +41,10 @@ T = TypeVar("T")
 
 #: How long an operation waits for another process's transaction before falling back.
 DEFAULT_BUSY_TIMEOUT = 0.005
+#: Operations in a row that find the file locked past the busy timeout before the file is left
+#: alone (with a WARNING): one is contention between processes, three a process stuck holding
+#: the lock.
+BUSY_STREAK = 3
 #: How long a file that failed is left alone before it is tried again.
 DEFAULT_RECHECK_AFTER = 30.0
 
@@ -83,6 +91,7 @@ class HostStore(InlineAsync):
         self._conn: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._pid = os.getpid()
+        self._busy_streak = 0  # operations in a row that found the file locked
 
     def __repr__(self) -> str:
         return f"HostStore({str(self.path)!r})"
@@ -101,10 +110,17 @@ class HostStore(InlineAsync):
             )
             return Verdict(allowed, refused_by, state.cooling_until, state.trouble_since)
 
+        def crowded(scope: str) -> Verdict:
+            # Another process held the file past the busy timeout: many calls are failing at
+            # once, so this retry is refused rather than taken from a reserve of this process.
+            seen = self._fallback.failed(scope, retry=False, share=share, cool_until=cool_until)
+            return attrs.evolve(seen, refused_by="budget" if retry else None)
+
         return self._run(
             scope,
             apply,
             lambda s: self._fallback.failed(s, retry=retry, share=share, cool_until=cool_until),
+            busy=crowded,
         )
 
     def succeeded(self, scope: str) -> None:
@@ -123,7 +139,10 @@ class HostStore(InlineAsync):
             return state.take_probe(now, lease=lease, share=share, reserve=self._reserve)
 
         return self._run(
-            scope, apply, lambda s: self._fallback.take_probe(s, lease=lease, share=share)
+            scope,
+            apply,
+            lambda s: self._fallback.take_probe(s, lease=lease, share=share),
+            busy=lambda s: False,  # the file is busy: the probe of another process, maybe
         )
 
     def close(self) -> None:
@@ -139,8 +158,10 @@ class HostStore(InlineAsync):
         fallback: Callable[[str], T],
         *,
         write: bool = True,
+        busy: Callable[[str], T] | None = None,
     ) -> T:
-        """`apply` to the scope's row in one transaction; `fallback` when the file fails."""
+        """`apply` to the scope's row in one transaction; `fallback` when the file fails, and
+        `busy` (else `fallback`) for an operation that found it locked past the timeout."""
         check_scope(scope)
         if self._outage.down:
             return fallback(scope)
@@ -150,10 +171,14 @@ class HostStore(InlineAsync):
             except (*_FAILURES, _Unsafe) as error:
                 if first and self._moved_aside(error):
                     continue  # once more, on a new file
+                if _busy(error) and self._busy_streak < BUSY_STREAK - 1:
+                    self._busy_streak += 1  # contention: only this operation falls back
+                    return (busy or fallback)(scope)
                 with self._lock:
                     self._drop()
                 self._outage.failed(_reason(error))
                 break
+            self._busy_streak = 0
             self._outage.worked()
             return result
         return fallback(scope)
@@ -169,9 +194,9 @@ class HostStore(InlineAsync):
         with self._lock:
             conn = self._connection()
             if write:
-                conn.execute("BEGIN IMMEDIATE")
+                self._patiently(conn, "BEGIN IMMEDIATE")
             try:
-                row = conn.execute(_READ, (scope,)).fetchone()
+                row = self._patiently(conn, _READ, (scope,)).fetchone()
                 state = _load(row[0] if row else None)
                 now = self._clock.time()  # after the lock: the rows' times follow the commits
                 state.settle(now)
@@ -204,9 +229,9 @@ class HostStore(InlineAsync):
         self._file = _identity(os.stat(self.path))
         conn = self._connect(self.path)
         try:
-            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute(_SCHEMA)
+            if str(self._patiently(conn, "PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                self._patiently(conn, "PRAGMA journal_mode=WAL")
+            self._patiently(conn, _SCHEMA)
             # The file holds counters only: an OS crash may lose it (it is then moved aside),
             # a killed process cannot (a commit is in the WAL before COMMIT returns).
             conn.execute("PRAGMA synchronous=OFF")
@@ -222,10 +247,28 @@ class HostStore(InlineAsync):
             conn.execute("ROLLBACK")
         return conn
 
+    def _patiently(
+        self, conn: sqlite3.Connection, sql: str, params: tuple[str, ...] = ()
+    ) -> sqlite3.Cursor:
+        """`sql`, retried while the file is locked, up to the busy timeout. Polled every
+        0.1-1 ms: SQLite's own busy handler sleeps 1 ms, then 2, then 5, so a waiter loses the
+        lock to every newcomer. A read waits only in WAL's rare moments (another connection
+        recovering or closing the WAL); BEGIN IMMEDIATE waits for the writer before it."""
+        deadline = time.monotonic() + self._busy_timeout
+        pause = 0.0001
+        while True:
+            try:
+                return conn.execute(sql, params)
+            except sqlite3.OperationalError as error:
+                left = deadline - time.monotonic()
+                if not _busy(error) or left <= 0:
+                    raise
+                time.sleep(min(pause, left))
+                pause = min(2 * pause, 0.001)
+
     def _connect(self, path: Path) -> sqlite3.Connection:
-        return sqlite3.connect(
-            path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        # No busy handler of SQLite's own: `_patiently` waits, more finely.
+        return sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
 
     def _create(self) -> None:
         """Make the database whole in a private file, then link it into place: two processes
@@ -281,6 +324,11 @@ class HostStore(InlineAsync):
         if conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
+
+
+def _busy(error: BaseException) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED: another connection holds the lock."""
+    return isinstance(error, sqlite3.OperationalError) and "is locked" in str(error)
 
 
 def _identity(info: os.stat_result) -> tuple[int, int]:
