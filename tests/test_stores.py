@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import attrs
@@ -131,6 +132,19 @@ def test_the_window_forgets_calls_and_retries_after_ten_seconds(
     clock.advance(10.0)
     store.deposit(scope)
     assert _allowed(store, scope, 10) == 3  # floor(1 x 0.2 + 3)
+
+
+def test_threads_share_one_budget_exactly(store: BudgetStore) -> None:
+    scope = new_scope()
+
+    def job() -> int:
+        for _ in range(25):
+            store.deposit(scope)
+        return _allowed(store, scope, 25)
+
+    with ThreadPoolExecutor(8) as pool:
+        allowed = sum(pool.map(lambda _: job(), range(8)))
+    assert allowed == math.floor(200 * 0.2 + DEFAULT_RESERVE)  # the last failure saw all calls
 
 
 def test_two_scopes_never_share_a_budget(store: BudgetStore) -> None:

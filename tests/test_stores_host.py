@@ -27,6 +27,7 @@ from avatario_wrapper._stores.folder import default_path
 from avatario_wrapper.testing import FakeClock
 
 from .store_kit import deposit_then_retry, new_scope
+from .test_fork import _in_child
 
 #: Far above the few milliseconds an operation takes when the file fails, far below a call.
 SLOW = 0.5
@@ -201,6 +202,24 @@ def test_forty_spawned_processes_share_one_budget(tmp_path: Path) -> None:
     calls = _rows(path)[scope][1]
     assert isinstance(calls, list)
     assert sum(calls) == 40  # no first attempt lost to a concurrent update
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_opens_the_file_anew(tmp_path: Path) -> None:
+    path = tmp_path / "budget.sqlite3"
+    store = HostStore(path)
+    scope = new_scope()
+    store.deposit(scope)  # the parent's connection is open at the fork
+
+    def child() -> int:
+        for _ in range(10):
+            store.deposit(scope)
+        return sum(_rows(path)[scope][1])  # type: ignore[arg-type]
+
+    assert _in_child(child) == {"ok": 11}
+    store.deposit(scope)  # the parent's connection still works
+    assert sum(_rows(path)[scope][1]) == 12  # type: ignore[arg-type]
 
 
 # -- when the file fails ------------------------------------------------------------------------

@@ -279,6 +279,7 @@ class HostStore(InlineAsync):
             conn = self._connect(spare)
             try:
                 conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=OFF")  # as every connection: see _connection
                 conn.execute(_SCHEMA)
             finally:
                 conn.close()
