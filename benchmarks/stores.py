@@ -244,7 +244,7 @@ def contention(folder: Path, writers: int, rate: float) -> None:
         process.join()
     done = sum(o[0] for o in outcomes)
     worst = max(o[1] for o in outcomes) * 1e3
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
         [state] = conn.execute("SELECT state FROM budget_v1").fetchone()
     shared = sum(json.loads(state)[1])  # the deposits the file counted (all within 2 s)

@@ -7,6 +7,7 @@ the cost per operation is measured by benchmarks/stores.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -48,7 +49,7 @@ def _mode(path: Path) -> int:
 
 
 def _rows(path: Path) -> dict[str, list[object]]:
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         rows = conn.execute("SELECT scope, state FROM budget_v1").fetchall()
     return {scope: json.loads(state) for scope, state in rows}
 
@@ -266,7 +267,7 @@ def test_a_process_killed_inside_a_transaction_leaves_nothing_half_written(
     assert store.status(scope).successes == 2  # the killed process's row never existed
     assert list(_rows(path)) == [scope]
     assert _warnings(warnings_seen) == []
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
@@ -366,7 +367,7 @@ def test_a_file_corrupted_while_in_use_never_fails_a_call_and_is_shared_again(
     one.succeeded(scope)
     other.succeeded(scope)
     assert fresh.status(scope).successes == before + 2  # one file for all three again
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
@@ -375,8 +376,9 @@ def test_a_row_that_is_not_a_state_starts_afresh(tmp_path: Path) -> None:
     store = HostStore(path)
     scope = new_scope()
     store.succeeded(scope)
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute("UPDATE budget_v1 SET state = '[1, \"x\"]' WHERE scope = ?", (scope,))
+        conn.commit()
     assert store.status(scope) == Status(None, None, 0, None)
     store.succeeded(scope)
     assert store.status(scope).successes == 1

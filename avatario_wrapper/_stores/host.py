@@ -17,12 +17,14 @@ timeout, less than a hop to a worker thread would (docs/retries.md has the figur
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sqlite3
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -89,6 +91,7 @@ class HostStore(InlineAsync):
         )
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._closer = weakref.finalize(self, lambda: None)  # closes `_conn` once, when dropped
         self._file: tuple[int, int] | None = None  # (device, inode) of the file opened
         self._pid = os.getpid()
         self._busy_streak = 0  # operations in a row that found the file locked
@@ -184,13 +187,11 @@ class HostStore(InlineAsync):
         return fallback(scope)
 
     def _transaction(self, scope: str, apply: Callable[[ScopeState, float], T], write: bool) -> T:
-        if self._pid != os.getpid():  # forked: the parent's connection is not ours to use
-            self._pid, self._lock, self._conn, self._file = (
-                os.getpid(),
-                threading.Lock(),
-                None,
-                None,
-            )
+        if self._pid != os.getpid():
+            # Forked: the parent's connection is not ours to use. Closing our copy is safe:
+            # the parent's locks keep SQLite from checkpointing or deleting its WAL.
+            self._pid, self._lock = os.getpid(), threading.Lock()
+            self._drop()
         with self._lock:
             conn = self._connection()
             if write:
@@ -239,6 +240,7 @@ class HostStore(InlineAsync):
             conn.close()
             raise
         self._conn = conn
+        self._closer = weakref.finalize(self, functools.partial(_close, conn))  # if unclosed
         with contextlib.suppress(sqlite3.OperationalError):  # busy: another process prunes
             conn.execute("BEGIN IMMEDIATE")
             conn.execute(_PRUNE, (self._clock.time() - IDLE_SECONDS,))
@@ -321,10 +323,13 @@ class HostStore(InlineAsync):
 
     def _drop(self) -> None:
         """Close the connection, if any (with the lock held)."""
-        conn, self._conn, self._file = self._conn, None, None
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        self._conn, self._file = None, None
+        self._closer()
+
+
+def _close(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.close()
 
 
 def _busy(error: BaseException) -> bool:
