@@ -4,6 +4,7 @@ work each spawned process does (module-level, so multiprocessing's spawn can imp
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,13 @@ from avatario_wrapper._stores import BudgetStore, HostStore, ProcessStore
 def new_scope(tag: str = "t") -> str:
     """A scope no other test (nor a concurrent run on the shared Redis) uses."""
     return f"test-{tag}-{uuid.uuid4().hex[:16]}"
+
+
+def allowed(store: BudgetStore, scope: str, tries: int, share: float | None = 0.2) -> int:
+    """How many of `tries` failures asking for a retry got one."""
+    return sum(
+        store.failed(scope, retry=True, share=share, cool_until=None).allowed for _ in range(tries)
+    )
 
 
 def make_store(kind: str, target: str, **options: Any) -> BudgetStore:
@@ -50,3 +58,24 @@ def deposit_then_retry(
     verdict = store.failed(scope, retry=True, share=0.2, cool_until=None)
     store.close()
     results.put((verdict.allowed, warnings))
+
+
+def run_jobs(kind: str, target: str, fallback_files: list[str], scope: str) -> list[Any]:
+    """`deposit_then_retry` in one spawned process per fallback file, all released at once
+    (as LiveKit starts its job processes); each one's (allowed, warnings)."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(fallback_files))
+    results = context.Queue()
+    processes = [
+        context.Process(
+            target=deposit_then_retry, args=(kind, target, file, scope, barrier, results)
+        )
+        for file in fallback_files
+    ]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(30)
+        assert process.exitcode == 0
+    return outcomes

@@ -28,7 +28,7 @@ from avatario_wrapper._stores import (
 )
 from avatario_wrapper.testing import FakeClock
 
-from .store_kit import make_store, new_scope
+from .store_kit import allowed, make_store, new_scope
 
 KINDS = ["process", "host", "redis"]
 
@@ -65,10 +65,6 @@ def _retry(store: BudgetStore, scope: str, share: float | None = 0.2) -> Verdict
     return store.failed(scope, retry=True, share=share, cool_until=None)
 
 
-def _allowed(store: BudgetStore, scope: str, tries: int, share: float | None = 0.2) -> int:
-    return sum(_retry(store, scope, share).allowed for _ in range(tries))
-
-
 # -- the budget -------------------------------------------------------------------------------
 
 
@@ -79,7 +75,7 @@ def test_retries_are_capped_at_calls_times_share_plus_the_reserve(
     scope = new_scope()
     for _ in range(calls):
         store.deposit(scope)
-    assert _allowed(store, scope, 60) == math.floor(calls * 0.2 + DEFAULT_RESERVE)
+    assert allowed(store, scope, 60) == math.floor(calls * 0.2 + DEFAULT_RESERVE)
     verdict = _retry(store, scope)
     assert verdict == Verdict(False, "budget", None, verdict.trouble_since)
 
@@ -89,7 +85,7 @@ def test_the_reserve_is_a_parameter(
 ) -> None:
     store = _store(kind, request, tmp_path, clock, reserve=1.0)
     scope = new_scope()
-    assert _allowed(store, scope, 5) == 1
+    assert allowed(store, scope, 5) == 1
     store.close()
 
 
@@ -100,7 +96,7 @@ def test_the_default_reserve_meets_issue_26s_goal() -> None:
 
 def test_no_budget_allows_every_retry(store: BudgetStore) -> None:
     scope = new_scope()
-    assert _allowed(store, scope, 20, share=None) == 20
+    assert allowed(store, scope, 20, share=None) == 20
 
 
 def test_a_refused_retry_withdraws_nothing_and_a_failure_without_retry_decides_nothing(
@@ -109,13 +105,13 @@ def test_a_refused_retry_withdraws_nothing_and_a_failure_without_retry_decides_n
     scope = new_scope()
     verdict = store.failed(scope, retry=False, share=0.2, cool_until=None)
     assert (verdict.allowed, verdict.refused_by) == (False, None)
-    assert _allowed(store, scope, 10) == 3
+    assert allowed(store, scope, 10) == 3
     store.deposit(scope)
     store.deposit(scope)
     store.deposit(scope)
     store.deposit(scope)
     store.deposit(scope)  # 5 calls: one more retry, since refusals spent nothing
-    assert _allowed(store, scope, 10) == 1
+    assert allowed(store, scope, 10) == 1
 
 
 def test_the_window_forgets_calls_and_retries_after_ten_seconds(
@@ -124,14 +120,14 @@ def test_the_window_forgets_calls_and_retries_after_ten_seconds(
     scope = new_scope()
     for _ in range(10):
         store.deposit(scope)  # budget: 10 x 0.2 + 3 = 5
-    assert _allowed(store, scope, 4) == 4
+    assert allowed(store, scope, 4) == 4
     clock.advance(9.5)
-    assert _allowed(store, scope, 3) == 1  # still the same window
+    assert allowed(store, scope, 3) == 1  # still the same window
     clock.advance(1.0)  # the first slot's calls and retries are forgotten
-    assert _allowed(store, scope, 10) == 2  # the reserve, less the retry made at 9.5 s
+    assert allowed(store, scope, 10) == 2  # the reserve, less the retry made at 9.5 s
     clock.advance(10.0)
     store.deposit(scope)
-    assert _allowed(store, scope, 10) == 3  # floor(1 x 0.2 + 3)
+    assert allowed(store, scope, 10) == 3  # floor(1 x 0.2 + 3)
 
 
 def test_threads_share_one_budget_exactly(store: BudgetStore) -> None:
@@ -140,7 +136,7 @@ def test_threads_share_one_budget_exactly(store: BudgetStore) -> None:
     def job() -> int:
         for _ in range(25):
             store.deposit(scope)
-        return _allowed(store, scope, 25)
+        return allowed(store, scope, 25)
 
     with ThreadPoolExecutor(8) as pool:
         allowed = sum(pool.map(lambda _: job(), range(8)))
@@ -151,8 +147,8 @@ def test_two_scopes_never_share_a_budget(store: BudgetStore) -> None:
     busy, quiet = new_scope("busy"), new_scope("quiet")
     for _ in range(40):
         store.deposit(busy)
-    assert _allowed(store, quiet, 20) == 3
-    assert _allowed(store, busy, 20) == 11
+    assert allowed(store, quiet, 20) == 3
+    assert allowed(store, busy, 20) == 11
     store.failed(quiet, retry=False, share=None, cool_until=store_time(store) + 30)
     store.succeeded(quiet)
     status = store.status(busy)
@@ -265,7 +261,7 @@ def test_a_success_ends_the_lease(store: BudgetStore) -> None:
 def test_a_probe_is_a_retry_from_the_budget(store: BudgetStore, clock: FakeClock) -> None:
     scope = new_scope()
     assert store.take_probe(scope, lease=0.5, share=0.2)  # withdraws one of the reserve's 3
-    assert _allowed(store, scope, 10) == 2
+    assert allowed(store, scope, 10) == 2
     clock.advance(1)
     assert not store.take_probe(scope, lease=0.5, share=0.2)  # the budget is spent
     clock.advance(10)
@@ -307,7 +303,7 @@ def test_a_wall_clock_stepped_back_blocks_nothing_for_long(
     assert store.status(scope).cooling_until is None
     assert store.take_probe(scope, lease=1.0, share=None)  # a retry: one of the reserve's 3
     clock.advance(1.0)
-    assert _allowed(store, scope, 5) == 2  # calls "from the future" aged out with the window
+    assert allowed(store, scope, 5) == 2  # calls "from the future" aged out with the window
 
 
 @pytest.mark.parametrize("step", [3.0, 7.0])
@@ -318,9 +314,9 @@ def test_slots_a_little_ahead_count_until_the_clock_passes_them(
     for _ in range(20):
         store.deposit(scope)  # budget 20 x 0.2 + 3 = 7
     clock.epoch -= step  # a small step back: the 20 calls are "from the future"
-    assert _allowed(store, scope, 4) == 4  # they still count
+    assert allowed(store, scope, 4) == 4  # they still count
     clock.advance(10.5 + step)  # the clock passed them, and the window after them
-    assert _allowed(store, scope, 10) == 3
+    assert allowed(store, scope, 10) == 3
 
 
 @pytest.mark.parametrize("step", [3600, 3605])  # onto the same ring entry, or another
@@ -330,7 +326,7 @@ def test_slots_far_ahead_are_forgotten(store: BudgetStore, clock: FakeClock, ste
         store.deposit(scope)
     clock.epoch -= step
     expected = 11 if store.name == "process" else 3  # monotonic time did not step
-    assert _allowed(store, scope, 20) == expected
+    assert allowed(store, scope, 20) == expected
 
 
 def test_a_wall_clock_stepped_forward_forgets_the_window(
@@ -341,7 +337,7 @@ def test_a_wall_clock_stepped_forward_forgets_the_window(
         _retry(store, scope)
     clock.epoch += 30
     expected = 0 if store.name == "process" else 3  # monotonic time did not move
-    assert _allowed(store, scope, 5) == expected
+    assert allowed(store, scope, 5) == expected
 
 
 # -- async twins, the answers, scopes ---------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import signal
 import sqlite3
@@ -19,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ from avatario_wrapper._stores import HostStore, Status
 from avatario_wrapper._stores.folder import default_path
 from avatario_wrapper.testing import FakeClock
 
-from .store_kit import deposit_then_retry, new_scope
+from .store_kit import allowed, new_scope, run_jobs
 from .test_fork import _in_child
 
 #: Far above the few milliseconds an operation takes when the file fails, far below a call.
@@ -38,6 +38,12 @@ SLOW = 0.5
 def warnings_seen(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="avatario_wrapper")
     return caplog
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    """A store's file, in a folder of the test's own."""
+    return tmp_path / "budget.sqlite3"
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -93,10 +99,7 @@ def test_a_folder_open_to_others_is_refused_with_one_warning(
     scope = new_scope()
     for _ in range(5):
         store.deposit(scope)
-    assert (
-        sum(store.failed(scope, retry=True, share=0.2, cool_until=None).allowed for _ in range(9))
-        == 4
-    )
+    assert allowed(store, scope, 9) == 4
     [warning] = _warnings(warnings_seen)
     assert str(folder) in warning
     assert "0755" in warning
@@ -163,10 +166,7 @@ def test_two_stores_on_one_file_share_everything(tmp_path: Path, clock: FakeCloc
     scope = new_scope()
     for _ in range(20):
         one.deposit(scope)
-    assert (
-        sum(other.failed(scope, retry=True, share=0.2, cool_until=None).allowed for _ in range(9))
-        == 7
-    )
+    assert allowed(other, scope, 9) == 7
     one.failed(scope, retry=False, share=None, cool_until=clock.time() + 5)
     assert other.status(scope).cooling_until == clock.time() + 5
     assert not other.take_probe(scope, lease=1, share=None)
@@ -177,28 +177,12 @@ def test_two_stores_on_one_file_share_everything(tmp_path: Path, clock: FakeCloc
     assert other.status(scope) == Status(None, None, 1, clock.time())
 
 
-def test_forty_spawned_processes_share_one_budget(tmp_path: Path) -> None:
-    path = tmp_path / "budget.sqlite3"
+def test_forty_spawned_processes_share_one_budget(path: Path) -> None:
     scope = new_scope()
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(40)
-    results = context.Queue()
-    processes = [
-        context.Process(
-            target=deposit_then_retry,
-            args=("host", str(path), "", scope, barrier, results),
-        )
-        for _ in range(40)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(30)
-        assert process.exitcode == 0
+    outcomes = run_jobs("host", str(path), [""] * 40, scope)
     # Each made a first attempt and asked for one retry: floor(40 x 0.2 + 3) went through,
     # whatever the interleaving (the last failure comes after every first attempt).
-    assert sum(allowed for allowed, _ in outcomes) == 11
+    assert sum(granted for granted, _ in outcomes) == 11
     assert [w for _, w in outcomes if w] == []
     calls = _rows(path)[scope][1]
     assert isinstance(calls, list)
@@ -207,8 +191,7 @@ def test_forty_spawned_processes_share_one_budget(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_a_forked_child_opens_the_file_anew(tmp_path: Path) -> None:
-    path = tmp_path / "budget.sqlite3"
+def test_a_forked_child_opens_the_file_anew(path: Path) -> None:
     store = HostStore(path)
     scope = new_scope()
     store.deposit(scope)  # the parent's connection is open at the fork
@@ -239,28 +222,31 @@ time.sleep(600)
 """
 
 
-def _holder(path: Path, scope: str) -> subprocess.Popen[str]:
-    """A real process inside a write transaction on `path` (thousands of uncommitted rows)."""
+@contextlib.contextmanager
+def _holder(path: Path, scope: str) -> Iterator[subprocess.Popen[str]]:
+    """A real process inside a write transaction on `path` (thousands of uncommitted rows),
+    killed with SIGKILL (if still alive) when the block ends."""
     holder = subprocess.Popen(
         [sys.executable, "-c", _HOLD, str(path), scope], stdout=subprocess.PIPE, text=True
     )
     assert holder.stdout is not None
-    assert holder.stdout.readline().strip() == "inside"
-    return holder
+    try:
+        assert holder.stdout.readline().strip() == "inside"
+        yield holder
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(10)
+        holder.stdout.close()
 
 
 def test_a_process_killed_inside_a_transaction_leaves_nothing_half_written(
-    tmp_path: Path, warnings_seen: pytest.LogCaptureFixture
+    path: Path, warnings_seen: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "budget.sqlite3"
     store = HostStore(path)
     scope = new_scope()
     store.succeeded(scope)
-    holder = _holder(path, scope)
-    assert os.path.getsize(f"{path}-wal") > 100_000  # its uncommitted pages are in the WAL
-    holder.send_signal(signal.SIGKILL)
-    holder.wait(10)
-    holder.stdout.close()  # type: ignore[union-attr]
+    with _holder(path, scope):  # SIGKILLed at the end of the block, inside its transaction
+        assert os.path.getsize(f"{path}-wal") > 100_000  # its uncommitted pages are in the WAL
     started = time.monotonic()
     store.succeeded(scope)
     assert time.monotonic() - started < SLOW
@@ -272,14 +258,12 @@ def test_a_process_killed_inside_a_transaction_leaves_nothing_half_written(
 
 
 def test_a_file_locked_by_a_live_process_falls_back_at_once_with_one_warning(
-    tmp_path: Path, clock: FakeClock, warnings_seen: pytest.LogCaptureFixture
+    path: Path, clock: FakeClock, warnings_seen: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "budget.sqlite3"
     store = HostStore(path, clock=clock)
     scope = new_scope()
     store.deposit(scope)
-    holder = _holder(path, new_scope())
-    try:
+    with _holder(path, new_scope()):
         started = time.monotonic()
         store.deposit(scope)
         assert time.monotonic() - started < SLOW
@@ -292,10 +276,6 @@ def test_a_file_locked_by_a_live_process_falls_back_at_once_with_one_warning(
         clock.advance(29)
         store.succeeded(scope)
         assert _rows(path)[scope][5] == 0  # still not written to the file
-    finally:
-        holder.kill()
-        holder.wait(10)
-        holder.stdout.close()  # type: ignore[union-attr]
     clock.advance(2)
     store.succeeded(scope)  # the file again: the earlier success stayed in this process
     assert _rows(path)[scope][5] == 1
@@ -305,14 +285,12 @@ def test_a_file_locked_by_a_live_process_falls_back_at_once_with_one_warning(
 
 
 def test_a_retry_meeting_a_busy_file_is_refused_without_a_warning(
-    tmp_path: Path, warnings_seen: pytest.LogCaptureFixture
+    path: Path, warnings_seen: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "budget.sqlite3"
     store = HostStore(path)
     scope = new_scope()
     store.deposit(scope)
-    holder = _holder(path, new_scope())
-    try:
+    with _holder(path, new_scope()):
         started = time.monotonic()
         verdict = store.failed(scope, retry=True, share=0.2, cool_until=None)
         assert time.monotonic() - started < SLOW
@@ -320,19 +298,14 @@ def test_a_retry_meeting_a_busy_file_is_refused_without_a_warning(
         assert (verdict.allowed, verdict.refused_by) == (False, "budget")
         assert verdict.trouble_since is not None
         assert not store.take_probe(scope, lease=1.0, share=None)
-    finally:
-        holder.kill()
-        holder.wait(10)
-        holder.stdout.close()  # type: ignore[union-attr]
     assert store.failed(scope, retry=True, share=0.2, cool_until=None).allowed  # the file's
     assert _warnings(warnings_seen) == []  # two busy operations: contention, not an outage
     assert _rows(path)[scope][2] != [0] * 10
 
 
 def test_a_corrupt_file_is_moved_aside_and_a_new_one_started(
-    tmp_path: Path, warnings_seen: pytest.LogCaptureFixture
+    path: Path, warnings_seen: pytest.LogCaptureFixture
 ) -> None:
-    path = tmp_path / "budget.sqlite3"
     path.write_bytes(b"this is not SQLite " * 500)
     path.chmod(0o600)
     store = HostStore(path)
@@ -342,15 +315,14 @@ def test_a_corrupt_file_is_moved_aside_and_a_new_one_started(
     assert _rows(path)[scope][5] == 1  # in the new file
     [warning] = _warnings(warnings_seen)
     assert "not a usable database" in warning
-    [aside] = tmp_path.glob("budget.sqlite3.corrupt-*")
+    [aside] = path.parent.glob("budget.sqlite3.corrupt-*")
     assert aside.name in warning
     assert aside.read_bytes().startswith(b"this is not SQLite")
 
 
 def test_a_file_corrupted_while_in_use_never_fails_a_call_and_is_shared_again(
-    tmp_path: Path,
+    path: Path,
 ) -> None:
-    path = tmp_path / "budget.sqlite3"
     one, other = HostStore(path), HostStore(path)
     scope = new_scope()
     one.succeeded(scope)
@@ -371,8 +343,7 @@ def test_a_file_corrupted_while_in_use_never_fails_a_call_and_is_shared_again(
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
 
-def test_a_row_that_is_not_a_state_starts_afresh(tmp_path: Path) -> None:
-    path = tmp_path / "budget.sqlite3"
+def test_a_row_that_is_not_a_state_starts_afresh(path: Path) -> None:
     store = HostStore(path)
     scope = new_scope()
     store.succeeded(scope)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import socket
 import threading
 import time
@@ -25,7 +24,7 @@ from avatario_wrapper.errors import AvatarioConfigError
 from avatario_wrapper.testing import FakeClock
 
 from .redis_server import RedisServer
-from .store_kit import deposit_then_retry, new_scope
+from .store_kit import allowed, new_scope, run_jobs
 
 #: Far above the few milliseconds an operation takes when Redis fails, far below a call.
 SLOW = 0.5
@@ -273,10 +272,7 @@ def test_nothing_listening_falls_back_at_once(
     scope = new_scope()
     for _ in range(5):
         store.deposit(scope)
-    allowed = sum(
-        store.failed(scope, retry=True, share=0.2, cool_until=None).allowed for _ in range(9)
-    )
-    assert allowed == 4  # the fallback's budget: 5 x 0.2 + 3
+    assert allowed(store, scope, 9) == 4  # the fallback's budget: 5 x 0.2 + 3
     assert len(_messages(logs, logging.WARNING)) == 1
 
 
@@ -302,31 +298,10 @@ def test_two_groups_of_spawned_processes_share_one_budget(redis_url: str, tmp_pa
     """40 job processes in two groups (two hosts, each its own host-wide fallback file), one
     first attempt and one retry asked for each: floor(40 x 0.2 + 3) retries go, in all."""
     scope = new_scope()
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(40)
-    results = context.Queue()
-    processes = [
-        context.Process(
-            target=deposit_then_retry,
-            args=(
-                "redis",
-                redis_url,
-                str(tmp_path / f"host-{i % 2}.sqlite3"),
-                scope,
-                barrier,
-                results,
-            ),
-        )
-        for i in range(40)
-    ]
-    for process in processes:
-        process.start()
-    outcomes = [results.get(timeout=120) for _ in processes]
-    for process in processes:
-        process.join(30)
-        assert process.exitcode == 0
+    hosts = [str(tmp_path / f"host-{i % 2}.sqlite3") for i in range(40)]
+    outcomes = run_jobs("redis", redis_url, hosts, scope)
     assert [w for _, w in outcomes if w] == []  # Redis answered every one of them
-    assert sum(allowed for allowed, _ in outcomes) == 11
+    assert sum(granted for granted, _ in outcomes) == 11
     with redis.Redis.from_url(redis_url) as peek:
         fields = peek.hgetall(f"avatario:budget:{scope}")
     assert sum(int(v) for k, v in fields.items() if k.startswith(b"c")) == 40

@@ -198,12 +198,9 @@ class RedisStore:
                     reply = self._sync.evalsha(script.sha, 1, *keys_and_args)
                 except NoScriptError:
                     reply = self._sync.eval(script.source, 1, *keys_and_args)
-                result = read(reply, self._clock.time())
+                return self._read(read, reply)
             except _FAILURES as error:
                 self._outage.failed(self._describe(error))
-            else:
-                self._outage.worked()
-                return result
         return fallback(self._fallback)
 
     async def _acall(
@@ -215,20 +212,24 @@ class RedisStore:
         fallback: Callable[[BudgetStore], Awaitable[T]],
     ) -> T:
         keys_and_args = self._args(scope, args)
-        if not self._outage.down:
-            client = self._aclient()
+        if self._outage.down:
+            return await fallback(self._fallback)
+        client = self._aclient()
+        try:
             try:
-                try:
-                    reply = await client.evalsha(script.sha, 1, *keys_and_args)
-                except NoScriptError:
-                    reply = await client.eval(script.source, 1, *keys_and_args)
-                result = read(reply, self._clock.time())
-            except _FAILURES as error:
-                self._outage.failed(self._describe(error))
-            else:
-                self._outage.worked()
-                return result
+                reply = await client.evalsha(script.sha, 1, *keys_and_args)
+            except NoScriptError:
+                reply = await client.eval(script.source, 1, *keys_and_args)
+            return self._read(read, reply)
+        except _FAILURES as error:
+            self._outage.failed(self._describe(error))
         return await fallback(self._fallback)
+
+    def _read(self, read: Callable[[Any, float], T], reply: Any) -> T:
+        """A script's reply, read on our clock (an unreadable one fails like Redis would)."""
+        result = read(reply, self._clock.time())
+        self._outage.worked()
+        return result
 
     def _aclient(self) -> redis.asyncio.Redis:
         """The running event loop's client (asyncio connections belong to one loop)."""
