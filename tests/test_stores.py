@@ -139,8 +139,8 @@ def test_threads_share_one_budget_exactly(store: BudgetStore) -> None:
         return allowed(store, scope, 25)
 
     with ThreadPoolExecutor(8) as pool:
-        allowed = sum(pool.map(lambda _: job(), range(8)))
-    assert allowed == math.floor(200 * 0.2 + DEFAULT_RESERVE)  # the last failure saw all calls
+        granted = sum(pool.map(lambda _: job(), range(8)))
+    assert granted == math.floor(200 * 0.2 + DEFAULT_RESERVE)  # the last failure saw all calls
 
 
 def test_two_scopes_never_share_a_budget(store: BudgetStore) -> None:
@@ -349,11 +349,11 @@ def test_the_async_twins_share_the_sync_state(store: BudgetStore, clock: FakeClo
     async def main() -> None:
         for _ in range(10):
             await store.adeposit(scope)
-        allowed = [
+        answers = [
             (await store.afailed(scope, retry=True, share=0.2, cool_until=None)).allowed
             for _ in range(6)
         ]
-        assert allowed == [True] * 5 + [False]
+        assert answers == [True] * 5 + [False]
         assert (await store.astatus(scope)).trouble_since is not None
         assert not await store.atake_probe(scope, lease=1.0, share=0.2)  # the budget is spent
         await store.asucceeded(scope)
