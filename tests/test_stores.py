@@ -190,6 +190,8 @@ def test_a_cool_down_only_grows_and_is_bounded_to_a_minute(
     assert shorter.cooling_until == pytest.approx(now + 10, abs=1e-3)
     longer = store.failed(scope, retry=False, share=None, cool_until=now + 3600)
     assert longer.cooling_until == pytest.approx(now + 60, abs=1e-3)
+    endless = store.failed(scope, retry=False, share=None, cool_until=math.inf)
+    assert endless.cooling_until == pytest.approx(now + 60, abs=1e-3)
     past = store.failed(scope, retry=False, share=None, cool_until=now - 100)
     assert past.cooling_until == pytest.approx(now + 60, abs=1e-3)
     clock.advance(60.5)
@@ -276,10 +278,13 @@ def test_no_probe_while_the_server_asked_to_wait(store: BudgetStore, clock: Fake
     assert store.take_probe(scope, lease=1.0, share=None)
 
 
-def test_a_lease_is_bounded_to_a_minute(store: BudgetStore, clock: FakeClock) -> None:
+@pytest.mark.parametrize("lease", [3600.0, math.inf])
+def test_a_lease_is_bounded_to_a_minute(store: BudgetStore, clock: FakeClock, lease: float) -> None:
     scope = new_scope()
-    assert store.take_probe(scope, lease=3600.0, share=None)
-    clock.advance(60.5)
+    assert store.take_probe(scope, lease=lease, share=None)
+    clock.advance(59.5)
+    assert not store.take_probe(scope, lease=1.0, share=None)
+    clock.advance(1.0)
     assert store.take_probe(scope, lease=1.0, share=None)
 
 

@@ -31,7 +31,7 @@ from .base import BudgetStore, RefusedBy, Status, Verdict, check_scope
 from .fallback import Outage
 from .host import HostStore
 from .redis_scripts import DEPOSIT, FAILED, STATUS, SUCCEEDED, TAKE_PROBE, Script
-from .rules import DEFAULT_RESERVE
+from .rules import DEFAULT_RESERVE, MAX_COOL_DOWN, MAX_LEASE
 
 T = TypeVar("T")
 
@@ -143,7 +143,7 @@ class RedisStore:
         return self._call(
             scope,
             _TAKE_PROBE,
-            (repr(float(lease)), _number(share), repr(self._reserve)),
+            (_number(min(lease, MAX_LEASE)), _number(share), repr(self._reserve)),
             _granted,
             lambda f: f.take_probe(scope, lease=lease, share=share),
         )
@@ -152,7 +152,7 @@ class RedisStore:
         return await self._acall(
             scope,
             _TAKE_PROBE,
-            (repr(float(lease)), _number(share), repr(self._reserve)),
+            (_number(min(lease, MAX_LEASE)), _number(share), repr(self._reserve)),
             _granted,
             lambda f: f.atake_probe(scope, lease=lease, share=share),
         )
@@ -176,7 +176,8 @@ class RedisStore:
         self, retry: bool, share: float | None, cool_until: float | None
     ) -> tuple[str, ...]:
         # The cool-down travels as seconds from now: processes need not agree on the time.
-        delay = None if cool_until is None else cool_until - self._clock.time()
+        # Bounded here as by the rules, so that Lua never sees "inf".
+        delay = None if cool_until is None else min(cool_until - self._clock.time(), MAX_COOL_DOWN)
         return ("1" if retry else "", _number(share), _number(delay), repr(self._reserve))
 
     def _args(self, scope: str, args: tuple[str, ...]) -> tuple[str, ...]:
