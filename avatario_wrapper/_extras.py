@@ -12,6 +12,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "livekit": ("livekit.agents", "livekit.api"),
     "contract": ("schemathesis",),
     "otel": ("opentelemetry",),
+    "redis": ("redis",),
 }
 
 

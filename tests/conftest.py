@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,44 @@ def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     [wheel] = out.glob("avatario_wrapper-*.whl")
     return wheel
+
+
+# -- a real Redis (tests/redis_server.py) --------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_binary() -> str:
+    """The redis-server the tests can start; the test is skipped, saying why, without one."""
+    from .redis_server import MISSING, find_binary
+
+    binary = find_binary()
+    if binary is None:
+        pytest.skip(MISSING)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a running Redis: scripts/test's ($AVATARIO_TEST_REDIS_URL), else one
+    started for this session. Shared by concurrent runs: use scopes of your own, flush nothing."""
+    from .redis_server import MISSING, URL_VAR, RedisServer, find_binary
+
+    if url := os.environ.get(URL_VAR):
+        yield url
+        return
+    binary = find_binary()
+    if binary is None:
+        pytest.skip(MISSING)
+    with RedisServer(binary, tmp_path_factory.mktemp("redis")) as server:
+        yield server.url
+
+
+@pytest.fixture
+def private_redis(redis_binary: str, tmp_path: Path) -> Iterator[Any]:
+    """A Redis of this test's own (a `tests.redis_server.RedisServer`), to kill or flush."""
+    from .redis_server import RedisServer
+
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    with RedisServer(redis_binary, folder) as server:
+        yield server

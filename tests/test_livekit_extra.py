@@ -41,7 +41,7 @@ def test_the_extra_takes_what_the_plugin_takes_within_1_x() -> None:
     api = livekit["livekit-api"].specifier
     assert api.contains("1.2.0")  # livekit-agents 1.8.9 needs livekit-api>=1.2.0,<2
     assert not api.contains("2.0")
-    assert _optional("all") == ["avatario-wrapper[server,cli,aiohttp,livekit,otel,contract]"]
+    assert _optional("all") == ["avatario-wrapper[server,cli,aiohttp,livekit,otel,contract,redis]"]
 
 
 def test_livekit_agents_and_api_import_at_versions_the_extra_allows() -> None:
