@@ -1,19 +1,29 @@
-"""Release metadata: one version, a changelog that names it, the license, the tested Pythons.
+"""Release metadata: one version, a changelog that names it, the license, the tested Pythons,
+and what a package index shows.
 
 The version lives in avatario_wrapper/_version.py; pyproject.toml reads it (hatch's dynamic
 version), CHANGELOG.md's newest release must carry it, and the Pythons pyproject.toml declares
-are exactly the ones scripts/test runs the suite on.
+are exactly the ones scripts/test runs the suite on. The index's project page is README.md with
+its relative links made absolute at build time (hatch-fancy-pypi-readme): every link of the
+built wheel's long description is absolute and names a file of this repository.
 """
 
 from __future__ import annotations
 
+import email
+import html.parser
 import re
+import shutil
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import trove_classifiers
+from readme_renderer.markdown import render
 
 from .spec_helpers import ROOT
 
@@ -45,7 +55,7 @@ def _tested_pythons() -> list[str]:
 def test_the_version_has_one_source() -> None:
     project = _pyproject()["project"]
     assert "version" not in project
-    assert project["dynamic"] == ["version"]
+    assert "version" in project["dynamic"]
     assert _pyproject()["tool"]["hatch"]["version"]["path"] == "avatario_wrapper/_version.py"
     import avatario_wrapper._version
 
@@ -102,3 +112,146 @@ def test_the_wheel_ships_the_license_and_both_typed_markers(built_wheel: Path) -
     assert "License-Expression: Apache-2.0" in text
     for version in _tested_pythons():
         assert f"Classifier: Programming Language :: Python :: {version}\n" in text
+
+
+def _home() -> str:
+    home: str = _pyproject()["project"]["urls"]["Homepage"]
+    return home
+
+
+def _raw_home() -> str:
+    return _home().replace("https://github.com/", "https://raw.githubusercontent.com/")
+
+
+class _Targets(html.parser.HTMLParser):
+    """Every link and image address of a rendered page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        wanted = {"a": "href", "img": "src"}.get(tag)
+        self.found += [value for name, value in attrs if name == wanted and value]
+
+
+def _targets(markdown: str) -> list[str]:
+    """The link and image addresses of markdown as the index renders it (readme-renderer),
+    less the anchors the renderer gives each heading."""
+    page = render(markdown)
+    assert page is not None, "readme-renderer renders markdown (its md extra is installed)"
+    parser = _Targets()
+    parser.feed(page)
+    return [t for t in parser.found if not t.startswith("#user-content-")]
+
+
+def _relative(target: str) -> bool:
+    return not urlsplit(target).scheme
+
+
+def test_the_index_shows_urls_keywords_and_classifiers() -> None:
+    project = _pyproject()["project"]
+    urls = project["urls"]
+    # The well-known labels an index shows with their icons.
+    assert set(urls) == {"Homepage", "Source", "Documentation", "Changelog", "Issues"}
+    assert all(url == _home() or url.startswith(_home() + "/") for url in urls.values())
+    assert _home().startswith("https://github.com/")
+    assert len(project["keywords"]) >= 5
+    classifiers = project["classifiers"]
+    assert not set(classifiers) - trove_classifiers.classifiers, "only known classifiers"
+    assert len([c for c in classifiers if c.startswith("Development Status :: ")]) == 1
+    for wanted in ("Intended Audience :: Developers", "Framework :: AsyncIO", "Typing :: Typed"):
+        assert wanted in classifiers
+    assert any(c.startswith("Topic :: ") for c in classifiers)
+
+
+def test_the_readme_rules_point_at_the_release_tag_of_the_home() -> None:
+    project = _pyproject()["project"]
+    assert "readme" not in project
+    assert "readme" in project["dynamic"]
+    hook = _pyproject()["tool"]["hatch"]["metadata"]["hooks"]["fancy-pypi-readme"]
+    assert hook["content-type"] == "text/markdown"
+    assert hook["fragments"] == [{"path": "README.md"}]
+    for rule in hook["substitutions"]:
+        assert rule["replacement"].startswith("\\1")
+        assert rule["replacement"][2:].startswith(
+            (f"{_home()}/blob/v$HFPR_VERSION/", f"{_raw_home()}/v$HFPR_VERSION/")
+        )
+
+
+def test_the_readme_rules_make_every_kind_of_relative_link_absolute(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    (tmp_path / "README.md").write_text(
+        "[inline](docs/a.md) [here](#a-heading) [web](https://example.com/x) [m](mailto:a@b.c)\n"
+        '![picture](docs/p.png) <img src="docs/p.svg" alt="p"> <a href="docs/b.md">b</a>\n'
+        "[see the design][design]\n\n[design]: docs/design.md\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "hatch_fancy_pypi_readme", "pyproject.toml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    targets = _targets(result.stdout.replace("v42.0", "vX"))  # the CLI's stand-in version
+    blob, raw = f"{_home()}/blob/vX/", f"{_raw_home()}/vX/"
+    assert targets == [
+        blob + "docs/a.md",
+        blob + "README.md#a-heading",
+        "https://example.com/x",
+        "mailto:a@b.c",
+        raw + "docs/p.png",
+        raw + "docs/p.svg",
+        blob + "docs/b.md",
+        blob + "docs/design.md",
+    ]
+
+
+def test_the_readmes_relative_links_name_files_of_the_repository() -> None:
+    relative = [t for t in _targets((ROOT / "README.md").read_text()) if _relative(t)]
+    assert len(relative) >= 10
+    for target in relative:
+        path = target.split("#", 1)[0]
+        assert not path or (ROOT / path).exists(), f"README.md links to missing {target}"
+
+
+def _long_description(wheel: Path) -> email.message.Message:
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.message_from_bytes(archive.read(metadata))
+
+
+@pytest.mark.slow
+def test_the_index_page_has_only_absolute_links_to_files_that_exist(built_wheel: Path) -> None:
+    metadata = _long_description(built_wheel)
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    body = metadata.get_payload()
+    assert isinstance(body, str)
+    targets = _targets(body)
+    assert all(not _relative(t) for t in targets), [t for t in targets if _relative(t)]
+    tag = f"v{_version_file()}/"
+    ours = [
+        t.split(prefix, 1)[1]
+        for t in targets
+        for prefix in (f"{_home()}/blob/{tag}", f"{_raw_home()}/{tag}")
+        if t.startswith(prefix)
+    ]
+    readme = [t for t in _targets((ROOT / "README.md").read_text()) if _relative(t)]
+    assert len(ours) == len(readme), "every relative link of README.md, and no other"
+    for target in ours:
+        path = target.split("#", 1)[0]
+        assert (ROOT / path).exists(), f"the index page links to missing {target}"
+
+
+@pytest.mark.slow
+def test_twine_check_strict_passes_on_the_sdist_and_the_wheel(
+    built_sdist: Path, built_wheel: Path
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "twine", "check", "--strict", str(built_sdist), str(built_wheel)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("PASSED") == 2
