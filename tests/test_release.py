@@ -11,15 +11,21 @@ built wheel's long description is absolute and names a file of this repository.
 from __future__ import annotations
 
 import email
+import hashlib
 import html.parser
+import importlib.util
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
+from urllib.request import urlopen
 
 import pytest
 import trove_classifiers
@@ -255,3 +261,126 @@ def test_twine_check_strict_passes_on_the_sdist_and_the_wheel(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("PASSED") == 2
+
+
+def _script(name: str) -> ModuleType:
+    """A module of scripts/, imported from its file."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_tag(tag: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "release_check.py"), "check-tag", tag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_release_tag_must_be_the_version_with_a_changelog_section() -> None:
+    good = _check_tag(f"v{_version_file()}")
+    assert good.returncode == 0, good.stderr
+    assert f"v{_version_file()} is the package version" in good.stdout
+    bad = _check_tag("v99.0.0")
+    assert bad.returncode == 1
+    assert f"'v99.0.0' is not v{_version_file()}" in bad.stderr
+    assert "CHANGELOG.md has no '## [99.0.0] - YYYY-MM-DD' section" in bad.stderr
+
+
+def test_a_changelog_section_without_a_date_is_no_release() -> None:
+    problems = _script("release_check").tag_problems
+    assert problems("v1.2.0", "1.2.0", "## [1.2.0] - 2026-12-01\n") == []
+    [undated] = problems("v1.2.0", "1.2.0", "## [Unreleased]\n\n## [1.2.0]\n")
+    assert "no '## [1.2.0] - YYYY-MM-DD' section" in undated
+    assert len(problems("1.2.0", "1.2.0", "## [1.2.0] - 2026-12-01\n")) == 1  # no "v"
+
+
+class _Anchors(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.hrefs: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.hrefs += [v for k, v in attrs if tag == "a" and k == "href" and v]
+
+
+def _hrefs(url: str) -> list[str]:
+    with urlopen(url, timeout=10) as page:
+        parser = _Anchors()
+        parser.feed(page.read().decode())
+    return [urljoin(url, href) for href in parser.hrefs]
+
+
+def test_the_local_index_serves_a_pep_503_layout_with_hashes(tmp_path: Path) -> None:
+    release_check = _script("release_check")
+    files = [tmp_path / "My_Pkg-1.0-py3-none-any.whl", tmp_path / "my.pkg-1.0.tar.gz"]
+    for n, file in enumerate(files):
+        file.write_bytes(b"distribution %d" % n)
+    simple = release_check.write_index(files, tmp_path / "index")
+    with release_check.serve(simple.parent) as base:
+        assert urlsplit(base).hostname == "127.0.0.1"
+        assert _hrefs(f"{base}/simple/") == [f"{base}/simple/my-pkg/"]
+        links = _hrefs(f"{base}/simple/my-pkg/")
+        assert len(links) == 2
+        for link in links:
+            address, digest = link.split("#sha256=")
+            with urlopen(address, timeout=10) as got:
+                body = got.read()
+            assert hashlib.sha256(body).hexdigest() == digest
+            assert body in {f.read_bytes() for f in files}
+
+
+def _freshness(index_url: str) -> subprocess.CompletedProcess[str]:
+    # Only the given index: none of this machine's pip configuration reaches the test.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "deps_freshness.py"), "--index-url", index_url],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=120,
+    )
+
+
+@pytest.mark.slow  # scripts/deps-freshness asks .venv's pip
+def test_the_freshness_report_compares_the_lock_with_the_index(tmp_path: Path) -> None:
+    locked = _script("deps_freshness").locked((ROOT / "requirements" / "dev.txt").read_text())
+    [attrs] = locked["attrs"]
+    names = [
+        "httpx-0.27.0-py3-none-any.whl",
+        "httpx-99.0.0-py3-none-any.whl",
+        "httpx-100.0.0rc1-py3-none-any.whl",  # a pre-release is not "newest"
+        f"attrs-{attrs}-py3-none-any.whl",
+        "uvicorn-0.30.0-py3-none-any.whl",
+    ]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    release_check = _script("release_check")
+    simple = release_check.write_index([tmp_path / n for n in names], tmp_path / "index")
+    with release_check.serve(simple.parent) as base:
+        result = _freshness(f"{base}/simple")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[3:]}
+    assert rows["httpx"].endswith("99.0.0  behind: 99.0.0 is out, outside pyproject's range")
+    assert rows["attrs"].endswith(f"{attrs}  up to date")
+    assert rows["uvicorn"].endswith("0.30.0  up to date")  # the lock is newer
+    assert rows["backoff"].endswith("the index has no release of it")
+    # Every runtime dependency and extra has its row; `all` only repeats the others.
+    assert {"click", "rfc3986-validator", "livekit-agents", "opentelemetry-api"} <= set(rows)
+    assert " all " not in result.stdout
+
+
+@pytest.mark.slow  # scripts/deps-freshness asks .venv's pip
+def test_the_freshness_report_says_when_the_index_is_unreachable() -> None:
+    with socket.socket() as closed:  # a port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    result = _freshness(f"http://127.0.0.1:{port}/simple")
+    assert result.returncode == 0
+    assert "could not be reached, so nothing was compared (Connection refused)" in result.stdout
