@@ -1,6 +1,6 @@
 """Rehearse a release on this machine, or check a release tag against the version and changelog.
 
-    python scripts/release_check.py rehearse [--python PYTHON]
+    python scripts/release_check.py rehearse [--python PYTHON] [--dist DIR]
     python scripts/release_check.py check-tag vX.Y.Z
 
 `rehearse` (scripts/release-check) does here what .github/workflows/release.yml does on a tag,
@@ -11,7 +11,9 @@ there **by name** from that index, every other package from the default index at
 and hashes of requirements/dev.txt (the wheel's own hash pinned too, and nothing built from
 source); check what was installed; run the README's main job, `avatario demo`, from it.
 Everything lives in one temporary folder and the index is served from this process, so a run
-leaves nothing behind, and a second run does the same as the first.
+leaves nothing behind, and a second run does the same as the first. With `--dist DIR` it builds
+nothing and rehearses with the sdist and wheel in DIR (the workflow's test job: the files it
+built once, on every supported Python).
 
 `check-tag` (the workflow's first step; stdlib only, so it runs before anything is installed)
 fails unless the tag is `v` + avatario_wrapper/_version.py's version and CHANGELOG.md has a
@@ -157,7 +159,7 @@ def _run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None 
     return result.stdout
 
 
-def rehearse(python: str) -> int:
+def rehearse(python: str, prebuilt: Path | None) -> int:
     """The whole rehearsal; 0 when the installed package ran the demo as promised."""
     started = time.monotonic()
     want = version()
@@ -166,14 +168,15 @@ def rehearse(python: str) -> int:
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "VIRTUAL_ENV"}}
     with tempfile.TemporaryDirectory(prefix="avatario-release-check-") as tmp:
         work = Path(tmp)
-        dist = work / "dist"
-        _step("build the sdist, then the wheel from it (the locked hatchling, no isolation)")
-        _run(uv, "build", "--no-build-isolation", "--python", sys.executable, "-o", dist, ROOT)
+        dist = prebuilt or work / "dist"
+        if prebuilt is None:
+            _step("build the sdist, then the wheel from it (the locked hatchling, no isolation)")
+            _run(uv, "build", "--no-build-isolation", "--python", sys.executable, "-o", dist, ROOT)
         built = sorted([*dist.glob("*.tar.gz"), *dist.glob("*.whl")])
         names = [b.name for b in built]
         expected = [f"avatario_wrapper-{want}-py3-none-any.whl", f"avatario_wrapper-{want}.tar.gz"]
         if sorted(names) != sorted(expected):
-            raise SystemExit(f"release-check: built {names}, expected {expected}")
+            raise SystemExit(f"release-check: {dist} holds {names}, expected {expected}")
         _step("twine check --strict")
         _run(BIN / "twine", "check", "--strict", *built)
         simple = write_index(built, work / "index")
@@ -210,11 +213,12 @@ def main(argv: list[str]) -> int:
     run.add_argument(
         "--python", default=sys.executable, help="the venv's interpreter (default: this one)"
     )
+    run.add_argument("--dist", type=Path, help="rehearse with these built files; build none")
     check = commands.add_parser("check-tag", help="the tag names this version and its changelog")
     check.add_argument("tag")
     args = parser.parse_args(argv)
     if args.command == "rehearse":
-        return rehearse(args.python)
+        return rehearse(args.python, args.dist)
     problems = tag_problems(args.tag, version(), (ROOT / "CHANGELOG.md").read_text())
     for problem in problems:
         print(f"check-tag: {problem}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -163,6 +164,25 @@ def call_real(
 @pytest.fixture(params=REAL_KINDS)
 def real_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With AVATARIO_TEST_ARTIFACT set (the release workflow's test job), the suite runs against
+    the installed wheel: importing this checkout's sources instead is a usage error."""
+    if not os.environ.get("AVATARIO_TEST_ARTIFACT"):
+        return
+    import avatario_client
+
+    import avatario_wrapper
+
+    root = Path(__file__).resolve().parent.parent
+    for module in (avatario_wrapper, avatario_client):
+        where = Path(str(module.__file__)).resolve()
+        if root in where.parents:
+            raise pytest.UsageError(
+                f"AVATARIO_TEST_ARTIFACT is set but {module.__name__} imports from the checkout "
+                f"({where}): install the wheel and run pytest with --import-mode=append"
+            )
 
 
 def _build(target: str, tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -29,6 +29,7 @@ from urllib.request import urlopen
 
 import pytest
 import trove_classifiers
+import yaml
 from readme_renderer.markdown import render
 
 from .spec_helpers import ROOT
@@ -384,3 +385,68 @@ def test_the_freshness_report_says_when_the_index_is_unreachable() -> None:
     result = _freshness(f"http://127.0.0.1:{port}/simple")
     assert result.returncode == 0
     assert "could not be reached, so nothing was compared (Connection refused)" in result.stdout
+
+
+WORKFLOW = ROOT / ".github" / "workflows" / "release.yml"
+
+
+def _workflow() -> dict[Any, Any]:
+    data: dict[Any, Any] = yaml.safe_load(WORKFLOW.read_text())
+    return data
+
+
+def _runs(job: dict[str, Any]) -> str:
+    return "\n".join(step.get("run", "") for step in job["steps"])
+
+
+def test_the_release_runs_on_version_tags_and_only_publishing_may_mint_a_token() -> None:
+    workflow = _workflow()
+    assert workflow[True] == {"push": {"tags": ["v*"]}}  # YAML 1.1 reads the key `on` as True
+    assert workflow["permissions"] == {}
+    jobs = workflow["jobs"]
+    assert set(jobs) == {"build", "test", "publish"}
+    for name in ("build", "test"):
+        assert jobs[name]["permissions"] == {"contents": "read"}
+    publish = jobs["publish"]
+    assert publish["permissions"] == {"id-token": "write"}
+    assert publish["needs"] == ["build", "test"]
+    assert publish["environment"]["name"] == "pypi"
+    assert publish["if"] == f"github.repository == '{urlsplit(_home()).path.strip('/')}'"
+    assert publish["steps"][-1]["uses"].startswith("pypa/gh-action-pypi-publish@")
+    assert "secrets." not in WORKFLOW.read_text(), "trusted publishing needs no stored token"
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_version_named() -> None:
+    uses = re.findall(r"^\s*- uses: (\S+)(.*)$", WORKFLOW.read_text(), re.MULTILINE)
+    assert len(uses) >= 6
+    for action, comment in uses:
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", action), action
+        assert re.fullmatch(r"\s+# v\d+\.\d+\.\d+", comment), f"{action}: {comment!r}"
+
+
+def test_the_release_builds_once_and_tests_those_files_on_every_supported_python() -> None:
+    jobs = _workflow()["jobs"]
+    build = _runs(jobs["build"])
+    assert 'scripts/release_check.py check-tag "$GITHUB_REF_NAME"' in build
+    assert "--require-hashes -r requirements/build.txt" in build
+    assert "uv build --no-build-isolation" in build
+    assert "twine check --strict" in build
+    test = jobs["test"]
+    assert test["needs"] == "build"
+    assert test["strategy"]["matrix"]["python"] == _tested_pythons()
+    assert "uv build" not in _runs(test)
+    assert "hatchling" not in _runs(test)
+    assert "--no-deps dist/*.whl" in _runs(test)
+    [suite] = [s for s in test["steps"] if "pytest" in s.get("run", "")]
+    assert suite["env"] == {"AVATARIO_TEST_ARTIFACT": "1"}
+    assert suite["run"].startswith(".venv/bin/pytest ")
+    assert "--import-mode=append" in suite["run"]
+    assert "scripts/release_check.py rehearse --dist dist" in _runs(test)
+
+
+def test_the_build_tools_are_locked_at_the_dev_locks_versions() -> None:
+    locked = _script("deps_freshness").locked
+    build = locked((ROOT / "requirements" / "build.txt").read_text())
+    dev = locked((ROOT / "requirements" / "dev.txt").read_text())
+    assert {"hatchling", "hatch-fancy-pypi-readme", "twine", "readme-renderer"} <= set(build)
+    assert all(dev[name] == versions for name, versions in build.items())
