@@ -80,7 +80,11 @@ def newest(name: str, index_url: str | None) -> str | None:
     if failures:
         cause = re.search(r"\[Errno -?\d+\] ([^'\")]+)", failures[-1])
         raise Unreachable(cause[1] if cause else failures[-1].split(":", 1)[0])
-    return None
+    if "No matching distribution found" in said:
+        return None
+    # Anything else (no pip in this Python, a bad option) is no answer about the package.
+    last = said.strip().splitlines()[-1] if said.strip() else f"exit status {result.returncode}"
+    raise SystemExit(f"deps-freshness: pip index versions {name} failed: {last}")
 
 
 def verdict(requirement: Requirement, pins: list[str], latest: str | None) -> str:
