@@ -1,6 +1,8 @@
 """OpenTelemetry switches (docs/observability.md). Telemetry itself needs no code:
 
-    pip install 'avatario-wrapper[otel]'    # opentelemetry-api; the SDK is the application's
+    pip install '.[otel]'   # in a checkout of avatario-wrapper (not on a package index yet)
+
+The extra brings opentelemetry-api only; the SDK is the application's.
 
 With an OpenTelemetry SDK configured (a global tracer or meter provider; in a LiveKit worker,
 livekit-agents' own tracer provider too), every call of `AvatarioClient` and

@@ -1,6 +1,6 @@
 """A web service that sends Avatario avatars into LiveKit rooms (FastAPI).
 
-    pip install avatario-wrapper fastapi uvicorn
+    pip install . fastapi uvicorn   # in a checkout of avatario-wrapper (not on a package index yet)
     export AVATARIO_API_KEY=...
     uvicorn examples.service:app
 

@@ -191,18 +191,48 @@ def real_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(scope="session")
-def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The project's wheel, built once by the locked hatchling for the tests that read it."""
-    out = tmp_path_factory.mktemp("wheel")
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """With AVATARIO_TEST_ARTIFACT set (the release workflow's test job), the suite runs against
+    the installed wheel: importing this checkout's sources instead is a usage error."""
+    if not os.environ.get("AVATARIO_TEST_ARTIFACT"):
+        return
+    import avatario_client
+
+    import avatario_wrapper
+
+    root = Path(__file__).resolve().parent.parent
+    for module in (avatario_wrapper, avatario_client):
+        where = Path(str(module.__file__)).resolve()
+        if root in where.parents:
+            raise pytest.UsageError(
+                f"AVATARIO_TEST_ARTIFACT is set but {module.__name__} imports from the checkout "
+                f"({where}): install the wheel and run pytest with --import-mode=append"
+            )
+
+
+def _build(target: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One distribution of the project, built by the locked hatchling into a fresh folder."""
+    out = tmp_path_factory.mktemp(target)
     subprocess.run(
-        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(out)],
+        [sys.executable, "-m", "hatchling", "build", "-t", target, "-d", str(out)],
         cwd=Path(__file__).resolve().parent.parent,
         check=True,
         capture_output=True,
     )
-    [wheel] = out.glob("avatario_wrapper-*.whl")
-    return wheel
+    [built] = out.glob("avatario_wrapper-*")
+    return built
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's wheel, built once for the tests that read it."""
+    return _build("wheel", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def built_sdist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project's sdist, built once for the tests that read it."""
+    return _build("sdist", tmp_path_factory)
 
 
 # -- a real Redis (tests/redis_server.py) --------------------------------------------------
