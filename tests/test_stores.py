@@ -150,6 +150,7 @@ def test_two_scopes_never_share_a_budget(store: BudgetStore) -> None:
     assert allowed(store, quiet, 20) == 3
     assert allowed(store, busy, 20) == 11
     store.failed(quiet, retry=False, share=None, cool_until=store_time(store) + 30)
+    store._clock.advance(2.5)  # type: ignore[attr-defined] # past the failures' slots
     store.succeeded(quiet)
     status = store.status(busy)
     assert status.cooling_until is None
@@ -201,27 +202,53 @@ def test_a_cool_down_only_grows_and_is_bounded_to_a_minute(
 # -- trouble and successes ----------------------------------------------------------------------
 
 
-def test_trouble_starts_at_the_first_failure_and_ends_at_a_success(
+def test_trouble_starts_at_the_first_failure_and_ends_when_failures_stop(
     store: BudgetStore, clock: FakeClock
 ) -> None:
     scope = new_scope()
     assert store.status(scope) == Status(None, None, 0, None)
+    assert store.deposit(scope) is False
     began = clock.time()
     store.failed(scope, retry=False, share=0.2, cool_until=None)
     clock.advance(3)
     verdict = _retry(store, scope)
     assert verdict.trouble_since == pytest.approx(began, abs=1e-3)
     assert store.status(scope).trouble_since == pytest.approx(began, abs=1e-3)
-    clock.advance(1)
-    store.succeeded(scope)
-    clock.advance(1)
+    assert store.deposit(scope) is True  # a call in a scope in trouble is told so
+    clock.advance(0.5)
+    store.succeeded(scope)  # one success beside one failure: still in trouble
     status = store.status(scope)
-    assert (status.trouble_since, status.successes) == (None, 1)
-    assert status.last_success == pytest.approx(began + 4, abs=1e-3)
+    assert (status.trouble_since, status.successes) == (pytest.approx(began, abs=1e-3), 1)
+    clock.advance(2)  # the failure's slot is past: the next success ends the trouble
     store.succeeded(scope)
-    assert store.status(scope).successes == 2
+    status = store.status(scope)
+    assert (status.trouble_since, status.successes) == (None, 2)
+    assert status.last_success == pytest.approx(began + 5.5, abs=1e-3)
     again = store.failed(scope, retry=False, share=0.2, cool_until=None)
     assert again.trouble_since == pytest.approx(clock.time(), abs=1e-3)
+
+
+def test_a_steady_overload_stays_in_trouble(store: BudgetStore, clock: FakeClock) -> None:
+    # Every other attempt refused: each success comes beside as many failures.
+    scope = new_scope()
+    began = clock.time()
+    for _ in range(40):
+        store.failed(scope, retry=False, share=0.2, cool_until=None)
+        store.succeeded(scope)
+        clock.advance(0.25)
+    assert store.status(scope).trouble_since == pytest.approx(began, abs=1e-3)
+
+
+def test_trouble_ends_after_a_window_without_a_failure(
+    store: BudgetStore, clock: FakeClock
+) -> None:
+    scope = new_scope()
+    store.failed(scope, retry=False, share=0.2, cool_until=None)
+    clock.advance(9)
+    assert store.status(scope).trouble_since is not None
+    clock.advance(2)
+    assert store.status(scope).trouble_since is None
+    assert store.deposit(scope) is False
 
 
 def test_an_idle_scope_is_forgotten(

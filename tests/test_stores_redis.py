@@ -121,7 +121,7 @@ def test_one_namespaced_key_per_scope_that_expires_when_abandoned(redis_url: str
         assert 590_000 < peek.pttl(f"avatario:budget:{scope}") <= 600_000
         assert not peek.exists(f"avatario:budget:{unseen}")  # a read writes nothing
         fields = peek.hgetall(f"avatario:budget:{scope}")
-    assert sorted(k[:1] for k in fields) == [b"c", b"r", b"s"]  # one ring entry, one call
+    assert sorted(k[:1] for k in fields) == [b"c", b"f", b"o", b"r", b"s"]  # one ring entry
     assert sum(int(v) for k, v in fields.items() if k.startswith(b"c")) == 1
     store.close()
 

@@ -4,7 +4,9 @@ A store keeps, per *scope* (a fingerprint of the Avatario origin and API key, ne
 the retry budget (Finagle's ``RetryBudget``: first attempts deposit, a retry withdraws, over a
 10 s window), the server's shared cool-down (a ``Retry-After`` or a 503 seen by one call), and
 whether the scope is in trouble (failing since when; how many successes so far), so that one
-caller's success releases the others' waiters. Every operation has a sync method and an async
+caller's success releases the others' waiters. Trouble begins at a failure and ends at a
+success once failures are less than a quarter of the latest attempts, or after a window with
+no failure at all. Every operation has a sync method and an async
 twin (``a``-prefixed). No operation ever raises into a call for a store that is slow or broken:
 the shared stores fall back to a simpler one and say so once in a WARNING.
 
@@ -63,10 +65,11 @@ class BudgetStore(Protocol):
     #: ``"process"``, ``"host"`` or ``"redis"``.
     name: str
 
-    def deposit(self, scope: str) -> None:
-        """A call made its first attempt."""
+    def deposit(self, scope: str) -> bool:
+        """A call made its first attempt; True when the scope is in trouble (its next success
+        is then worth telling the store)."""
 
-    async def adeposit(self, scope: str) -> None:
+    async def adeposit(self, scope: str) -> bool:
         """`deposit` without blocking the event loop."""
 
     def failed(
@@ -85,7 +88,8 @@ class BudgetStore(Protocol):
         """`failed` without blocking the event loop."""
 
     def succeeded(self, scope: str) -> None:
-        """An attempt got a success: the trouble is over, the success counter moves on."""
+        """An attempt got a success: the success counter moves on, and the trouble is over
+        unless failures are still a quarter or more of the latest attempts (`rules`)."""
 
     async def asucceeded(self, scope: str) -> None:
         """`succeeded` without blocking the event loop."""
@@ -134,8 +138,8 @@ class InlineAsync:
     """The async twins of a store whose every operation is bounded to microseconds or a few
     milliseconds: they run the sync operation inline (a thread hop would cost more)."""
 
-    async def adeposit(self: BudgetStore, scope: str) -> None:
-        self.deposit(scope)
+    async def adeposit(self: BudgetStore, scope: str) -> bool:
+        return self.deposit(scope)
 
     async def afailed(
         self: BudgetStore,

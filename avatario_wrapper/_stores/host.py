@@ -101,8 +101,8 @@ class HostStore(InlineAsync):
 
     # -- the operations -------------------------------------------------------------------------
 
-    def deposit(self, scope: str) -> None:
-        self._run(scope, lambda state, now: state.deposit(now), self._fallback.deposit)
+    def deposit(self, scope: str) -> bool:
+        return self._run(scope, lambda state, now: state.deposit(now), self._fallback.deposit)
 
     def failed(
         self, scope: str, *, retry: bool, share: float | None, cool_until: float | None
@@ -360,6 +360,9 @@ def _dump(state: ScopeState) -> str:
             state.last_success,
             state.lease_until,
             state.touched,
+            state.fails,
+            state.oks,
+            state.last_failure,
         ],
         separators=(",", ":"),
     )
@@ -372,10 +375,11 @@ def _load(text: str | None) -> ScopeState:
         return state
     try:
         fields: Any = json.loads(text)
-        slot_of, calls, retries, trouble, cooling, successes, last, lease, touched = fields
-        if not all(map(_ring, (slot_of, calls, retries))) or not _count(successes):
+        (slot_of, calls, retries, trouble, cooling, successes, last, lease, touched, fails, oks,
+         failure) = fields  # fmt: skip
+        if not all(map(_ring, (slot_of, calls, retries, fails, oks))) or not _count(successes):
             return state
-        times = (trouble, cooling, last, lease, touched)
+        times = (trouble, cooling, last, lease, touched, failure)
         if not all(t is None or isinstance(t, (int, float)) for t in times):
             return state
     except (ValueError, TypeError):
@@ -383,6 +387,7 @@ def _load(text: str | None) -> ScopeState:
     state.slot_of, state.calls, state.retries = slot_of, calls, retries
     state.trouble_since, state.cooling_until, state.successes = trouble, cooling, successes
     state.last_success, state.lease_until, state.touched = last, lease, touched
+    state.fails, state.oks, state.last_failure = fails, oks, failure
     return state
 
 

@@ -53,9 +53,12 @@ class ProcessStore(InlineAsync):
             return None
         return self._clock.time() - (now - moment)
 
-    def deposit(self, scope: str) -> None:
+    def deposit(self, scope: str) -> bool:
         with self._lock:
-            self._state(scope).deposit(self._clock.monotonic())
+            state = self._state(scope)
+            now = self._clock.monotonic()
+            state.settle(now)
+            return state.deposit(now)
 
     def failed(
         self, scope: str, *, retry: bool, share: float | None, cool_until: float | None

@@ -99,11 +99,11 @@ class RedisStore:
 
     # -- the operations -----------------------------------------------------------------------
 
-    def deposit(self, scope: str) -> None:
-        self._call(scope, _DEPOSIT, (), _done, lambda f: f.deposit(scope))
+    def deposit(self, scope: str) -> bool:
+        return self._call(scope, _DEPOSIT, (), _granted, lambda f: f.deposit(scope))
 
-    async def adeposit(self, scope: str) -> None:
-        await self._acall(scope, _DEPOSIT, (), _done, lambda f: f.adeposit(scope))
+    async def adeposit(self, scope: str) -> bool:
+        return await self._acall(scope, _DEPOSIT, (), _granted, lambda f: f.adeposit(scope))
 
     def failed(
         self, scope: str, *, retry: bool, share: float | None, cool_until: float | None

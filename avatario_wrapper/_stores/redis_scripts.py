@@ -1,7 +1,8 @@
 """The Redis store's operations as Lua scripts: each runs atomically inside Redis.
 
 They apply `rules` to one hash per scope (ring fields ``s<i>`` slot, ``c<i>`` calls, ``r<i>``
-retries; ``trouble``, ``cool``, ``lease``, ``succ``, ``lastok``) on the server's clock (``TIME``,
+retries, ``f<i>`` failed and ``o<i>`` successful attempts; ``trouble``, ``lastfail``, ``cool``,
+``lease``, ``succ``, ``lastok``) on the server's clock (``TIME``,
 so a fleet shares one clock) unless ``ARGV[1]`` gives a time. Every write refreshes the key's
 TTL, so an abandoned scope expires. Times go back relative to the script's now (an age or what
 is left), so each process reads them on its own clock, whatever the skew between them.
@@ -11,7 +12,15 @@ from __future__ import annotations
 
 import hashlib
 
-from .rules import IDLE_SECONDS, MAX_COOL_DOWN, MAX_LEASE, SLOT_SECONDS, SLOTS
+from .rules import (
+    IDLE_SECONDS,
+    MAX_COOL_DOWN,
+    MAX_LEASE,
+    RECOVERED_SHARE,
+    SLOT_SECONDS,
+    SLOTS,
+    WINDOW_SECONDS,
+)
 
 _PRELUDE = f"""
 local key = KEYS[1]
@@ -34,9 +43,30 @@ local function past(t) if t and t > now then return now end return t end
 local function entry()
   local i = cur % SLOTS
   if tonumber(redis.call('HGET', key, 's' .. i)) ~= cur then
-    redis.call('HSET', key, 's' .. i, cur, 'c' .. i, 0, 'r' .. i, 0)
+    redis.call('HSET', key, 's' .. i, cur, 'c' .. i, 0, 'r' .. i, 0, 'f' .. i, 0, 'o' .. i, 0)
   end
   return i
+end
+-- the trouble's start, unless no attempt failed for a whole window (then it is over)
+local function trouble_now()
+  local trouble = past(field('trouble'))
+  local last = past(field('lastfail'))
+  if trouble and last and now - last <= {WINDOW_SECONDS!r} then return trouble end
+  if trouble then redis.call('HDEL', key, 'trouble') end
+  return nil
+end
+-- failed attempts as a share of the attempts of this slot and the one before
+local function failure_share()
+  local fails, oks = 0, 0
+  for i = 0, SLOTS - 1 do
+    local s = tonumber(redis.call('HGET', key, 's' .. i))
+    if s and s > cur - 2 and s <= cur then
+      fails = fails + (tonumber(redis.call('HGET', key, 'f' .. i)) or 0)
+      oks = oks + (tonumber(redis.call('HGET', key, 'o' .. i)) or 0)
+    end
+  end
+  if fails + oks == 0 then return 0 end
+  return fails / (fails + oks)
 end
 -- a slot up to a window ahead (the clock stepped back) counts; older or further, not
 local function room(share, reserve)
@@ -60,19 +90,21 @@ local function room(share, reserve)
 end
 """
 
-#: ARGV: now
+#: ARGV: now -> 1 when the scope is in trouble, else 0
 DEPOSIT = """
 redis.call('HINCRBY', key, 'c' .. entry(), 1)
 touch()
-return 1
+if trouble_now() then return 1 end
+return 0
 """
 
 #: ARGV: now, retry ('1' or ''), share ('' for none), cool-down seconds from now (''), reserve
 #: -> {allowed, refused_by, cool-down left (''), trouble's age}
 FAILED = """
-local trouble = past(field('trouble'))
+local trouble = trouble_now()
 if not trouble then trouble = now end
-redis.call('HSET', key, 'trouble', fmt(trouble))
+redis.call('HINCRBY', key, 'f' .. entry(), 1)
+redis.call('HSET', key, 'trouble', fmt(trouble), 'lastfail', fmt(now))
 local cool = live(field('cool'), MAX_COOL)
 local delay = tonumber(ARGV[4])
 if delay and delay > 0 then
@@ -98,10 +130,14 @@ return {allowed, refused, left, fmt(now - trouble)}
 """
 
 #: ARGV: now
-SUCCEEDED = """
-redis.call('HDEL', key, 'trouble', 'lease')
+SUCCEEDED = f"""
+redis.call('HINCRBY', key, 'o' .. entry(), 1)
+redis.call('HDEL', key, 'lease')
 redis.call('HINCRBY', key, 'succ', 1)
 redis.call('HSET', key, 'lastok', fmt(now))
+if trouble_now() and failure_share() < {RECOVERED_SHARE!r} then
+  redis.call('HDEL', key, 'trouble')
+end
 touch()
 return 1
 """
@@ -112,7 +148,7 @@ local function age(t) if t then return fmt(now - t) end return '' end
 local cool = live(field('cool'), MAX_COOL)
 local left = ''
 if cool then left = fmt(cool - now) end
-return {age(past(field('trouble'))), left, field('succ') or 0, age(past(field('lastok')))}
+return {age(trouble_now()), left, field('succ') or 0, age(past(field('lastok')))}
 """
 
 #: ARGV: now, lease seconds, share ('' for none), reserve -> 1 (granted) or 0

@@ -30,6 +30,11 @@ MAX_COOL_DOWN = 60.0
 MAX_LEASE = 60.0
 #: A scope with no write for this long is forgotten (the Redis key's TTL).
 IDLE_SECONDS = 600.0
+#: Trouble ends at a success when failures are less than this share of the attempts of the
+#: last two slots (about 1-2 s): Avatario answers again, and the failures stopped. A share,
+#: not a single success, so that a steady overload (every other request refused) stays in
+#: trouble, where the budget binds, while a blip's end is seen within a second or two.
+RECOVERED_SHARE = 0.25
 
 _NO_SLOT = -(1 << 62)
 
@@ -40,8 +45,11 @@ class ScopeState:
     __slots__ = (
         "calls",
         "cooling_until",
+        "fails",
+        "last_failure",
         "last_success",
         "lease_until",
+        "oks",
         "retries",
         "slot_of",
         "successes",
@@ -57,7 +65,10 @@ class ScopeState:
         self.slot_of = [_NO_SLOT] * SLOTS
         self.calls = [0] * SLOTS
         self.retries = [0] * SLOTS
+        self.fails = [0] * SLOTS  # failed attempts
+        self.oks = [0] * SLOTS  # successful attempts
         self.trouble_since: float | None = None
+        self.last_failure: float | None = None
         self.cooling_until: float | None = None
         self.successes = 0
         self.last_success: float | None = None
@@ -74,7 +85,19 @@ class ScopeState:
             self.slot_of[i] = slot
             self.calls[i] = 0
             self.retries[i] = 0
+            self.fails[i] = 0
+            self.oks[i] = 0
         return i
+
+    def failure_share(self, now: float) -> float:
+        """Failed attempts as a share of the attempts of this slot and the one before."""
+        slot = math.floor(now / SLOT_SECONDS)
+        fails = oks = 0
+        for i in range(SLOTS):
+            if slot - 2 < self.slot_of[i] <= slot:
+                fails += self.fails[i]
+                oks += self.oks[i]
+        return fails / (fails + oks) if fails + oks else 0.0
 
     def window(self, now: float) -> tuple[int, int]:
         """Calls and retries in the window. A slot up to a window ahead (the clock stepped
@@ -108,16 +131,24 @@ class ScopeState:
             self.touched = now
         if self.trouble_since is not None and self.trouble_since > now:
             self.trouble_since = now
+        if self.last_failure is not None and self.last_failure > now:
+            self.last_failure = now
+        if self.trouble_since is not None and (
+            self.last_failure is None or now - self.last_failure > WINDOW_SECONDS
+        ):
+            self.trouble_since = None  # no failure for a whole window: the trouble is over
         if self.last_success is not None and self.last_success > now:
             self.last_success = now
         self.cooling_until = _live(self.cooling_until, now, MAX_COOL_DOWN)
         self.lease_until = _live(self.lease_until, now, MAX_LEASE)
 
-    # -- the operations (call `settle` first; `deposit` needs no settling) ---------------------
+    # -- the operations (call `settle` first) --------------------------------------------------
 
-    def deposit(self, now: float) -> None:
+    def deposit(self, now: float) -> bool:
+        """A call's first attempt; True when the scope is in trouble (call `settle` first)."""
         self.calls[self._entry(now)] += 1
         self.touched = now
+        return self.trouble_since is not None
 
     def failed(
         self,
@@ -130,6 +161,8 @@ class ScopeState:
     ) -> tuple[bool, RefusedBy | None]:
         """(allowed, refused_by) after an attempt failed at `now`."""
         self.touched = now
+        self.fails[self._entry(now)] += 1
+        self.last_failure = now
         if self.trouble_since is None:
             self.trouble_since = now
         if cool_until is not None and cool_until > now:
@@ -147,10 +180,12 @@ class ScopeState:
 
     def succeeded(self, now: float) -> None:
         self.touched = now
-        self.trouble_since = None
+        self.oks[self._entry(now)] += 1
         self.lease_until = None
         self.successes += 1
         self.last_success = now
+        if self.trouble_since is not None and self.failure_share(now) < RECOVERED_SHARE:
+            self.trouble_since = None
 
     def take_probe(self, now: float, *, lease: float, share: float | None, reserve: float) -> bool:
         if self.cooling_until is not None or self.lease_until is not None:
