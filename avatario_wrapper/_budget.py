@@ -1,64 +1,128 @@
-"""The retry budget: retries at most a share of the calls a client made recently.
+"""A client's retry budget: one scope of a store, as the call flow uses it.
 
-Modelled on Finagle's ``RetryBudget`` (a leaky token bucket over a ten-second window: every
-request deposits, every retry withdraws ``1 / percentCanRetry`` of a deposit, and a reserve of
-``minRetriesPerSec * ttl`` lets a lone caller retry) and gRPC's retry throttling (retries stop
-when too many recent attempts failed). First attempts only deposit: they are never delayed or
-refused. One budget serves a client and its `with_options` copies, across threads and tasks.
+The scope is the Avatario origin and the API key's fingerprint (`_stores.scope_fingerprint`:
+never the key), so two keys never share a budget and one key's calls share it wherever the
+store reaches:
+
+    "process"   this client and its `with_options` copies (the clients' default)
+    "host"      every process of this user on this machine (AvatarSession's default)
+    redis://…   every process that names the same Redis (a fleet)
+
+``AVATARIO_RETRY_BUDGET_URL`` names the store for every client not given one. The host and
+Redis stores are made once per process and shared by its clients (one SQLite connection, one
+Redis pool); a "process" store is each client's own. `status` is read at most every
+`STATUS_TTL` seconds per scope in this process: many waiters polling make one read.
 """
 
 from __future__ import annotations
 
+import os
 import threading
-from collections import deque
+from typing import TYPE_CHECKING
 
-from ._clock import Clock
+from ._stores.base import ENV_VAR, Status, Verdict, scope_fingerprint
+from ._stores.process import ProcessStore
 
-#: The window over which calls and retries are counted, in seconds (Finagle's default ttl).
-WINDOW_SECONDS = 10.0
-#: The window is kept in this many slots; a slot older than the window is forgotten whole.
-SLOTS = 10
-#: Retries always allowed per window whatever the traffic, so a lone failing call can retry.
-RESERVE = 5.0
+if TYPE_CHECKING:
+    from ._clock import Clock
+    from ._stores import BudgetStore
+
+#: How long a status read serves the waiters of one scope in this process.
+STATUS_TTL = 0.1
+#: What a client uses when neither its `retry_budget_store` nor the environment names one.
+DEFAULT_STORE = "process"
+
+_shared: dict[tuple[str, Clock], BudgetStore] = {}
+_shared_lock = threading.Lock()
 
 
-class RetryBudget:
-    """Counts first attempts and retries per slot of the last `WINDOW_SECONDS`."""
+def store_for(setting: str | None, clock: Clock) -> BudgetStore:
+    """The store a client's `retry_budget_store` names: its own for "process"; else the one
+    this process shares for that setting (and clock). None: ``AVATARIO_RETRY_BUDGET_URL``,
+    else "process"."""
+    source = "retry_budget_store"
+    if setting is None:
+        setting = os.environ.get(ENV_VAR, "").strip()
+        source = ENV_VAR
+        if not setting:
+            setting, source = DEFAULT_STORE, "retry_budget_store"
+    if not isinstance(setting, str):
+        raise TypeError(f"retry_budget_store must be a str, not {type(setting).__name__}")
+    setting = setting.strip()
+    if setting.lower() == "process":
+        return ProcessStore(clock=clock)
+    with _shared_lock:
+        store = _shared.get((setting, clock))
+        if store is None:
+            from ._stores.env import store_from_url  # noqa: PLC0415 - SQLite, Redis: when named
 
-    def __init__(self, clock: Clock) -> None:
+            store = _shared[setting, clock] = store_from_url(setting, clock=clock, setting=source)
+        return store
+
+
+class BudgetScope:
+    """One scope of a store: the retry budget, cool-down and trouble of an origin and key."""
+
+    __slots__ = ("_clock", "_read_at", "_status", "name", "scope", "store")
+
+    def __init__(self, store: BudgetStore, origin: str, api_key: str, clock: Clock) -> None:
+        self.store = store
+        self.name = store.name
+        self.scope = scope_fingerprint(origin, api_key)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._slot_seconds = WINDOW_SECONDS / SLOTS
-        # (slot number, calls, retries), oldest first
-        self._slots: deque[list[float]] = deque()
-        self._slot_ends = float("-inf")  # when the newest slot ends (on the clock)
+        self._status: Status | None = None
+        self._read_at = float("-inf")
 
-    def _current(self) -> list[float]:
-        now = self._clock.monotonic()
-        slot = float(int(now // self._slot_seconds))
-        slots = self._slots
-        while slots and slots[0][0] <= slot - SLOTS:
-            slots.popleft()
-        if not slots or slots[-1][0] != slot:
-            slots.append([slot, 0.0, 0.0])
-        self._slot_ends = (slot + 1) * self._slot_seconds
-        return slots[-1]
+    def __repr__(self) -> str:
+        return f"BudgetScope({self.name})"
 
-    def deposit(self) -> None:
-        """A call made its first attempt."""
-        with self._lock:
-            if self._clock.monotonic() < self._slot_ends:  # still the newest slot's time
-                self._slots[-1][1] += 1
-            else:
-                self._current()[1] += 1
+    def deposit(self) -> bool:
+        return self.store.deposit(self.scope)
 
-    def try_withdraw(self, share: float) -> bool:
-        """Take one retry if calls x `share` + the reserve still cover it; False if spent."""
-        with self._lock:
-            current = self._current()
-            calls = sum(s[1] for s in self._slots)
-            retries = sum(s[2] for s in self._slots)
-            if retries + 1 > calls * share + RESERVE:
-                return False
-            current[2] += 1
-            return True
+    async def adeposit(self) -> bool:
+        return await self.store.adeposit(self.scope)
+
+    def failed(self, *, retry: bool, share: float | None, cool_until: float | None) -> Verdict:
+        self._status = None
+        return self.store.failed(self.scope, retry=retry, share=share, cool_until=cool_until)
+
+    async def afailed(
+        self, *, retry: bool, share: float | None, cool_until: float | None
+    ) -> Verdict:
+        self._status = None
+        return await self.store.afailed(self.scope, retry=retry, share=share, cool_until=cool_until)
+
+    def succeeded(self) -> None:
+        self._status = None
+        self.store.succeeded(self.scope)
+
+    async def asucceeded(self) -> None:
+        self._status = None
+        await self.store.asucceeded(self.scope)
+
+    def status(self) -> Status:
+        cached = self._fresh()
+        if cached is None:
+            cached = self._keep(self.store.status(self.scope))
+        return cached
+
+    async def astatus(self) -> Status:
+        cached = self._fresh()
+        if cached is None:
+            cached = self._keep(await self.store.astatus(self.scope))
+        return cached
+
+    def take_probe(self, *, lease: float) -> bool:
+        return self.store.take_probe(self.scope, lease=lease, share=None)
+
+    async def atake_probe(self, *, lease: float) -> bool:
+        return await self.store.atake_probe(self.scope, lease=lease, share=None)
+
+    def _fresh(self) -> Status | None:
+        if self._status is not None and self._clock.monotonic() - self._read_at < STATUS_TTL:
+            return self._status
+        return None
+
+    def _keep(self, status: Status) -> Status:
+        self._status, self._read_at = status, self._clock.monotonic()
+        return status

@@ -10,20 +10,22 @@ call flow (`_flow`), which a sync or an async driver runs. Each public method is
 from __future__ import annotations
 
 import importlib.util
+import urllib.parse
 from collections.abc import Coroutine
 from types import EllipsisType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import httpx
 
-from ._budget import RetryBudget
+from ._budget import BudgetScope, store_for
 from ._clock import SYSTEM_CLOCK, Clock
 from ._closing import AClosedOnExit, ClosedOnExit
+from ._drivers import drive, drive_async
 from ._environment import Environment
-from ._flow import Call, RoomWatch, call_flow, drive, drive_async
 from ._operations import START_SESSION, StartSessionResult
 from ._request import Operation, PreparedRequest, prepare, warm_up_request
 from ._settings import RetryPolicy, Settings, VideoOptions
+from ._steps import Call, RoomWatch
 from ._telemetry import start_call
 from ._transports.base import AsyncTransport, SyncTransport, closed_error
 from ._transports.httpx import AsyncHttpxTransport, HttpxTransport
@@ -52,7 +54,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
     _transport: TransportT
     _owns_transport: bool
     _closed: bool
-    _budget: RetryBudget
+    _budget: BudgetScope
 
     def __init__(
         self,
@@ -65,6 +67,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
         http_client: HttpT | None = None,
         allow_insecure_http: bool = False,
         clock: Clock | None = None,
+        retry_budget_store: str | None = None,
     ) -> None:
         """A client; every setting is checked here, before any I/O.
 
@@ -89,6 +92,12 @@ class _ClientBase(Generic[HttpT, TransportT]):
             allow_insecure_http: Allow a plain-http `base_url`, and plain ``ws://`` /
                 ``http://`` LiveKit URLs, that are not loopback.
             clock: Time, sleeps and jitter (tests pass `avatario_wrapper.testing.FakeClock`).
+            retry_budget_store: Where the retry budget, the server's shared cool-down and the
+                trouble signal live, for this origin and key: ``"process"`` (this client and
+                its `with_options` copies), ``"host"`` (every process of this user on this
+                machine) or a ``redis://`` / ``rediss://`` / ``unix://`` URL (every process
+                sharing that Redis; the ``redis`` extra). Default: ``AVATARIO_RETRY_BUDGET_URL``,
+                else ``"process"``. See [Retries](../retries.md#where-the-budget-lives).
         """
         self._settings = Settings.build(
             api_key,
@@ -101,7 +110,14 @@ class _ClientBase(Generic[HttpT, TransportT]):
         )
         self._owns_transport = True
         self._closed = False
-        self._budget = RetryBudget(self._settings.clock)
+        settings = self._settings
+        parts = urllib.parse.urlsplit(settings.base_url)
+        self._budget = BudgetScope(
+            store_for(retry_budget_store, settings.clock),
+            f"{parts.scheme}://{parts.netloc}",
+            settings.api_key,
+            settings.clock,
+        )
         self._transport = self._new_transport(http_client)
 
     def _new_transport(self, http_client: HttpT | None) -> TransportT:
@@ -179,7 +195,7 @@ class _ClientBase(Generic[HttpT, TransportT]):
             timeout=settings.timeout,
             connect_timeout=settings.connect_timeout,
             clock=settings.clock,
-            budget=self._budget,
+            scope=None if operation is None else self._budget,
             is_closed=lambda: self.closed,
             trace=start_call(request),
             room=room,
@@ -206,8 +222,7 @@ class AvatarioClient(_ClientBase[httpx.Client, SyncTransport], ClosedOnExit):
         return HttpxTransport(http_client, environment=self._settings.environment)
 
     def _call(self, operation: Operation[ResultT] | None, **inputs: Any) -> ResultT:
-        call = self._begin(operation, inputs)
-        return drive(call_flow(call), self._transport, call.request, call.clock)
+        return drive(self._begin(operation, inputs), self._transport)
 
     def start_session(
         self,
@@ -321,8 +336,7 @@ class AsyncAvatarioClient(_ClientBase[AsyncHttp, AsyncTransport], AClosedOnExit)
     ) -> Coroutine[Any, Any, ResultT]:
         # Not a coroutine itself: the inputs are checked here and the driver is returned to
         # be awaited at once (one coroutine less per call).
-        call = self._begin(operation, inputs, room)
-        return drive_async(call_flow(call), self._transport, call.request, call.clock, room)
+        return drive_async(self._begin(operation, inputs, room), self._transport)
 
     async def start_session(
         self,

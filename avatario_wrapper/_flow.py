@@ -1,39 +1,44 @@
-"""One call, start to end: every decision in one pure flow, and the two loops that drive it.
+"""One call, start to end: every decision in one pure flow, read top to bottom.
 
     flow = call_flow(call)          a generator: it decides everything and does no I/O
-    step = next(flow)               Attempt · Sleep · WatchRoom
+    step = next(flow)               Attempt · Sleep · Ask · WatchRoom (`_steps`)
     step = flow.send(answer)        what the step brought back ...
                                     ... until it returns the result or raises the final error
 
-`drive` (sync) and `drive_async` do what each step says, and nothing else:
+A driver (`_drivers.drive`, `drive_async`) does what each step says. The flow, in order:
 
-    Attempt    send the request once, within the step's limits   → the `Reply`, or the
-                                                                    `APIConnectionError`
-    Sleep      wait on the client's clock                        → None
-    WatchRoom  (AvatarSession) watch the room for the avatar     → True joined · False not
-                                                                    within the time · None
-                                                                    the room cannot tell
+1. Count the call in its retry budget (`Ask("deposit")`): first attempts are never held back.
+2. Each attempt gets its limits: the client's timeout cut to what is left of ``max_elapsed``,
+   the connect timeout, and the time that must be left when its request is written.
+3. The answer is read into the result or the error (`_reply.read_reply`). A success is told
+   to the budget when the scope was in trouble (it may end the trouble for everyone).
+4. A failure is classified (`_retry.is_retryable`, over the outcome table of `_outcome`) and
+   its retry planned (`_retry.plan_delay`: attempts, Retry-After, the deadline,
+   ``min_attempt_time``, the backoff schedule); the budget hears of it (`Ask("failed")`:
+   the trouble, the shared cool-down, a retry withdrawn or refused).
+5. While the scope's trouble is younger than ``ride_out``, the retry is not sent into it:
+   the call rides it out (`_ride_out`) — sends nothing until Avatario answers again or its
+   own probe goes — then retries. Once the trouble is older, the budget alone decides: a
+   refused retry fails at once. A retry logs one WARNING and waits its delay; after any
+   wait the call stops if the client was closed.
+6. With no retry left and an avatar that may have started, an `AvatarSession`'s call watches
+   the room (`WatchRoom`): joined means started; not joined means one resend with the same
+   idempotency key.
 
-The flow, in order: count the call in the retry budget; for each attempt, give it its timeout
-(the client's, cut to what is left of ``max_elapsed``), its connect timeout and the time that
-must be left when its request is written; read the answer into the result or the error
-(`_reply`); classify a failure (`_outcome` via `_retry.is_retryable`), plan the delay
-(`_retry.plan_delay`: attempts, Retry-After, the deadline, ``min_attempt_time``), ask the
-budget, log one WARNING, sleep; after a wait, stop if the client was closed. When no retry is
-left and an avatar may have started, a call that can watch the room (`RoomWatch`) does so:
-joined means started; not joined means one resend with the same idempotency key. Telemetry
-(`_telemetry`) hears of every attempt, wait and refusal. The request itself was made before
-(`_request.prepare`: inputs checked, body serialised once): every attempt sends the same bytes.
+Telemetry (`_telemetry`) hears of every attempt, wait and refusal. The request was made
+before (`_request.prepare`: inputs checked, body serialised once): every attempt sends the
+same bytes.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
-from collections.abc import Callable, Generator, Iterator
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from collections.abc import Generator, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._reply import Reply, read_reply
+from ._call_log import clock_time
+from ._call_log import log_attempt as _log
+from ._reply import read_reply
 from ._retry import (
     CLOSED_DURING_WAIT,
     MIN_ATTEMPT_TIMEOUT,
@@ -42,130 +47,18 @@ from ._retry import (
     min_send_time,
     plan_delay,
 )
-from .errors import APIConnectionError, APIError, Outcome
+from ._ride_out import Probe, ride_out
+from ._steps import Ask, Attempt, Call, Deadline, RoomWatch, Sleep, Step, WatchRoom
+from .errors import APIConnectionError, APIError, APIStatusError, Outcome
 
 if TYPE_CHECKING:
-    from ._budget import RetryBudget
     from ._clock import Clock
-    from ._request import PreparedRequest
     from ._settings import RetryPolicy
-    from ._telemetry import CallTrace
+    from ._stores.base import Verdict
 
 logger = logging.getLogger("avatario_wrapper")
 
 ResultT = TypeVar("ResultT")
-ResultT_co = TypeVar("ResultT_co", covariant=True)
-
-
-# -- the steps ----------------------------------------------------------------------------------
-
-
-class Attempt:
-    """Send the request once: the whole attempt within `timeout`, opening a connection within
-    `connect_timeout`, and the request written only while `min_send_time` is left."""
-
-    __slots__ = ("connect_timeout", "min_send_time", "number", "timeout")
-
-    def __init__(
-        self, number: int, timeout: float, connect_timeout: float, min_send_time: float
-    ) -> None:
-        self.number = number
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.min_send_time = min_send_time
-
-    def __repr__(self) -> str:
-        return f"Attempt({self.number}, timeout={self.timeout:.3f})"
-
-
-class Sleep:
-    """Wait `seconds` on the client's clock before the next attempt."""
-
-    __slots__ = ("seconds",)
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-
-class WatchRoom:
-    """Watch the LiveKit room up to `seconds` for the avatar to join."""
-
-    __slots__ = ("seconds",)
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-
-Step = Attempt | Sleep | WatchRoom
-
-
-class SyncSender(Protocol):
-    """What `drive` needs of a transport: one attempt sent (`_transports.base`)."""
-
-    def send(self, request: PreparedRequest[Any], attempt: Attempt) -> Reply:
-        """The reply, or an `APIConnectionError` raised."""
-
-
-class AsyncSender(Protocol):
-    """What `drive_async` needs of a transport."""
-
-    async def send(self, request: PreparedRequest[Any], attempt: Attempt) -> Reply:
-        """The reply, or an `APIConnectionError` raised."""
-
-
-class RoomWatch(Protocol[ResultT_co]):
-    """How an `AvatarSession` settles an unknown outcome: by the room it sent the avatar to."""
-
-    #: How long the avatar may take to join (bounded by what is left of the call).
-    seconds: float
-
-    async def joined(self, seconds: float) -> bool | None:
-        """True when the avatar joins within `seconds`; None when the room cannot tell."""
-
-    def settled(self, error: APIError, attempts: int) -> ResultT_co:
-        """The result of a call whose answer was lost but whose avatar joined."""
-
-
-class Call(Generic[ResultT]):
-    """What one call's flow needs, made by the client for each call."""
-
-    __slots__ = (
-        "budget",
-        "clock",
-        "connect_timeout",
-        "is_closed",
-        "policy",
-        "request",
-        "room",
-        "timeout",
-        "trace",
-    )
-
-    def __init__(
-        self,
-        request: PreparedRequest[ResultT],
-        *,
-        policy: RetryPolicy,
-        timeout: float,
-        connect_timeout: float | None,
-        clock: Clock,
-        budget: RetryBudget,
-        is_closed: Callable[[], bool],
-        trace: CallTrace,
-        room: RoomWatch[ResultT] | None = None,
-    ) -> None:
-        self.request = request
-        self.policy = policy
-        self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self.clock = clock
-        self.budget = budget
-        self.is_closed = is_closed
-        self.trace = trace
-        self.room = room
-
-
-# -- the flow ---------------------------------------------------------------------------------
 
 
 def call_flow(call: Call[ResultT]) -> Generator[Step, Any, ResultT]:
@@ -174,11 +67,13 @@ def call_flow(call: Call[ResultT]) -> Generator[Step, Any, ResultT]:
     deadline = Deadline(clock, policy.max_elapsed)
     schedule = Backoff(policy, clock)
     attempts = 0
+    probe = Probe()
     resent_after_watch = False
-    if policy.retry_budget is not None:
-        call.budget.deposit()  # first attempts are counted, never held back
+    # 1. Counted, never held back; a scope in trouble wants to hear of this call's success.
+    tell_success = call.scope is not None and bool((yield Ask("deposit")))
     try:
         while True:
+            # 2. The attempt.
             attempts += 1
             trace.attempt_started(attempts)
             try:
@@ -186,6 +81,7 @@ def call_flow(call: Call[ResultT]) -> Generator[Step, Any, ResultT]:
             except BaseException as error:  # cancelled, interrupted, or a bug: still recorded
                 trace.attempt_ended(None, error)
                 raise
+            # 3. Its answer.
             try:
                 if isinstance(answer, APIConnectionError):
                     raise answer
@@ -194,21 +90,21 @@ def call_flow(call: Call[ResultT]) -> Generator[Step, Any, ResultT]:
                 failure = error
             else:
                 trace.attempt_ended(result, None)
+                if tell_success:
+                    yield Ask("succeeded")
                 trace.ended(result, None, attempts)
                 return result
             trace.attempt_ended(None, failure)
+            tell_success = call.scope is not None
 
-            delay = _delay_before_retry(call, failure, attempts, deadline, schedule)
-            if delay is not None:
-                _log(request.name, policy, failure, attempts, f"retrying in {delay:.2f}s", delay)
-                trace.backoff(delay, from_retry_after=_from_retry_after(failure, policy))
-                yield Sleep(delay)
+            # 4 and 5. A retry, now or after riding the trouble out; or none.
+            if (yield from _retry(call, failure, attempts, deadline, schedule, probe)):
                 if call.is_closed():
                     failure.not_retried_because = CLOSED_DURING_WAIT
                     raise failure
                 continue
 
-            # No retry. Unless the room can say whether the avatar started, that is the end.
+            # 6. No retry. Unless the room can say whether the avatar started, that is the end.
             if call.room is None or not failure.may_have_started:
                 raise failure
             settled = yield from _settle_by_room(
@@ -223,19 +119,6 @@ def call_flow(call: Call[ResultT]) -> Generator[Step, Any, ResultT]:
     except BaseException as error:
         trace.ended(None, error, attempts)
         raise
-
-
-class Deadline:
-    """What is left of ``max_elapsed``, on the client's clock."""
-
-    __slots__ = ("_clock", "_ends")
-
-    def __init__(self, clock: Clock, seconds: float) -> None:
-        self._clock = clock
-        self._ends = clock.monotonic() + seconds
-
-    def left(self) -> float:
-        return self._ends - self._clock.monotonic()
 
 
 class Backoff:
@@ -267,24 +150,104 @@ def _attempt(call: Call[Any], number: int, time_left: float) -> Attempt:
     )
 
 
-def _delay_before_retry(
-    call: Call[Any], failure: APIError, attempts: int, deadline: Deadline, schedule: Backoff
-) -> float | None:
-    """Whether `failure` is retried and after how long (None: not), recorded on it:
-    `attempts`, `retryable` (its outcome under the policy) and `not_retried_because`."""
-    policy = call.policy
+def _retry(
+    call: Call[Any],
+    failure: APIError,
+    attempts: int,
+    deadline: Deadline,
+    schedule: Backoff,
+    probe: Probe,
+) -> Generator[Step, Any, bool]:
+    """Whether `failure` is sent again (True: now), after the waits this takes. Records on it
+    `attempts`, `retryable` and, when not, `not_retried_because`."""
+    policy, clock = call.policy, call.clock
     failure.attempts = attempts
     failure.retryable = is_retryable(failure, policy, idempotent=not call.request.starts_session)
     delay, failure.not_retried_because = plan_delay(
-        policy,
-        failure,
-        attempts=attempts,
-        time_left=deadline.left(),
-        jittered=schedule.next_delay,
+        policy, failure, attempts=attempts, time_left=deadline.left(), jittered=schedule.next_delay
     )
-    if delay is not None and not _budget_allows(call, failure, attempts):
+    verdict: Verdict | None = None
+    if call.scope is not None and _is_trouble(failure, policy):
+        verdict = yield Ask(
+            "failed",
+            retry=delay is not None,
+            share=policy.retry_budget,
+            cool_until=_cool_until(failure, policy, delay, clock),
+        )
+    if delay is None:
+        return False
+    if verdict is not None and _young(verdict.trouble_since, policy, clock):
+        yield from ride_out(call, failure, attempts, deadline, delay, verdict.trouble_since, probe)
+        return True
+    if verdict is not None and not (verdict.allowed or _own_cool_down(verdict, delay, clock)):
+        failure.not_retried_because = _refusal(call, verdict)
+        _log(call, failure, attempts, f"not retried: {failure.not_retried_because}")
+        call.trace.budget_refused()
+        return False
+    _log(call, failure, attempts, f"retrying in {delay:.2f}s", delay)
+    call.trace.backoff(delay, from_retry_after=_from_retry_after(failure, policy))
+    yield Sleep(delay)
+    return True
+
+
+def _is_trouble(failure: APIError, policy: RetryPolicy) -> bool:
+    """A failure that says Avatario (or the way to it) is in trouble, not that this request
+    was wrong: no answer, an unknown outcome, or a status the policy would retry."""
+    if isinstance(failure, APIStatusError):
+        return failure.status_code in policy.retry_statuses
+    return failure.outcome in (Outcome.NOT_SENT, Outcome.UNKNOWN)
+
+
+def _cool_until(
+    failure: APIError, policy: RetryPolicy, delay: float | None, clock: Clock
+) -> float | None:
+    """When the server asked everyone to wait until (its Retry-After, shared by the scope)."""
+    asked = getattr(failure, "retry_after", None)
+    if asked is None or not policy.respect_retry_after or asked > policy.max_retry_after:
         return None
-    return delay
+    return clock.time() + float(asked)
+
+
+def _own_cool_down(verdict: Verdict, delay: float, clock: Clock) -> bool:
+    """The cool-down that refused the retry is the one this call's own wait already honours."""
+    return verdict.refused_by == "cool_down" and (
+        verdict.cooling_until is None or verdict.cooling_until <= clock.time() + delay + 1e-3
+    )
+
+
+def _young(trouble_since: float | None, policy: RetryPolicy, clock: Clock) -> bool:
+    """The scope's trouble is worth riding out: younger than ``ride_out`` (0: never)."""
+    if policy.ride_out <= 0:
+        return False
+    return trouble_since is None or clock.time() - trouble_since < policy.ride_out
+
+
+def _refusal(call: Call[Any], verdict: Verdict) -> str:
+    """Why the budget's store refused a retry, in the words of `not_retried_because`."""
+    if verdict.refused_by == "cool_down" and verdict.cooling_until is not None:
+        return (
+            "Avatario asked every caller to wait until "
+            f"{clock_time(verdict.cooling_until)} (a Retry-After one of them heard)"
+        )
+    share = call.policy.retry_budget or 0.0
+    where = _SCOPES.get(call.scope.name if call.scope else "", "recent calls")
+    reason = (
+        f"the retry budget is spent (retries are capped at {share:.0%} of {where} while "
+        "Avatario is failing)"
+    )
+    if call.policy.ride_out > 0 and verdict.trouble_since is not None:
+        reason += (
+            f"; Avatario did not answer again within the {call.policy.ride_out:g} s ride-out "
+            f"(failing since {clock_time(verdict.trouble_since)})"
+        )
+    return reason
+
+
+_SCOPES = {
+    "process": "this client's recent calls",
+    "host": "the recent calls of every process of this user on this machine",
+    "redis": "the recent calls of every process sharing this Redis",
+}
 
 
 class _Settled(Generic[ResultT]):
@@ -302,13 +265,13 @@ def _settle_by_room(
     deadline: Deadline,
     resent: bool,
 ) -> Generator[Step, Any, _Settled[ResultT] | None]:
-    """Watch the room: the result when the avatar joined; None to send once more (same key);
-    else `failure` is raised."""
+    """Watch the room: the result when the avatar joined; None to send once more (same key;
+    outside the budget: the room, not a guess, says it is needed); else `failure` is raised."""
     joined = yield WatchRoom(max(0.0, min(room.seconds, deadline.left())))
     if joined:
         _log_settled(failure)
         return _Settled(room.settled(failure, attempts))
-    why = _why_no_resend(call, failure, joined, attempts, deadline, resent)
+    why = _why_no_resend(call.policy, failure, joined, attempts, deadline, resent)
     if why is not None:
         _log_unsettled(room.seconds, f"not sent again: {why}")
         raise failure
@@ -316,24 +279,8 @@ def _settle_by_room(
     return None
 
 
-def _budget_allows(call: Call[Any], failure: APIError, attempts: int) -> bool:
-    """Withdraw one retry from the budget; False (and the reason on `failure`) if it is spent."""
-    share = call.policy.retry_budget
-    if share is None or call.budget.try_withdraw(share):
-        return True
-    failure.not_retried_because = (
-        f"the retry budget is spent (retries are capped at {share:.0%} of this client's "
-        "recent calls while Avatario is failing)"
-    )
-    _log(
-        call.request.name, call.policy, failure, attempts, "not retried: the retry budget is spent"
-    )
-    call.trace.budget_refused()
-    return False
-
-
 def _why_no_resend(
-    call: Call[Any],
+    policy: RetryPolicy,
     failure: APIError,
     joined: bool | None,
     attempts: int,
@@ -341,7 +288,6 @@ def _why_no_resend(
     resent: bool,
 ) -> str | None:
     """Why an unknown outcome the room did not settle is not sent once more, or None."""
-    policy = call.policy
     if joined is None:
         return "the room cannot show whether the avatar joined"
     if failure.outcome is Outcome.STARTED:
@@ -350,46 +296,11 @@ def _why_no_resend(
         return "it was sent once more already"
     if attempts >= policy.max_attempts or deadline.left() < policy.min_attempt_time:
         return "the retry policy's attempts or deadline are used up"
-    if not _budget_allows(call, failure, attempts):
-        return "the retry budget is spent"
     return None
 
 
 def _from_retry_after(failure: APIError, policy: RetryPolicy) -> bool:
     return getattr(failure, "retry_after", None) is not None and policy.respect_retry_after
-
-
-def _log(
-    name: str,
-    policy: RetryPolicy,
-    error: APIError,
-    attempts: int,
-    what_next: str,
-    delay: float | None = None,
-) -> None:
-    """One WARNING per retry or refusal; the error text never holds a secret or raw server
-    text (`_reply` made it one redacted line)."""
-    status = getattr(error, "status_code", None)
-    request_id = getattr(error, "request_id", None)
-    what = f"HTTP {status}" if status is not None else f"{type(error).__name__}: {error.message}"
-    logger.warning(
-        "Avatario %s attempt %d/%d failed (%s, request id %s); %s",
-        name,
-        attempts,
-        policy.max_attempts,
-        what,
-        request_id or "none",
-        what_next,
-        extra={
-            "avatario_operation": name,
-            "avatario_attempt": attempts,
-            "avatario_max_attempts": policy.max_attempts,
-            "avatario_status_code": status,
-            "avatario_request_id": request_id,
-            "avatario_outcome": error.outcome.value,
-            "avatario_delay": delay,
-        },
-    )
 
 
 def _log_unsettled(seconds: float, what_next: str) -> None:
@@ -406,90 +317,3 @@ def _log_settled(error: APIError) -> None:
         "started",
         type(error).__name__,
     )
-
-
-# -- the two drivers ----------------------------------------------------------------------------
-
-
-def drive(
-    flow: Generator[Step, Any, ResultT],
-    transport: SyncSender,
-    request: PreparedRequest[Any],
-    clock: Clock,
-) -> ResultT:
-    """Run `flow` on a sync transport: send, sleep, hand back what came of it."""
-    step = next(flow)
-    while True:
-        try:
-            if type(step) is Attempt:
-                try:
-                    answer: Any = transport.send(request, step)
-                except APIConnectionError as error:
-                    answer = error
-            elif type(step) is Sleep:
-                clock.sleep(step.seconds)
-                answer = None
-            else:
-                raise TypeError(f"a sync call has no {type(step).__name__} step")
-        except BaseException as error:
-            flow.throw(error)  # the flow ends the call's trace and raises it again
-            raise
-        try:
-            step = flow.send(answer)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-
-async def drive_async(
-    flow: Generator[Step, Any, ResultT],
-    transport: AsyncSender,
-    request: PreparedRequest[Any],
-    clock: Clock,
-    room: RoomWatch[Any] | None = None,
-) -> ResultT:
-    """Run `flow` on an async transport. A cancellation the caller asked for while a step ran
-    ends the call, even where a library swallowed it (Python 3.11+ counts them)."""
-    before = _cancel_requests()
-    step = next(flow)
-    while True:
-        try:
-            if type(step) is Attempt:
-                if step.number > 1:
-                    _raise_if_cancelled(before)
-                try:
-                    answer: Any = await transport.send(request, step)
-                except APIConnectionError as error:
-                    answer = error
-                if type(answer) is not Reply or not 200 <= answer.status < 300:
-                    _raise_if_cancelled(before)  # a failure is never what a cancel ends in
-            elif type(step) is Sleep:
-                await clock.asleep(step.seconds)
-                answer = None
-            elif type(step) is WatchRoom and room is not None:
-                answer = await room.joined(step.seconds)
-            else:
-                raise TypeError("a WatchRoom step without a room to watch")
-        except BaseException as error:
-            flow.throw(error)
-            raise
-        try:
-            step = flow.send(answer)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-
-def _raise_if_cancelled(before: int) -> None:
-    """The caller cancelled the task while a step ran and a library swallowed it: honour it
-    now rather than send again (or report a timeout)."""
-    if _cancel_requests() > before:
-        raise sys.modules["asyncio"].CancelledError
-
-
-def _cancel_requests() -> int:
-    """How many cancellations of the current task are pending (0 on Python 3.10, which does
-    not count them; there the async transports keep the caller's cancellation from being
-    lost)."""
-    if sys.version_info >= (3, 11):
-        task = sys.modules["asyncio"].current_task()
-        return task.cancelling() if task is not None else 0  # type: ignore[no-any-return]
-    return 0  # pragma: no cover - Python 3.10

@@ -132,8 +132,12 @@ class RetryPolicy:
     included; a retry is sent only if at least `min_attempt_time` of it is left after the wait
     (time to hear an answer), and any attempt's request only while that much of the attempt is
     left; else the call ends with the last error and `not_retried_because` says so.
-    `retry_budget` caps retries at that share of the calls the client made recently (None: no
-    cap).
+    `retry_budget` caps retries at that share of the calls made recently in the budget's scope
+    (None: no cap). While Avatario fails in that scope and the trouble is younger than
+    `ride_out`, a call with time left does not send its retry into the trouble: it waits,
+    sending nothing, until Avatario is seen answering again (another call's success, or its
+    own probe), then retries; once the trouble is older, retries go by the budget alone and a
+    refused one fails at once (see [Retries](../retries.md#a-blip-is-not-an-outage)).
 
     Attributes:
         max_attempts: Attempts in all, the first included (1: no retries).
@@ -149,6 +153,8 @@ class RetryPolicy:
         retry_budget: Retries allowed as a share of recent calls (None: no budget).
         min_attempt_time: The least time, in seconds, a retry must have left before
             `max_elapsed` to be sent at all, and an attempt's request of its attempt.
+        ride_out: Seconds of trouble a call waits out for Avatario to answer again (0: no
+            waiting; a refused retry fails at once).
     """
 
     max_attempts: int = attrs.field(default=3, validator=_positive_int)
@@ -163,6 +169,7 @@ class RetryPolicy:
     retry_unknown_outcome: bool = False
     retry_budget: float | None = attrs.field(default=0.2, validator=_budget)
     min_attempt_time: float = attrs.field(default=0.5, validator=_seconds())
+    ride_out: float = attrs.field(default=15.0, validator=_seconds())
 
     @classmethod
     def no_retries(cls, *, max_elapsed: float = 30.0) -> RetryPolicy:

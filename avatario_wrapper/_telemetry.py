@@ -90,6 +90,9 @@ class CallTrace(Protocol):
     def budget_refused(self) -> None:
         """A retry was due but the retry budget refused it."""
 
+    def ride_out(self, outcome: str, seconds: float) -> None:
+        """The call waited `seconds` out of trouble: ``released``, ``probe`` or ``gave_up``."""
+
     def ended(self, result: Any, error: BaseException | None, attempts: int) -> None:
         """The call is over: `result` returned, or `error` raised, after `attempts` attempts."""
 
@@ -109,6 +112,9 @@ class _NoTrace:
         pass
 
     def budget_refused(self) -> None:
+        pass
+
+    def ride_out(self, outcome: str, seconds: float) -> None:
         pass
 
     def ended(self, result: Any, error: BaseException | None, attempts: int) -> None:
@@ -594,6 +600,21 @@ class _CallTrace:
                 )
         except Exception:
             logger.debug("Avatario telemetry failed at a budget refusal", exc_info=True)
+
+    def ride_out(self, outcome: str, seconds: float) -> None:
+        if self._span is None:
+            return
+        try:
+            self._span.add_event(
+                "avatario.ride_out",
+                {
+                    "avatario.attempt": self._attempts,
+                    "avatario.ride_out.outcome": outcome,
+                    "avatario.ride_out.seconds": float(seconds),
+                },
+            )
+        except Exception:
+            logger.debug("Avatario telemetry failed at a ride-out", exc_info=True)
 
     def ended(self, result: Any, error: BaseException | None, attempts: int) -> None:
         try:

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from avatario_wrapper._flow import Attempt
+from avatario_wrapper._steps import Attempt
 from avatario_wrapper._transports._timer import Deadlines, _bounded_311
 from avatario_wrapper._transports.base import Wire
 

@@ -544,18 +544,37 @@ def test_async_client_on_anyio_loops(pytester: pytest.Pytester) -> None:
     assert_clean(result)
 
 
-LEAKY_TESTS = """
+CLOSED_LATE_TESTS = """
 @pytest.fixture
-def leaky_client(fake_avatario):
-    # What closing at teardown alone would do: the test's loop is closed by then.
+def late_client(fake_avatario):
+    # Closed only at teardown, when the test's loop is closed already: the client closed the
+    # pool it made as that loop shut down.
     client = AsyncAvatarioClient(fake_avatario.api_key, base_url=fake_avatario.url)
     yield client
     client._close_from_sync()
 
 
 @pytest.mark.asyncio
-async def test_leaky(leaky_client):
-    await leaky_client.start_session(**CALL)
+async def test_closed_late(late_client):
+    await late_client.start_session(**CALL)
+
+
+def test_nothing_was_left_open():
+    gc.collect()
+"""
+
+LEAKY_TESTS = """
+import aiohttp
+
+
+@pytest.mark.asyncio
+async def test_leaky(fake_avatario):
+    # A pool of the test's own, never closed: the client does not close what it was given.
+    session = aiohttp.ClientSession()
+    client = AsyncAvatarioClient(
+        fake_avatario.api_key, base_url=fake_avatario.url, http_client=session
+    )
+    await client.start_session(**CALL)
 
 
 def test_nothing_was_left_open():
@@ -563,9 +582,18 @@ def test_nothing_was_left_open():
 """
 
 
-def test_the_runs_above_would_catch_a_client_left_open(pytester: pytest.Pytester) -> None:
-    # The control experiment for the async runs: the same settings fail a fixture that closes
-    # its client only at teardown, after the loop of a per-test event loop has closed.
+def test_a_client_closed_only_after_its_loop_ended_left_nothing_open(
+    pytester: pytest.Pytester,
+) -> None:
+    write(pytester, "test_closed_late", CLOSED_LATE_TESTS)
+    result = run(pytester, isolated=True)
+    result.assert_outcomes(passed=2)
+    assert_clean(result)
+
+
+def test_the_runs_above_would_catch_a_pool_left_open(pytester: pytest.Pytester) -> None:
+    # The control experiment for the async runs: the same settings fail a test that leaves a
+    # pool of its own open when its per-test event loop closes.
     write(pytester, "test_leaky", LEAKY_TESTS)
     result = run(pytester, isolated=True)
     assert result.ret != 0

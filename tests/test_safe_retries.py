@@ -323,12 +323,18 @@ def test_the_default_policy_starts_at_most_one_session_per_call(
 
 # -- the retry budget ----------------------------------------------------------------------------
 
+#: The budget alone, as it binds once a scope's trouble is older than the ride-out window (the
+#: ride-out itself: tests/test_ride_out.py).
+BUDGET_ONLY = RetryPolicy(ride_out=0)
+
 
 def _count_sync(script: Script, clock: FakeClock, n: int) -> list[CallResult]:
     results: list[CallResult] = []
     with (
         httpx.Client(transport=httpx.MockTransport(script)) as http,
-        AvatarioClient(KEY, base_url=BASE_URL, clock=clock, http_client=http) as client,
+        AvatarioClient(
+            KEY, base_url=BASE_URL, clock=clock, http_client=http, retry=BUDGET_ONLY
+        ) as client,
     ):
         for _ in range(n):
             try:
@@ -366,7 +372,7 @@ def test_without_faults_500_calls_send_exactly_500_requests() -> None:
 
 class FrozenClock(FakeClock):
     """Virtual time that never moves: every retry falls in one budget window, so the bound
-    is exact: retries <= 20% of calls + the reserve of 5."""
+    is exact: retries <= 20% of calls + the reserve of 3."""
 
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
@@ -379,8 +385,8 @@ class FrozenClock(FakeClock):
 WORKERS = 8
 CALLS_EACH = 50
 TOTAL_CALLS = WORKERS * CALLS_EACH
-#: One shared budget: calls + 20% of them + the reserve of 5.
-SHARED_BOUND = TOTAL_CALLS + 0.2 * TOTAL_CALLS + 5
+#: One shared budget: calls + 20% of them + the reserve of 3.
+SHARED_BOUND = TOTAL_CALLS + 0.2 * TOTAL_CALLS + 3
 
 
 def _hammer_from_threads(clients: list[AvatarioClient]) -> None:
@@ -407,16 +413,20 @@ def test_with_options_copies_share_one_budget_across_threads() -> None:
     shared = Script(error(503))
     with (
         httpx.Client(transport=httpx.MockTransport(shared)) as http,
-        AvatarioClient(KEY, base_url=BASE_URL, clock=FrozenClock(), http_client=http) as base,
+        AvatarioClient(
+            KEY, base_url=BASE_URL, clock=FrozenClock(), http_client=http, retry=BUDGET_ONLY
+        ) as base,
     ):
         copies = [base.with_options(timeout=5.0 + i) for i in range(WORKERS)]
         _hammer_from_threads(copies)
-    assert TOTAL_CALLS + 5 <= len(shared.requests) <= SHARED_BOUND
+    assert TOTAL_CALLS + 3 <= len(shared.requests) <= SHARED_BOUND
 
     separate = Script(error(503))
     with httpx.Client(transport=httpx.MockTransport(separate)) as http:
         clients = [
-            AvatarioClient(KEY, base_url=BASE_URL, clock=FrozenClock(), http_client=http)
+            AvatarioClient(
+                KEY, base_url=BASE_URL, clock=FrozenClock(), http_client=http, retry=BUDGET_ONLY
+            )
             for _ in range(WORKERS)
         ]
         _hammer_from_threads(clients)
@@ -431,7 +441,7 @@ def test_with_options_copies_share_one_budget_across_tasks() -> None:
         async with (
             httpx.AsyncClient(transport=httpx.MockTransport(script)) as http,
             AsyncAvatarioClient(
-                KEY, base_url=BASE_URL, clock=FrozenClock(), http_client=http
+                KEY, base_url=BASE_URL, clock=FrozenClock(), http_client=http, retry=BUDGET_ONLY
             ) as base,
         ):
             copies = [base.with_options(timeout=5.0 + i) for i in range(WORKERS)]
@@ -444,4 +454,4 @@ def test_with_options_copies_share_one_budget_across_tasks() -> None:
             await asyncio.gather(*(work(c) for c in copies))
 
     asyncio.run(main())
-    assert TOTAL_CALLS + 5 <= len(script.requests) <= SHARED_BOUND
+    assert TOTAL_CALLS + 3 <= len(script.requests) <= SHARED_BOUND

@@ -18,9 +18,9 @@ import pytest
 
 from avatario_wrapper import AsyncAvatarioClient, AvatarioClient
 from avatario_wrapper._environment import Environment
-from avatario_wrapper._flow import Attempt
 from avatario_wrapper._request import warm_up_request
 from avatario_wrapper._settings import Settings
+from avatario_wrapper._steps import Attempt
 from avatario_wrapper._transports import _httpcore
 from avatario_wrapper._transports.aiohttp import AiohttpTransport
 from avatario_wrapper._transports.base import WIRE_IN_PROGRESS, Wire

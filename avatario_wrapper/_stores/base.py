@@ -22,6 +22,8 @@ from typing import Literal, Protocol
 
 import attrs
 
+#: The environment variable that names the store for every client not given one.
+ENV_VAR = "AVATARIO_RETRY_BUDGET_URL"
 #: Why a retry was refused: the budget is spent, or the server asked everyone to wait.
 RefusedBy = Literal["budget", "cool_down"]
 

@@ -16,12 +16,10 @@ from collections.abc import Mapping
 from .._clock import SYSTEM_CLOCK, Clock
 from .._extras import hint
 from ..errors import AvatarioConfigError
-from .base import BudgetStore
+from .base import ENV_VAR, BudgetStore
 from .host import HostStore
 from .process import ProcessStore
 from .rules import DEFAULT_RESERVE
-
-ENV_VAR = "AVATARIO_RETRY_BUDGET_URL"
 
 _EXPECTED = (
     "expected redis://host:port/db, rediss://…, unix:///path, host, sqlite://, "

@@ -32,9 +32,9 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .._environment import Environment
-from .._flow import Attempt
 from .._reply import Body, Reply
 from .._request import PreparedRequest
+from .._steps import Attempt
 from .._text import REDACTED
 from ..errors import APIConnectionError
 from ._fork import fork_generation

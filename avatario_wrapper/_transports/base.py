@@ -13,16 +13,16 @@ import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._flow import AsyncSender, SyncSender
 from .._outcome import Outcome, unknown_outcome_note
+from .._steps import AsyncSender, SyncSender
 from .._text import safe_line
 from ..errors import APIConnectionError, APITimeoutError, ClientClosedError
 from ._fork import fork_generation
 
 if TYPE_CHECKING:
-    from .._flow import Attempt
     from .._reply import Reply
     from .._request import PreparedRequest
+    from .._steps import Attempt
 
 CLOSED_MESSAGE = "the Avatario client is closed; make a new one to send requests"
 

@@ -25,9 +25,9 @@ from typing import Any, Generic, TypeVar
 import httpx
 
 from .._environment import Environment, Proxy
-from .._flow import Attempt
 from .._reply import Body, Reply
 from .._request import PreparedRequest
+from .._steps import Attempt
 from .._text import REDACTED
 from ..errors import APIConnectionError
 from . import _httpcore

@@ -20,7 +20,8 @@ Fixtures (docs/testing.md, "The pytest plugin"):
     An `AvatarioClient` / `AsyncAvatarioClient` with ``fake_avatario``'s key and URL, closed
     after the test. The async one is a plain fixture, so it works on the per-test loops of
     pytest-asyncio (strict and auto mode) and anyio; it binds to the loop it first sends on
-    and closes its connections there before that loop closes (see `_loop_bound`).
+    and closes its connections there before that loop closes (as every async client closes
+    the pool it made when its loop shuts down).
 
 The marker, ``@pytest.mark.avatario(**options)`` (on a test, class or module; the closest
 wins, option by option; ``fake_avatario`` parametrized with ``indirect=True`` and a dict of
@@ -250,9 +251,8 @@ def async_avatario_client(
     plugin made it, and closes its connections on that loop before the loop closes.
     """
     from .._clients import AsyncAvatarioClient  # noqa: PLC0415 - only when used
-    from ._loop_bound import close_with_its_loop  # noqa: PLC0415 - only when used
 
-    client = close_with_its_loop(_client(AsyncAvatarioClient, fake_avatario, request.node))
+    client = _client(AsyncAvatarioClient, fake_avatario, request.node)
     try:
         yield client
     finally:
