@@ -177,7 +177,16 @@ def _retry(
     if delay is None:
         return False
     if verdict is not None and _young(verdict.trouble_since, policy, clock):
-        yield from ride_out(call, failure, attempts, deadline, delay, verdict.trouble_since, probe)
+        yield from ride_out(
+            call,
+            failure,
+            attempts,
+            deadline,
+            delay,
+            verdict.trouble_since,
+            probe,
+            budgeted=verdict.allowed or _own_cool_down(verdict, delay, clock),
+        )
         return True
     if verdict is not None and not (verdict.allowed or _own_cool_down(verdict, delay, clock)):
         failure.not_retried_because = _refusal(call, verdict)

@@ -9,8 +9,9 @@ it looks at the scope (`Ask("status")`, read once per 0.1 s per process) until o
                any process sharing the store). The call retries after a random part of the
                trouble's length, so the calls that piled up during it come back at about the
                rate they came in, not all at once.
-    probe      no one else is probing (`Ask("take_probe")`: one caller per scope at a time,
-               for a lease that grows with the trouble's age): this call's retry is the probe.
+    probe      the budget granted this retry and no one else is probing (`Ask("take_probe")`:
+               one caller per scope at a time, for a lease that grows with the trouble's
+               age): this call's retry is the probe.
     cooling    the server asked everyone to wait (Retry-After): wait until then, then look.
     gives up   the trouble is older than ``ride_out``, or what is left of ``max_elapsed``
                would be less than ``min_attempt_time``: the failure is raised, and
@@ -59,9 +60,14 @@ def ride_out(
     delay: float,
     trouble_since: float | None,
     probe: Probe,
+    *,
+    budgeted: bool,
 ) -> Generator[Step, Any, None]:
-    """Wait until the call's retry may go (returns), or give up (raises `failure`). A call
-    that holds the probe goes on probing at its own backoff while its lease lasts."""
+    """Wait until the call's retry may go (returns), or give up (raises `failure`).
+
+    `budgeted`: the budget granted this retry; only such a retry may be the probe (the probe
+    comes out of the budget, so a fleet's probes are bounded by it). A call that holds the
+    probe goes on probing at its own backoff while its lease lasts and its budget allows."""
     clock, trace = call.clock, call.trace
     began = clock.monotonic()
     since = clock.time() if trouble_since is None else trouble_since
@@ -90,7 +96,7 @@ def ride_out(
             yield from _wait(call, failure, min(cooling - now, _usable(call, deadline)))
             continue
         lease = min(MAX_LEASE, max(MIN_LEASE, now - since)) + (call.connect_timeout or 1.0)
-        if clock.monotonic() < probe.until or (yield Ask("take_probe", lease=lease)):
+        if budgeted and (clock.monotonic() < probe.until or (yield Ask("take_probe", lease=lease))):
             probe.until = max(probe.until, clock.monotonic() + lease)
             if waited:  # a retry that went at once, after its backoff, is no ride-out
                 trace.ride_out("probe", clock.monotonic() - began)

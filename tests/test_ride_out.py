@@ -1,0 +1,323 @@
+"""Riding out a blip (`_ride_out`), step by step: the real call flow, a real in-process store
+and a virtual clock; the test plays the driver, answering each step, and plays "the other
+calls" by telling the store of their failures and successes between steps.
+
+What it shows: a lone failure retries after its backoff as it always did; while the scope is
+in trouble a retry waits, sending nothing, and goes when Avatario answers again (after a part
+of the trouble's length) or as the scope's one probe; a cool-down is waited out; a trouble
+older than the ride-out window fails a refused retry at once; a wait ends on the client's
+close, on Ctrl-C and on cancellation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Generator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from avatario_wrapper import (
+    APIError,
+    AsyncAvatarioClient,
+    AvatarioClient,
+    InternalServerError,
+    RetryPolicy,
+    StartSessionResult,
+)
+from avatario_wrapper._flow import call_flow
+from avatario_wrapper._operations import START_SESSION
+from avatario_wrapper._reply import Body, Reply
+from avatario_wrapper._steps import Ask, Attempt, Call, Sleep
+from avatario_wrapper.testing import FakeClock
+
+from .conftest import BASE_URL, CALL
+
+KEY = "sk_ride_out_key_0001"
+
+
+def reply(status: int, body: bytes = b"") -> Reply:
+    content = body or (b'{"session_id":"s"}' if status == 200 else b'{"error":"e"}')
+    answer = Body(status)
+    answer.feed(content)
+    return Reply(status, "X", httpx.Headers({"content-type": "application/json"}), answer)
+
+
+class Driver:
+    """Runs a call's flow as `_drivers.drive` does, but the test answers each `Attempt`
+    (`answers`, in order) and may act between steps (`between`, called with each step)."""
+
+    def __init__(
+        self,
+        client: AvatarioClient,
+        answers: Iterator[Reply],
+        between: Callable[[Any], None] = lambda step: None,
+    ) -> None:
+        self.call: Call[Any] = client._begin(START_SESSION, dict(CALL))
+        self.clock: FakeClock = self.call.clock  # type: ignore[assignment]
+        self.answers = answers
+        self.between = between
+        self.steps: list[Any] = []
+
+    def run(self) -> Any:
+        flow: Generator[Any, Any, Any] = call_flow(self.call)
+        scope = self.call.scope
+        assert scope is not None
+        step = next(flow)
+        while True:
+            self.steps.append(step)
+            self.between(step)
+            if isinstance(step, Attempt):
+                answer: Any = next(self.answers)
+            elif isinstance(step, Sleep):
+                self.clock.sleep(step.seconds)
+                answer = None
+            elif isinstance(step, Ask):
+                answer = getattr(scope, step.operation)(**step.arguments)
+            else:  # pragma: no cover - no room in these calls
+                raise AssertionError(step)
+            try:
+                step = flow.send(answer)
+            except StopIteration as done:
+                return done.value
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return [s for s in self.steps if isinstance(s, Attempt)]
+
+    @property
+    def sleeps(self) -> list[float]:
+        return [s.seconds for s in self.steps if isinstance(s, Sleep)]
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(seed=11)
+
+
+@pytest.fixture
+def client(clock: FakeClock) -> Iterator[AvatarioClient]:
+    with AvatarioClient(KEY, base_url=BASE_URL, clock=clock) as made:
+        yield made
+
+
+def store(client: AvatarioClient) -> Any:
+    """The client's scope: what "the other calls" of the same origin and key share."""
+    return client._budget
+
+
+def test_a_lone_failure_retries_after_its_backoff_as_before(client: AvatarioClient) -> None:
+    driver = Driver(client, iter([reply(503), reply(200)]))
+    result = driver.run()
+    assert isinstance(result, StartSessionResult)
+    assert result.attempts == 2
+    assert len(driver.sleeps) == 1  # its backoff, no waiting beyond it
+    operations = [s.operation for s in driver.steps if isinstance(s, Ask)]
+    assert operations == ["deposit", "failed", "status", "take_probe", "succeeded"]
+
+
+def test_while_in_trouble_a_retry_waits_and_goes_when_avatario_answers_again(
+    client: AvatarioClient, clock: FakeClock
+) -> None:
+    scope = store(client)
+    began = clock.time()
+    scope.failed(retry=False, share=0.2, cool_until=None)  # another call's failure
+    assert scope.take_probe(lease=60.0)  # another call is the probe
+    recovered_at = began + 4.0
+
+    def others(step: Any) -> None:
+        # The other calls: failing until `recovered_at`, then succeeding.
+        if isinstance(step, Ask) and step.operation == "status":
+            if clock.time() < recovered_at:
+                scope.failed(retry=False, share=0.2, cool_until=None)
+            else:
+                scope.succeeded()
+                scope.take_probe(lease=60.0)  # a success ends a lease: another waiter probes
+
+    driver = Driver(client, iter([reply(503), reply(200)]), others)
+    result = driver.run()
+    assert isinstance(result, StartSessionResult)
+    assert len(driver.attempts) == 2  # nothing sent while the trouble lasted
+    second = driver.steps.index(driver.attempts[1])
+    assert clock.time() >= recovered_at
+    # The release: a random part of the trouble's length, then the retry.
+    release = driver.steps[second - 1]
+    assert isinstance(release, Sleep)
+    assert 0.0 <= release.seconds <= clock.time() - began
+    assert result.attempts == 2
+
+
+def test_a_waiting_call_probes_when_no_one_else_does(
+    client: AvatarioClient, clock: FakeClock
+) -> None:
+    scope = store(client)
+    scope.failed(retry=False, share=0.2, cool_until=None)
+    assert scope.take_probe(lease=1.0)  # another call probes, for one second
+
+    def others(step: Any) -> None:
+        if isinstance(step, Ask) and step.operation == "status":
+            scope.failed(retry=False, share=0.2, cool_until=None)  # still failing
+
+    driver = Driver(client, iter([reply(503), reply(200)]), others)
+    assert isinstance(driver.run(), StartSessionResult)
+    probes = [s for s in driver.steps if isinstance(s, Ask) and s.operation == "take_probe"]
+    assert len(probes) >= 2  # refused while the other lease lasted, then granted
+    assert len(driver.attempts) == 2
+
+
+def test_a_cool_down_another_call_heard_is_waited_out(
+    client: AvatarioClient, clock: FakeClock
+) -> None:
+    scope = store(client)
+    until = clock.time() + 5.0
+    scope.failed(retry=False, share=0.2, cool_until=until)  # a Retry-After of 5 s, elsewhere
+    driver = Driver(client, iter([reply(503), reply(200)]))
+    assert isinstance(driver.run(), StartSessionResult)
+    first, second = (driver.steps.index(a) for a in driver.attempts)
+    assert clock.time() >= until - 1e-6
+    assert all(isinstance(s, (Sleep, Ask)) for s in driver.steps[first + 1 : second])
+
+
+def test_a_waiter_gives_up_when_the_trouble_outlives_the_ride_out(
+    client: AvatarioClient, clock: FakeClock
+) -> None:
+    scope = store(client)
+    scope.failed(retry=False, share=0.2, cool_until=None)
+    assert scope.take_probe(lease=60.0)  # the probe is someone else's all along
+
+    def others(step: Any) -> None:
+        if isinstance(step, Ask) and step.operation == "status":
+            scope.failed(retry=False, share=0.2, cool_until=None)
+
+    driver = Driver(client, iter([reply(503)]), others)
+    began = clock.time()
+    with pytest.raises(InternalServerError) as caught:
+        driver.run()
+    why = caught.value.not_retried_because or ""
+    assert "did not answer again within the 15 s ride-out" in why
+    assert len(driver.attempts) == 1
+    assert 15.0 <= clock.time() - began <= 16.0  # the window, once
+
+
+def test_after_the_ride_out_a_refused_retry_fails_at_once(
+    client: AvatarioClient, clock: FakeClock
+) -> None:
+    scope = store(client)
+    scope.failed(retry=False, share=0.2, cool_until=None)
+    for _ in range(16):  # trouble older than the window, failures all along
+        clock.advance(1.0)
+        scope.failed(retry=True, share=0.2, cool_until=None)  # the budget spent meanwhile
+    driver = Driver(client, iter([reply(503)]))
+    began = clock.time()
+    with pytest.raises(InternalServerError) as caught:
+        driver.run()
+    assert clock.time() == began  # no wait at all
+    why = caught.value.not_retried_because or ""
+    assert "retry budget is spent" in why
+    assert "ride-out" in why
+
+
+def test_ride_out_zero_is_the_budget_alone(clock: FakeClock) -> None:
+    policy = RetryPolicy(ride_out=0)
+    with AvatarioClient(KEY, base_url=BASE_URL, clock=clock, retry=policy) as client:
+        scope = store(client)
+        scope.failed(retry=False, share=0.2, cool_until=None)
+        assert scope.take_probe(lease=60.0)
+        driver = Driver(client, iter([reply(503), reply(200)]))
+        assert isinstance(driver.run(), StartSessionResult)
+    operations = [s.operation for s in driver.steps if isinstance(s, Ask)]
+    assert operations == ["deposit", "failed", "succeeded"]  # no status, no probe
+
+
+# -- a wait ends on close, Ctrl-C and cancellation ------------------------------------------
+
+
+def _troubled(client: AvatarioClient | AsyncAvatarioClient) -> None:
+    scope = client._budget
+    scope.failed(retry=False, share=0.2, cool_until=None)
+    assert scope.take_probe(lease=60.0)
+
+
+def test_closing_the_client_ends_a_wait(clock: FakeClock) -> None:
+    class ClosingClock(FakeClock):
+        client: Any = None
+
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            if len(self.sleeps) == 3:  # waiting, past its backoff
+                self.client.close()
+
+    closing = ClosingClock(seed=2)
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(503, json={"error": "e"})
+
+    with httpx.Client(transport=httpx.MockTransport(answer)) as http:
+        client = AvatarioClient(KEY, base_url=BASE_URL, clock=closing, http_client=http)
+        closing.client = client
+        _troubled(client)
+        with pytest.raises(APIError) as caught:
+            client.start_session(**CALL)
+    assert len(sent) == 1
+    assert "closed" in (caught.value.not_retried_because or "")
+
+
+def test_ctrl_c_ends_a_wait(clock: FakeClock) -> None:
+    class Interrupting(FakeClock):
+        def sleep(self, seconds: float) -> None:
+            super().sleep(seconds)
+            if len(self.sleeps) == 3:
+                raise KeyboardInterrupt
+
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(503, json={"error": "e"})
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(answer)) as http,
+        AvatarioClient(KEY, base_url=BASE_URL, clock=Interrupting(), http_client=http) as client,
+    ):
+        _troubled(client)
+        with pytest.raises(KeyboardInterrupt):
+            client.start_session(**CALL)
+    assert len(sent) == 1
+
+
+def test_cancelling_the_task_ends_a_wait() -> None:
+    waiting = asyncio.Event()
+
+    class Waiting(FakeClock):
+        """Sleeps that take real time, so the test can cancel during one."""
+
+        async def asleep(self, seconds: float) -> None:
+            self.sleeps.append(seconds)
+            self.now += seconds
+            if len(self.sleeps) >= 3:  # past its backoff: waiting for Avatario
+                waiting.set()
+            await asyncio.sleep(0.01)
+
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(503, json={"error": "e"})
+
+    async def main() -> None:
+        async with (
+            httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http,
+            AsyncAvatarioClient(KEY, base_url=BASE_URL, clock=Waiting(), http_client=http) as c,
+        ):
+            _troubled(c)
+            task = asyncio.ensure_future(c.start_session(**CALL))
+            await waiting.wait()  # the call is riding the trouble out
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    assert len(sent) == 1
