@@ -1,0 +1,51 @@
+"""No retry storm from a fleet: 40 job processes, each with a fresh client and one call, in an
+outage (every start-session answered 503), on all three transports. With the budget where the
+fleet's is (host-wide, or one Redis, as job processes on several hosts would share it) they
+send at most 1.3 requests per call; each with a budget of its own sends up to 3 (the control
+experiment).
+
+Real processes (multiprocessing's spawn, as livekit-agents' job processes) and a real fake
+Avatario on 127.0.0.1. The ride-out window is 2 s here, so each test takes seconds, not the
+default 15 s; scripts/fleet-outage measures the default settings (docs/retries.md).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from avatario_wrapper.testing import run_fake_server
+
+from .fleet import KEY, run_fleet
+
+pytestmark = pytest.mark.integration
+
+JOBS = 40
+POLICY = {"ride_out": 2.0, "initial_delay": 0.2, "max_delay": 0.5}
+
+
+def _requests_per_call(stores: list[str]) -> tuple[float, list[object]]:
+    with run_fake_server(api_key=KEY, faults="503@100%") as server:
+        outcomes = run_fleet(server.url, stores, POLICY)
+        sent = sum(1 for r in server.requests if r.operation_id == "startSession")
+    assert len(outcomes) == len(stores)
+    assert all(outcome != "ok" for _, outcome, _ in outcomes)
+    assert {kind for kind, _, _ in outcomes} == {"sync", "async-aiohttp", "async-httpx"}
+    return sent / len(stores), [outcome for _, outcome, _ in outcomes]
+
+
+def test_forty_job_processes_on_one_host_share_one_budget(tmp_path: Path) -> None:
+    per_call, outcomes = _requests_per_call([f"sqlite://{tmp_path}/budget.sqlite3"] * JOBS)
+    assert 1.0 <= per_call <= 1.3, outcomes
+
+
+def test_forty_job_processes_share_one_budget_through_redis(redis_url: str) -> None:
+    # The fake's port is in the origin, so a concurrent run on the shared Redis has its own.
+    per_call, outcomes = _requests_per_call([redis_url] * JOBS)
+    assert 1.0 <= per_call <= 1.3, outcomes
+
+
+def test_control_each_job_with_a_budget_of_its_own_retries_up_to_three_times() -> None:
+    per_call, _ = _requests_per_call(["process"] * 12)
+    assert per_call > 2.0
