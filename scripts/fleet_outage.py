@@ -67,6 +67,7 @@ def main() -> int:
         if args.redis:
             print(fleet_row("job processes, one Redis", [args.redis] * args.jobs))
         elif (binary := find_binary()) is not None:
+            (Path(folder) / "redis").mkdir()
             with RedisServer(binary, Path(folder) / "redis") as redis:
                 print(fleet_row("job processes, one Redis", [redis.url] * args.jobs))
         else:
