@@ -185,7 +185,7 @@ def _retry(
             delay,
             verdict.trouble_since,
             probe,
-            budgeted=verdict.allowed or _own_cool_down(verdict, delay, clock),
+            budgeted=verdict.allowed or verdict.refused_by == "cool_down",
         )
         return True
     if verdict is not None and not (verdict.allowed or _own_cool_down(verdict, delay, clock)):

@@ -65,9 +65,10 @@ def ride_out(
 ) -> Generator[Step, Any, None]:
     """Wait until the call's retry may go (returns), or give up (raises `failure`).
 
-    `budgeted`: the budget granted this retry; only such a retry may be the probe (the probe
-    comes out of the budget, so a fleet's probes are bounded by it). A call that holds the
-    probe goes on probing at its own backoff while its lease lasts and its budget allows."""
+    `budgeted`: the budget did not refuse this retry (it granted it, or only a cool-down held
+    it back); only such a retry may be the probe, and taking the probe asks the budget again
+    (a fleet's probes come out of its budget). A call that holds the probe goes on probing at
+    its own backoff while its lease lasts and its budget allows."""
     clock, trace = call.clock, call.trace
     began = clock.monotonic()
     since = clock.time() if trouble_since is None else trouble_since

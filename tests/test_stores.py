@@ -26,6 +26,7 @@ from avatario_wrapper._stores import (
     check_scope,
     scope_fingerprint,
 )
+from avatario_wrapper._stores.rules import QUIET_SECONDS
 from avatario_wrapper.testing import FakeClock
 
 from .store_kit import allowed, make_store, new_scope
@@ -239,13 +240,16 @@ def test_a_steady_overload_stays_in_trouble(store: BudgetStore, clock: FakeClock
     assert store.status(scope).trouble_since == pytest.approx(began, abs=1e-3)
 
 
-def test_trouble_ends_after_a_window_without_a_failure(
+def test_quiet_is_no_recovery_until_long_after_a_call_could_wait(
     store: BudgetStore, clock: FakeClock
 ) -> None:
+    # A call riding the trouble out sends nothing: the quiet it makes is not Avatario
+    # answering again, so the trouble outlasts any call's wait (30 s deadline, 15 s ride-out).
     scope = new_scope()
     store.failed(scope, retry=False, share=0.2, cool_until=None)
-    clock.advance(9)
+    clock.advance(QUIET_SECONDS - 1)
     assert store.status(scope).trouble_since is not None
+    assert store.deposit(scope) is True
     clock.advance(2)
     assert store.status(scope).trouble_since is None
     assert store.deposit(scope) is False

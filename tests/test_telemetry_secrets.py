@@ -41,14 +41,16 @@ CALL = {
     "livekit_url": "wss://rooms.example.com",
     "livekit_token": TOKEN,
 }
-#: Short waits: retries come at once, a stall ends at the attempt's timeout, and a Retry-After
-#: longer than max_retry_after ends the call at once.
+#: Short waits: retries come at once, a stall ends at the attempt's timeout, a Retry-After
+#: longer than max_retry_after ends the call at once, and a ride-out lasts half a second (then
+#: the budget alone decides, so its refusal is seen too).
 POLICY = RetryPolicy(
     max_attempts=2,
     initial_delay=0.01,
     max_delay=0.02,
     max_retry_after=0.5,
     min_attempt_time=0.05,
+    ride_out=0.5,
 )
 TIMEOUT = 0.4
 

@@ -5,10 +5,11 @@ the retry budget (Finagle's ``RetryBudget``: first attempts deposit, a retry wit
 10 s window), the server's shared cool-down (a ``Retry-After`` or a 503 seen by one call), and
 whether the scope is in trouble (failing since when; how many successes so far), so that one
 caller's success releases the others' waiters. Trouble begins at a failure and ends at a
-success once failures are less than a quarter of the latest attempts, or after a window with
-no failure at all. Every operation has a sync method and an async
-twin (``a``-prefixed). No operation ever raises into a call for a store that is slow or broken:
-the shared stores fall back to a simpler one and say so once in a WARNING.
+success once failures are less than a quarter of the latest attempts, or after two minutes
+with no failure at all (never merely because the waiting calls went quiet). Every operation
+has a sync method and an async twin (``a``-prefixed). No operation ever raises into a call for
+a store that is slow or broken: the shared stores fall back to a simpler one and say so once in
+a WARNING.
 
 Times a store returns are epoch seconds on the caller's own `Clock.time()`, whatever clock the
 store keeps internally (the process store keeps monotonic time, the Redis store the server's).

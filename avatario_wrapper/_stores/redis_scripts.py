@@ -16,10 +16,10 @@ from .rules import (
     IDLE_SECONDS,
     MAX_COOL_DOWN,
     MAX_LEASE,
+    QUIET_SECONDS,
     RECOVERED_SHARE,
     SLOT_SECONDS,
     SLOTS,
-    WINDOW_SECONDS,
 )
 
 _PRELUDE = f"""
@@ -47,11 +47,11 @@ local function entry()
   end
   return i
 end
--- the trouble's start, unless no attempt failed for a whole window (then it is over)
+-- the trouble's start, unless no attempt failed for QUIET_SECONDS (then it is over)
 local function trouble_now()
   local trouble = past(field('trouble'))
   local last = past(field('lastfail'))
-  if trouble and last and now - last <= {WINDOW_SECONDS!r} then return trouble end
+  if trouble and last and now - last <= {QUIET_SECONDS!r} then return trouble end
   if trouble then redis.call('HDEL', key, 'trouble') end
   return nil
 end

@@ -35,6 +35,11 @@ IDLE_SECONDS = 600.0
 #: not a single success, so that a steady overload (every other request refused) stays in
 #: trouble, where the budget binds, while a blip's end is seen within a second or two.
 RECOVERED_SHARE = 0.25
+#: Trouble with no failed attempt for this long is over without a success: longer than a
+#: call's whole life (the default deadline is 30 s), so a call riding the trouble out, which
+#: sends nothing while it waits, never sees the trouble end because it went quiet; and short
+#: enough that a rare caller after a long quiet spell rides out a fresh trouble.
+QUIET_SECONDS = 120.0
 
 _NO_SLOT = -(1 << 62)
 
@@ -134,9 +139,9 @@ class ScopeState:
         if self.last_failure is not None and self.last_failure > now:
             self.last_failure = now
         if self.trouble_since is not None and (
-            self.last_failure is None or now - self.last_failure > WINDOW_SECONDS
+            self.last_failure is None or now - self.last_failure > QUIET_SECONDS
         ):
-            self.trouble_since = None  # no failure for a whole window: the trouble is over
+            self.trouble_since = None  # no failure for so long: the trouble is over
         if self.last_success is not None and self.last_success > now:
             self.last_success = now
         self.cooling_until = _live(self.cooling_until, now, MAX_COOL_DOWN)
