@@ -10,8 +10,8 @@
     Attempt    send the request once, within the step's limits   → the `Reply`, or the
                                                                     `APIConnectionError`
     Sleep      wait on the client's clock                        → None
-    WatchRoom  (AvatarSession) watch the room for the avatar     → True joined · False not
-                                                                    within the time · None
+    WatchRoom  (AvatarSession) watch the room for the avatar,    → True joined · False not
+               on the client's clock                                within the time · None
                                                                     the room cannot tell
 
 The flow, in order: count the call in the retry budget; for each attempt, give it its timeout
@@ -20,8 +20,10 @@ must be left when its request is written; read the answer into the result or the
 (`_reply`); classify a failure (`_outcome` via `_retry.is_retryable`), plan the delay
 (`_retry.plan_delay`: attempts, Retry-After, the deadline, ``min_attempt_time``), ask the
 budget, log one WARNING, sleep; after a wait, stop if the client was closed. When no retry is
-left and an avatar may have started, a call that can watch the room (`RoomWatch`) does so:
-joined means started; not joined means one resend with the same idempotency key. Telemetry
+left and an avatar may have started, a call that can watch the room (`RoomWatch`) does so,
+as long as an avatar may take to join (`RoomWatch.seconds`) within what is left of
+``max_elapsed``: joined means started; not joined means one resend with the same idempotency
+key. Telemetry
 (`_telemetry`) hears of every attempt, wait and refusal. The request itself was made before
 (`_request.prepare`: inputs checked, body serialised once): every attempt sends the same bytes.
 """
@@ -119,8 +121,9 @@ class RoomWatch(Protocol[ResultT_co]):
     #: How long the avatar may take to join (bounded by what is left of the call).
     seconds: float
 
-    async def joined(self, seconds: float) -> bool | None:
-        """True when the avatar joins within `seconds`; None when the room cannot tell."""
+    async def joined(self, seconds: float, clock: Clock) -> bool | None:
+        """True when the avatar joins within `seconds` on `clock` (the client's); None when
+        the room cannot tell."""
 
     def settled(self, error: APIError, attempts: int) -> ResultT_co:
         """The result of a call whose answer was lost but whose avatar joined."""
@@ -304,15 +307,16 @@ def _settle_by_room(
 ) -> Generator[Step, Any, _Settled[ResultT] | None]:
     """Watch the room: the result when the avatar joined; None to send once more (same key);
     else `failure` is raised."""
-    joined = yield WatchRoom(max(0.0, min(room.seconds, deadline.left())))
+    watched = max(0.0, min(room.seconds, deadline.left()))
+    joined = yield WatchRoom(watched)
     if joined:
         _log_settled(failure)
         return _Settled(room.settled(failure, attempts))
     why = _why_no_resend(call, failure, joined, attempts, deadline, resent)
     if why is not None:
-        _log_unsettled(room.seconds, f"not sent again: {why}")
+        _log_unsettled(watched, f"not sent again: {why}")
         raise failure
-    _log_unsettled(room.seconds, "sending once more with the same idempotency key")
+    _log_unsettled(watched, "sending once more with the same idempotency key")
     return None
 
 
@@ -466,7 +470,7 @@ async def drive_async(
                 await clock.asleep(step.seconds)
                 answer = None
             elif type(step) is WatchRoom and room is not None:
-                answer = await room.joined(step.seconds)
+                answer = await room.joined(step.seconds, clock)
             else:
                 raise TypeError("a WatchRoom step without a room to watch")
         except BaseException as error:
