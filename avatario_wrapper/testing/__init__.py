@@ -2,9 +2,9 @@
 
 `FakeClock` needs nothing beyond the core install. The fake Avatario server (`FakeAvatario`,
 `run_fake_server`, `Fault`, ...) needs the ``server`` extra (``pip install '.[server]'`` in a
-checkout); it is imported only when first used. The stand-in LiveKit room
-(`StandInRoom`, `AvatarLink`: see `avatario_wrapper.testing.livekit`) needs the ``livekit``
-extra as well.
+checkout); it is imported only when first used. The stand-in LiveKit room (`StandInRoom`,
+`AvatarLink`, `ParticipantRemoval`: see `avatario_wrapper.testing.livekit`) needs the
+``livekit`` extra as well.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from ._start_session import SessionStarted
     from .app import FakeAvatario, RecordedRequest
     from .faults import Fault, FaultSyntaxError, parse_faults
-    from .livekit import AvatarLink, StandInRoom
+    from .livekit import AvatarLink, ParticipantRemoval, StandInRoom
     from .runner import FakeServer, run_fake_server
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "FaultSyntaxError",
     "OperationRequest",
     "OperationResponse",
+    "ParticipantRemoval",
     "RecordedRequest",
     "SessionStarted",
     "StandInRoom",
@@ -51,6 +52,7 @@ _LAZY = {
     "FakeServer": "runner",
     "run_fake_server": "runner",
     "AvatarLink": "livekit",
+    "ParticipantRemoval": "livekit",
     "StandInRoom": "livekit",
 }
 
