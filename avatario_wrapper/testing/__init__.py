@@ -1,6 +1,6 @@
 """Test helpers for services that use avatario_wrapper.
 
-`FakeClock` needs nothing beyond the core install. The fake Avatario server (`FakeAvatario`,
+`FakeClock` (and its `FakeTimer`) needs nothing beyond the core install. The fake Avatario server (`FakeAvatario`,
 `run_fake_server`, `Fault`, ...) needs the ``server`` extra (``pip install '.[server]'`` in a
 checkout); it is imported only when first used. The stand-in LiveKit room (`StandInRoom`,
 `AvatarLink`, `ParticipantRemoval`: see `avatario_wrapper.testing.livekit`) needs the
@@ -13,7 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._extras import hint
-from ._clock import FakeClock
+from ._clock import FakeClock, FakeTimer
 
 if TYPE_CHECKING:
     from ._handlers import OperationRequest, OperationResponse
@@ -28,6 +28,7 @@ __all__ = [
     "FakeAvatario",
     "FakeClock",
     "FakeServer",
+    "FakeTimer",
     "Fault",
     "FaultSyntaxError",
     "OperationRequest",
