@@ -1,10 +1,10 @@
 """Test helpers for services that use avatario_wrapper.
 
-`FakeClock` (and its `FakeTimer`) needs nothing beyond the core install. The fake Avatario server (`FakeAvatario`,
-`run_fake_server`, `Fault`, ...) needs the ``server`` extra (``pip install '.[server]'`` in a
-checkout); it is imported only when first used. The stand-in LiveKit room (`StandInRoom`,
-`AvatarLink`, `ParticipantRemoval`: see `avatario_wrapper.testing.livekit`) needs the
-``livekit`` extra as well.
+`FakeClock` (and its `FakeTimer`) needs nothing beyond the core install. The fake Avatario
+server (`FakeAvatario`, `run_fake_server`, `Fault`, ...) needs the ``server`` extra (``pip
+install '.[server]'`` in a checkout); it is imported only when first used. The stand-in
+LiveKit room (`StandInRoom`, `AvatarLink`, `ParticipantRemoval`: see
+`avatario_wrapper.testing.livekit`) needs the ``livekit`` extra as well.
 """
 
 from __future__ import annotations
