@@ -117,6 +117,24 @@ def run(request: pytest.FixtureRequest) -> Callable[..., Any]:
     return runner
 
 
+#: What an agent's environment may hold: cleared by `no_agent_env`.
+AGENT_ENV = (
+    "AVATARIO_AVATAR_ID",
+    "AVATARIO_API_KEY",
+    "AVATARIO_BASE_URL",
+    "LIVEKIT_URL",
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+)
+
+
+@pytest.fixture
+def no_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """None of the Avatario and LiveKit variables of the machine running the tests."""
+    for name in AGENT_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(seed=7)

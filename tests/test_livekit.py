@@ -58,6 +58,8 @@ from avatario_wrapper.testing import FakeServer, StandInRoom, run_fake_server
 
 from .spec_helpers import ROOT
 
+pytestmark = pytest.mark.usefixtures("no_agent_env")
+
 API_KEY = "sk_test_SECRET_KEY_5f2b9c"
 LK_KEY = "APIlkKEY123"
 LK_SECRET = "lk_SECRET_0123456789abcdef0123456789abcdef"  # HS256 wants >= 32 bytes
@@ -84,19 +86,6 @@ def avatar_joins(room: StandInRoom) -> None:
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "AVATARIO_AVATAR_ID",
-        "AVATARIO_API_KEY",
-        "AVATARIO_BASE_URL",
-        "LIVEKIT_URL",
-        "LIVEKIT_API_KEY",
-        "LIVEKIT_API_SECRET",
-    ):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ an avatar that takes 25 s to join costs no real second.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import datetime
 import logging
@@ -21,7 +22,8 @@ import pickle
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -41,7 +43,6 @@ from avatario_wrapper import (
     AvatarioError,
     RetryPolicy,
     StartSessionResult,
-    _telemetry,
 )
 from avatario_wrapper.livekit import AvatarJoinTimeoutError, AvatarSession
 from avatario_wrapper.testing import (
@@ -53,44 +54,12 @@ from avatario_wrapper.testing import (
 )
 
 from .spec_helpers import ROOT
-from .test_telemetry import Recorded
+from .test_livekit import AGENT, API_KEY, AVATAR, LK_KEY, LK_SECRET, LK_URL
+from .test_livekit import ROOM_NAME as ROOM
 
-API_KEY = "sk_test_SECRET_KEY_5f2b9c"
-LK_KEY = "APIlkKEY123"
-LK_SECRET = "lk_SECRET_0123456789abcdef0123456789abcdef"
-LIVEKIT = {
-    "livekit_url": "wss://rooms.example.com",
-    "livekit_api_key": LK_KEY,
-    "livekit_api_secret": LK_SECRET,
-}
-ROOM = "room-42"
-AGENT = "agent-7"
-AVATAR = "avatario-avatar-agent"
+pytestmark = pytest.mark.usefixtures("no_agent_env")
 
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "AVATARIO_AVATAR_ID",
-        "AVATARIO_API_KEY",
-        "AVATARIO_BASE_URL",
-        "LIVEKIT_URL",
-        "LIVEKIT_API_KEY",
-        "LIVEKIT_API_SECRET",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def otel() -> Iterator[Recorded]:
-    recorded = Recorded()
-    _telemetry.set_providers(recorded.tracer_provider, recorded.meter_provider)
-    try:
-        yield recorded
-    finally:
-        _telemetry.set_providers(None, None)
-        recorded.tracer_provider.shutdown()
-        recorded.meter_provider.shutdown()
+LIVEKIT = {"livekit_url": LK_URL, "livekit_api_key": LK_KEY, "livekit_api_secret": LK_SECRET}
 
 
 def with_fake(
@@ -125,12 +94,50 @@ async def until(condition: Callable[[], object], *, timeout: float = 5.0) -> Non
         await asyncio.sleep(0.001)
 
 
-async def started_agent_session() -> AgentSession[None]:
-    """A real AgentSession, started without a room (no models: it never speaks), so that its
-    aclose() runs livekit-agents' real close and emits ``close``."""
-    session: AgentSession[None] = AgentSession()
-    await session.start(Agent(instructions="test"), record=False)
-    return session
+@dataclass
+class Stage:
+    """One agent's room with an avatar to start: what `stage` sets up."""
+
+    fake: FakeServer
+    room: StandInRoom
+    clock: FakeClock | None
+    avatar: AvatarSession
+    session: AgentSession[None]
+
+    async def start(self, **livekit: Any) -> StartSessionResult:
+        return await self.avatar.start(self.session, room=self.room, **{**LIVEKIT, **livekit})
+
+
+@contextlib.asynccontextmanager
+async def stage(
+    fake: FakeServer,
+    *,
+    virtual: bool = False,
+    link: bool = True,
+    join: bool = True,
+    join_after: float = 0.0,
+    job: bool = False,
+    started: bool = False,
+    client_options: dict[str, Any] | None = None,
+    **avatar_options: Any,
+) -> AsyncIterator[Stage]:
+    """The room (its time a `FakeClock` when `virtual`), the fake's avatars joining it
+    (`link`, `join`, `join_after`), a job for it (`job`), an `AgentSession` (`started`: a real
+    one started without a room or models, so that its aclose() runs livekit-agents' real close
+    and emits ``close``), and an `AvatarSession` sending to the fake through its own client."""
+    clock = FakeClock() if virtual else None
+    room = StandInRoom(ROOM, agent_identity=AGENT, clock=clock)
+    with contextlib.ExitStack() as stack:
+        if link:
+            stack.enter_context(room.avatars_from(fake, join=join, join_after=join_after))
+        if job:
+            stack.enter_context(room.job_context())
+        session: AgentSession[None] = AgentSession()
+        if started:
+            await session.start(Agent(instructions="test"), record=False)
+        async with client_for(fake, clock, **(client_options or {})) as client:
+            avatar = AvatarSession(avatar_id="face_1", client=client, **avatar_options)
+            yield Stage(fake, room, clock, avatar, session)
 
 
 # -- one avatar per AvatarSession ---------------------------------------------------------------
@@ -142,35 +149,23 @@ def test_a_second_start_sends_nothing_and_returns_the_first_result(
     caplog.set_level(logging.INFO, logger="avatario_wrapper")
 
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        session: AgentSession[None] = AgentSession()
-        with room.avatars_from(fake):
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                first = await avatar.start(session, room=room, **LIVEKIT)
-                second = await avatar.start(session, room=room, **LIVEKIT)
-                third = await avatar.start(session, room=room)  # not even checked again
-                await avatar.aclose()
-        return first, second, third, fake
+        async with stage(fake) as it:
+            first = await it.start()
+            second = await it.start()
+            third = await it.avatar.start(it.session, room=it.room)  # not even checked again
+            await it.avatar.aclose()
+        return first, second, third
 
-    first, second, third, fake = with_fake(body, honour=False)
+    first, second, third = with_fake(body, honour=False)
     assert first is second is third
-    assert len(fake.requests) == 1
-    assert len(fake.sessions) == 1
     assert "called again: one avatar per AvatarSession, so nothing is sent" in caplog.text
 
 
 def test_concurrent_starts_are_one_session_on_a_server_that_ignores_the_key() -> None:
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        session: AgentSession[None] = AgentSession()
-        with room.avatars_from(fake):
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                results = await asyncio.gather(
-                    *(avatar.start(session, room=room, **LIVEKIT) for _ in range(5))
-                )
-                await avatar.aclose()
+        async with stage(fake) as it:
+            results = await asyncio.gather(*(it.start() for _ in range(5)))
+            await it.avatar.aclose()
         return results, fake
 
     results, fake = with_fake(body, honour=False)
@@ -181,20 +176,17 @@ def test_concurrent_starts_are_one_session_on_a_server_that_ignores_the_key() ->
 
 def test_a_second_start_for_another_room_or_agent_session_is_a_config_error() -> None:
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        session: AgentSession[None] = AgentSession()
-        async with client_for(fake) as client:
-            avatar = AvatarSession(avatar_id="face_1", client=client)
-            await avatar.start(session, room=room, **LIVEKIT)
+        async with stage(fake, link=False) as it:
+            await it.start()
             errors = []
             for other_session, other_room in (
-                (session, StandInRoom("room-43", agent_identity=AGENT)),
-                (AgentSession(), room),
+                (it.session, StandInRoom("room-43", agent_identity=AGENT)),
+                (AgentSession(), it.room),
             ):
                 with pytest.raises(AvatarioConfigError) as caught:
-                    await avatar.start(other_session, room=other_room, **LIVEKIT)
+                    await it.avatar.start(other_session, room=other_room, **LIVEKIT)
                 errors.append(caught.value)
-            await avatar.aclose()
+            await it.avatar.aclose()
         return errors, fake
 
     errors, fake = with_fake(body, honour=False)
@@ -224,15 +216,12 @@ def test_a_second_start_after_a_failure_raises_it_again_and_sends_nothing() -> N
 
 def test_a_configuration_error_claims_nothing_so_a_fixed_start_sends() -> None:
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        session: AgentSession[None] = AgentSession()
-        async with client_for(fake) as client:
-            avatar = AvatarSession(avatar_id="face_1", client=client)
+        async with stage(fake, link=False) as it:
             with pytest.raises(AvatarioConfigError) as caught:
-                await avatar.start(session, room=room, livekit_url="wss://rooms.example.com")
+                await it.avatar.start(it.session, room=it.room, livekit_url=LIVEKIT["livekit_url"])
             requests_before = len(fake.requests)
-            result = await avatar.start(session, room=room, **LIVEKIT)
-            await avatar.aclose()
+            result = await it.start()
+            await it.avatar.aclose()
         return caught.value, requests_before, result, fake
 
     error, requests_before, result, fake = with_fake(body)
@@ -243,20 +232,15 @@ def test_a_configuration_error_claims_nothing_so_a_fixed_start_sends() -> None:
 
 def test_aclose_then_start_is_a_new_avatar() -> None:
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        session: AgentSession[None] = AgentSession()
-        with room.avatars_from(fake), room.job_context():
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                first = await avatar.start(session, room=room, **LIVEKIT)
-                await avatar.wait_for_join(timeout=5)
-                await avatar.aclose()
-                second = await avatar.start(session, room=room, **LIVEKIT)
-                await avatar.wait_for_join(timeout=5)
-                await avatar.aclose()
-        return first, second, room, fake
+        results = []
+        async with stage(fake, job=True) as it:
+            for _ in range(2):
+                results.append(await it.start())
+                await it.avatar.wait_for_join(timeout=5)
+                await it.avatar.aclose()
+        return results, it.room, fake
 
-    first, second, room, fake = with_fake(body)
+    (first, second), room, fake = with_fake(body)
     assert first.session_id != second.session_id
     assert len(fake.sessions) == 2
     assert [r.found for r in room.removals] == [True, True]
@@ -265,20 +249,17 @@ def test_aclose_then_start_is_a_new_avatar() -> None:
 
 def test_when_the_first_start_is_cancelled_a_waiting_one_is_told_so() -> None:
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        session: AgentSession[None] = AgentSession()
-        async with client_for(fake, timeout=30.0) as client:
-            avatar = AvatarSession(avatar_id="face_1", client=client)
-            first = asyncio.create_task(avatar.start(session, room=room, **LIVEKIT))
+        async with stage(fake, link=False, client_options={"timeout": 30.0}) as it:
+            first = asyncio.create_task(it.start())
             await until(lambda: len(fake.requests) == 1)  # sent; the fake stalls
-            second = asyncio.create_task(avatar.start(session, room=room, **LIVEKIT))
+            second = asyncio.create_task(it.start())
             await asyncio.sleep(0.01)
             first.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await first
             with pytest.raises(AvatarioError) as caught:
                 await second
-            await avatar.aclose()
+            await it.avatar.aclose()
         return caught.value, fake
 
     error, fake = with_fake(body, faults="stall")
@@ -300,16 +281,13 @@ def test_an_avatar_joining_8_to_25_s_after_a_lost_answer_is_one_session(
     the client's clock, so the slow avatar settles the call and nothing is resent."""
 
     async def body(fake: FakeServer) -> Any:
-        clock = FakeClock()
-        room = StandInRoom(ROOM, agent_identity=AGENT, clock=clock)
-        with room.avatars_from(fake, join_after=join_after):
-            # lost-stall: the attempt's own (real) timeout ends it; short here.
-            async with client_for(fake, clock, timeout=0.5) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                result = await avatar.start(AgentSession(), room=room, **LIVEKIT)
-                await avatar.wait_for_join(timeout=5)
-                await avatar.aclose()
-        return result, clock, fake
+        # lost-stall: the attempt's own (real) timeout ends it; short here.
+        options = {"timeout": 0.5}
+        async with stage(fake, virtual=True, join_after=join_after, client_options=options) as it:
+            result = await it.start()
+            await it.avatar.wait_for_join(timeout=5)
+            await it.avatar.aclose()
+        return result, it.clock, fake
 
     result, clock, fake = with_fake(body, faults=fault, honour=False)
     assert len(fake.sessions) == 1
@@ -318,53 +296,14 @@ def test_an_avatar_joining_8_to_25_s_after_a_lost_answer_is_one_session(
     assert clock.now == join_after  # the watch ended when the avatar joined
 
 
-def test_an_avatar_slower_than_join_timeout_is_resent_and_two_avatars_are_reported(
-    otel: Recorded, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The limit of the watch, shown: past join_timeout the call is resent with the same key;
-    on a server that ignores it both avatars join, and the SDK says so (WARNING and a span
-    event on the agent's span, as the start's own span has ended)."""
-
-    async def body(fake: FakeServer) -> Any:
-        clock = FakeClock()
-        room = StandInRoom(ROOM, agent_identity=AGENT, clock=clock)
-        tracer = otel.tracer_provider.get_tracer("agent")
-        with (
-            tracer.start_as_current_span("agent_session"),
-            room.avatars_from(fake, join_after=35.0),
-        ):
-            async with client_for(fake, clock) as client:
-                avatar = AvatarSession(
-                    avatar_id="face_1", client=client, retry=RetryPolicy(max_elapsed=60)
-                )
-                result = await avatar.start(AgentSession(), room=room, **LIVEKIT)
-                clock.advance(40.0)  # both avatars' joins come due: 35 s and 30 + 35 s
-                await avatar.aclose()
-        return result, fake
-
-    result, fake = with_fake(body, faults="lost", honour=False)
-    assert result.attempts == 2
-    assert len(fake.sessions) == 2
-    assert "a second Avatario avatar joined room 'room-42'" in caplog.text
-    [agent_span] = otel.named("agent_session")
-    [event] = [e for e in agent_span.events if e.name == "avatario.second_avatar_joined"]
-    assert dict(event.attributes or {}) == {
-        "avatario.avatar_identity": AVATAR,
-        "avatario.room": ROOM,
-    }
-
-
 def test_the_room_watch_is_bounded_by_the_calls_deadline(caplog: pytest.LogCaptureFixture) -> None:
     async def body(fake: FakeServer) -> Any:
-        clock = FakeClock()
-        room = StandInRoom(ROOM, agent_identity=AGENT, clock=clock)
-        with room.avatars_from(fake, join_after=20.0):
-            async with client_for(fake, clock, retry=RetryPolicy(max_elapsed=12.0)) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                with pytest.raises(APIConnectionError) as caught:
-                    await avatar.start(AgentSession(), room=room, **LIVEKIT)
-                await avatar.aclose()
-        return caught.value, clock, fake
+        policy = {"retry": RetryPolicy(max_elapsed=12.0)}
+        async with stage(fake, virtual=True, join_after=20.0, client_options=policy) as it:
+            with pytest.raises(APIConnectionError) as caught:
+                await it.start()
+            await it.avatar.aclose()
+        return caught.value, it.clock, fake
 
     error, clock, fake = with_fake(body, faults="lost", honour=False)
     assert error.may_have_started
@@ -392,17 +331,11 @@ def test_the_policy_avatar_session_makes_leaves_join_timeout_for_the_room() -> N
 
 def test_by_default_start_returns_without_waiting_for_the_avatar() -> None:
     async def body(fake: FakeServer) -> Any:
-        clock = FakeClock()
-        room = StandInRoom(ROOM, agent_identity=AGENT, clock=clock)
-        session: AgentSession[None] = AgentSession()
-        with room.avatars_from(fake, join_after=5.0):
-            async with client_for(fake, clock) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                await avatar.start(session, room=room, **LIVEKIT)
-                present = AVATAR in room.remote_participants
-                audio = session.output.audio
-                await avatar.aclose()
-        return present, audio
+        async with stage(fake, virtual=True, join_after=5.0) as it:
+            await it.start()
+            present = AVATAR in it.room.remote_participants
+            await it.avatar.aclose()
+        return present, it.session.output.audio
 
     present, audio = with_fake(body)
     assert not present  # the old plugin's non-blocking start
@@ -411,19 +344,12 @@ def test_by_default_start_returns_without_waiting_for_the_avatar() -> None:
 
 def test_wait_for_join_returns_once_the_avatar_publishes_video() -> None:
     async def body(fake: FakeServer) -> Any:
-        clock = FakeClock()
-        room = StandInRoom(ROOM, agent_identity=AGENT, clock=clock)
-        session: AgentSession[None] = AgentSession()
-        with room.avatars_from(fake, join_after=3.0):
-            async with client_for(fake, clock) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client, wait_for_join=True)
-                result = await avatar.start(session, room=room, **LIVEKIT)
-                video = [
-                    p.kind for p in room.remote_participants[AVATAR].track_publications.values()
-                ]
-                audio = session.output.audio
-                await avatar.aclose()
-        return result, clock, video, audio
+        async with stage(fake, virtual=True, join_after=3.0, wait_for_join=True) as it:
+            result = await it.start()
+            publications = it.room.remote_participants[AVATAR].track_publications.values()
+            video = [p.kind for p in publications]
+            await it.avatar.aclose()
+        return result, it.clock, video, it.session.output.audio
 
     result, clock, video, audio = with_fake(body)
     assert result.session_id
@@ -434,17 +360,12 @@ def test_wait_for_join_returns_once_the_avatar_publishes_video() -> None:
 
 def test_wait_for_join_fails_with_a_typed_error_that_says_what_to_check() -> None:
     async def body(fake: FakeServer) -> Any:
-        clock = FakeClock()
-        room = StandInRoom(ROOM, agent_identity=AGENT, clock=clock)
-        session: AgentSession[None] = AgentSession()
-        with room.avatars_from(fake, join=False), room.job_context():
-            async with client_for(fake, clock) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client, wait_for_join=True)
-                with pytest.raises(AvatarJoinTimeoutError) as caught:
-                    await avatar.start(session, room=room, **LIVEKIT)
-                audio = session.output.audio
-                await avatar.aclose()
-        return caught.value, clock, audio, room, fake
+        async with stage(fake, virtual=True, join=False, job=True, wait_for_join=True) as it:
+            with pytest.raises(AvatarJoinTimeoutError) as caught:
+                await it.start()
+            audio = it.session.output.audio
+            await it.avatar.aclose()
+        return caught.value, it.clock, audio, it.room, fake
 
     error, clock, audio, room, fake = with_fake(body)
     assert isinstance(error, AvatarioError)
@@ -467,18 +388,14 @@ def test_wait_for_join_fails_with_a_typed_error_that_says_what_to_check() -> Non
 
 def test_the_agent_session_closing_removes_the_avatar_while_the_room_is_connected() -> None:
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        with room.avatars_from(fake), room.job_context():
-            session = await started_agent_session()
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                await avatar.start(session, room=room, **LIVEKIT)
-                await avatar.wait_for_join(timeout=5)
-                await session.aclose()  # the agent ends: livekit-agents emits "close"
-                await until(lambda: room.removals)
-                gone_at_close = AVATAR not in room.remote_participants
-                await room.end_job()  # then the job's shutdown: no second removal
-        return room, gone_at_close
+        async with stage(fake, job=True, started=True) as it:
+            await it.start()
+            await it.avatar.wait_for_join(timeout=5)
+            await it.session.aclose()  # the agent ends: livekit-agents emits "close"
+            await until(lambda: it.room.removals)
+            gone_at_close = AVATAR not in it.room.remote_participants
+            await it.room.end_job()  # then the job's shutdown: no second removal
+        return it.room, gone_at_close
 
     room, gone_at_close = with_fake(body)
     assert room.removals == [
@@ -494,14 +411,11 @@ def test_the_job_shutdown_removes_the_avatar_by_room_name_after_the_room_disconn
     caplog.set_level(logging.INFO, logger="avatario_wrapper.livekit")
 
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        with room.avatars_from(fake), room.job_context():
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                await avatar.start(AgentSession(), room=room, **LIVEKIT)
-                await avatar.wait_for_join(timeout=5)
-                await room.end_job()  # livekit-agents 1.8.9: disconnect, then callbacks
-        return room
+        async with stage(fake, job=True) as it:
+            await it.start()
+            await it.avatar.wait_for_join(timeout=5)
+            await it.room.end_job()  # livekit-agents 1.8.9: disconnect, then callbacks
+        return it.room
 
     room = with_fake(body)
     assert room.removals == [
@@ -516,6 +430,7 @@ def test_livekit_agents_own_job_shutdown_removes_the_avatar_once() -> None:
     """livekit-agents 1.8.9's own shutdown sequence (``_JobProc._shutdown_job``: close the
     AgentSession, on_session_end, disconnect the room, then the shutdown callbacks) run on the
     stand-in room: a private reach of this test only, pinned to the locked version."""
+    from livekit.agents import get_job_context
     from livekit.agents.ipc import job_proc_lazy_main as job_main
     from livekit.agents.job import JobExecutorType
 
@@ -524,27 +439,25 @@ def test_livekit_agents_own_job_shutdown_removes_the_avatar_once() -> None:
             return None
 
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        with room.avatars_from(fake), room.job_context() as ctx:
-            session = await started_agent_session()
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                await avatar.start(session, room=room, **LIVEKIT)
-                await avatar.wait_for_join(timeout=5)
-                proc = job_main._JobProc(
-                    lambda _: None,
-                    lambda _: None,
-                    None,
-                    session_end_timeout=10.0,
-                    executor_type=JobExecutorType.THREAD,
-                )
-                proc._job_ctx, proc._room, proc._client = ctx, room, Channel()  # type: ignore[assignment]
-                entrypoint = asyncio.create_task(asyncio.sleep(0))
-                await entrypoint
-                await proc._shutdown_job(
-                    entrypoint, job_main._ShutdownInfo(user_initiated=True, reason="test")
-                )
-        return room
+        async with stage(fake, job=True, started=True) as it:
+            await it.start()
+            await it.avatar.wait_for_join(timeout=5)
+            proc = job_main._JobProc(
+                lambda _: None,
+                lambda _: None,
+                None,
+                session_end_timeout=10.0,
+                executor_type=JobExecutorType.THREAD,
+            )
+            proc._job_ctx = get_job_context()
+            proc._room = it.room
+            proc._client = Channel()  # type: ignore[assignment]
+            entrypoint = asyncio.create_task(asyncio.sleep(0))
+            await entrypoint
+            await proc._shutdown_job(
+                entrypoint, job_main._ShutdownInfo(user_initiated=True, reason="test")
+            )
+        return it.room
 
     room = with_fake(body)
     assert [(r.identity, r.found) for r in room.removals] == [(AVATAR, True)]
@@ -556,15 +469,12 @@ def test_an_avatar_already_gone_is_success(caplog: pytest.LogCaptureFixture) -> 
     caplog.set_level(logging.INFO, logger="avatario_wrapper.livekit")
 
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        with room.avatars_from(fake), room.job_context():
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                await avatar.start(AgentSession(), room=room, **LIVEKIT)
-                await avatar.wait_for_join(timeout=5)
-                room.remove_participant(AVATAR)  # it left by itself
-                await room.end_job()
-        return room
+        async with stage(fake, job=True) as it:
+            await it.start()
+            await it.avatar.wait_for_join(timeout=5)
+            it.room.remove_participant(AVATAR)  # it left by itself
+            await it.room.end_job()
+        return it.room
 
     room = with_fake(body)
     assert [(r.identity, r.found) for r in room.removals] == [(AVATAR, False)]
@@ -584,17 +494,14 @@ def test_a_failed_removal_is_logged_and_never_raised_into_the_shutdown(
     fault: Any, said: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        with room.avatars_from(fake), room.job_context():
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client, removal_timeout=0.05)
-                await avatar.start(AgentSession(), room=room, **LIVEKIT)
-                await avatar.wait_for_join(timeout=5)
-                room.removal_fault = fault
-                began = time.monotonic()
-                await room.end_job()  # returns: nothing raised into it
-                took = time.monotonic() - began
-        return room, took
+        async with stage(fake, job=True, removal_timeout=0.05) as it:
+            await it.start()
+            await it.avatar.wait_for_join(timeout=5)
+            it.room.removal_fault = fault
+            began = time.monotonic()
+            await it.room.end_job()  # returns: nothing raised into it
+            took = time.monotonic() - began
+        return it.room, took
 
     room, took = with_fake(body)
     assert len(room.removals) == 1
@@ -626,18 +533,13 @@ def test_max_duration_removes_the_avatar_that_long_after_it_joined(
     caplog.set_level(logging.INFO, logger="avatario_wrapper.livekit")
 
     async def body(fake: FakeServer) -> Any:
-        clock = FakeClock()
-        room = StandInRoom(ROOM, agent_identity=AGENT, clock=clock)
-        with room.avatars_from(fake, join_after=2.0), room.job_context():
-            async with client_for(fake, clock) as client:
-                avatar = AvatarSession(
-                    avatar_id="face_1", client=client, max_duration=600, wait_for_join=True
-                )
-                await avatar.start(AgentSession(), room=room, **LIVEKIT)
-                await until(lambda: room.removals)
-                at = clock.now
-                await room.end_job()
-        return room, at
+        options = {"max_duration": 600, "wait_for_join": True}
+        async with stage(fake, virtual=True, join_after=2.0, job=True, **options) as it:
+            await it.start()
+            await until(lambda: it.room.removals)
+            at = it.clock.now if it.clock is not None else None
+            await it.room.end_job()
+        return it.room, at
 
     room, at = with_fake(body)
     assert at == 602.0  # joined at 2 s, removed 600 s later
@@ -653,13 +555,10 @@ def test_outside_a_job_nothing_can_remove_the_avatar_and_the_log_says_so(
     caplog.set_level(logging.INFO, logger="avatario_wrapper.livekit")
 
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        with room.avatars_from(fake):
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client)
-                await avatar.start(AgentSession(), room=room, **LIVEKIT)
-                await avatar.aclose()
-        return room
+        async with stage(fake) as it:
+            await it.start()
+            await it.avatar.aclose()
+        return it.room
 
     room = with_fake(body)
     assert room.removals == []
@@ -683,12 +582,10 @@ def test_an_http_livekit_url_is_sent_as_websocket_with_a_six_hour_token(
     given: str, sent: str
 ) -> None:
     async def body(fake: FakeServer) -> Any:
-        room = StandInRoom(ROOM, agent_identity=AGENT)
-        async with client_for(fake) as client:
-            avatar = AvatarSession(avatar_id="face_1", client=client)
+        async with stage(fake, link=False) as it:
             minted = time.time()
-            await avatar.start(AgentSession(), room=room, **{**LIVEKIT, "livekit_url": given})
-            await avatar.aclose()
+            await it.start(livekit_url=given)
+            await it.avatar.aclose()
         return fake.requests[0].json()["livekit"], minted
 
     livekit, minted = with_fake(body)
@@ -716,12 +613,9 @@ def test_the_token_lives_for_max_duration_when_longer_and_a_shorter_one_is_warne
             {"max_duration": 8 * 3600},
             {"token_ttl": datetime.timedelta(minutes=10)},
         ):
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client, **options)
-                await avatar.start(
-                    AgentSession(), room=StandInRoom(ROOM, agent_identity=AGENT), **LIVEKIT
-                )
-                await avatar.aclose()
+            async with stage(fake, link=False, **options) as it:
+                await it.start()
+                await it.avatar.aclose()
             expiries.append(_expiry(fake.requests[-1].json()["livekit"]["token"]) - time.time())
         return expiries
 
@@ -772,12 +666,10 @@ def test_wait_playback_start_and_clear_buffer_timeout_reach_the_audio_output() -
     async def body(fake: FakeServer) -> Any:
         outputs = []
         for options in ({}, {"wait_playback_start": True, "clear_buffer_timeout": 0.5}):
-            session: AgentSession[None] = AgentSession()
-            async with client_for(fake) as client:
-                avatar = AvatarSession(avatar_id="face_1", client=client, **options)
-                await avatar.start(session, room=StandInRoom(ROOM, agent_identity=AGENT), **LIVEKIT)
-                outputs.append(session.output.audio)
-                await avatar.aclose()
+            async with stage(fake, link=False, **options) as it:
+                await it.start()
+                outputs.append(it.session.output.audio)
+                await it.avatar.aclose()
         return outputs
 
     default, given = with_fake(body)
