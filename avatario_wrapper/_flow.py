@@ -23,9 +23,9 @@ budget, log one WARNING, sleep; after a wait, stop if the client was closed. Whe
 left and an avatar may have started, a call that can watch the room (`RoomWatch`) does so,
 as long as an avatar may take to join (`RoomWatch.seconds`) within what is left of
 ``max_elapsed``: joined means started; not joined means one resend with the same idempotency
-key. Telemetry
-(`_telemetry`) hears of every attempt, wait and refusal. The request itself was made before
-(`_request.prepare`: inputs checked, body serialised once): every attempt sends the same bytes.
+key. Telemetry (`_telemetry`) hears of every attempt, wait and refusal. The request itself was
+made before (`_request.prepare`: inputs checked, body serialised once): every attempt sends
+the same bytes.
 """
 
 from __future__ import annotations
