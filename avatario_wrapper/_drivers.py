@@ -76,7 +76,7 @@ async def drive_async(call: Call[ResultT], transport: AsyncSender) -> ResultT:
             elif type(step) is Ask and scope is not None:
                 answer = await getattr(scope, "a" + step.operation)(**step.arguments)
             elif type(step) is WatchRoom and room is not None:
-                answer = await room.joined(step.seconds)
+                answer = await room.joined(step.seconds, clock)
             else:
                 raise TypeError("a WatchRoom step without a room to watch")
         except BaseException as error:

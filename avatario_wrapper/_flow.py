@@ -22,8 +22,9 @@ A driver (`_drivers.drive`, `drive_async`) does what each step says. The flow, i
    refused retry fails at once. A retry logs one WARNING and waits its delay; after any
    wait the call stops if the client was closed.
 6. With no retry left and an avatar that may have started, an `AvatarSession`'s call watches
-   the room (`WatchRoom`): joined means started; not joined means one resend with the same
-   idempotency key.
+   the room (`WatchRoom`) as long as an avatar may take to join (`RoomWatch.seconds`) within
+   what is left of ``max_elapsed``: joined means started; not joined means one resend with
+   the same idempotency key.
 
 Telemetry (`_telemetry`) hears of every attempt, wait and refusal. The request was made
 before (`_request.prepare`: inputs checked, body serialised once): every attempt sends the
@@ -276,15 +277,16 @@ def _settle_by_room(
 ) -> Generator[Step, Any, _Settled[ResultT] | None]:
     """Watch the room: the result when the avatar joined; None to send once more (same key;
     outside the budget: the room, not a guess, says it is needed); else `failure` is raised."""
-    joined = yield WatchRoom(max(0.0, min(room.seconds, deadline.left())))
+    watched = max(0.0, min(room.seconds, deadline.left()))
+    joined = yield WatchRoom(watched)
     if joined:
         _log_settled(failure)
         return _Settled(room.settled(failure, attempts))
     why = _why_no_resend(call.policy, failure, joined, attempts, deadline, resent)
     if why is not None:
-        _log_unsettled(room.seconds, f"not sent again: {why}")
+        _log_unsettled(watched, f"not sent again: {why}")
         raise failure
-    _log_unsettled(room.seconds, "sending once more with the same idempotency key")
+    _log_unsettled(watched, "sending once more with the same idempotency key")
     return None
 
 

@@ -6,8 +6,8 @@ A step is what the flow asks of its driver (`_drivers`); the driver answers it:
                                                                     `APIConnectionError`
     Sleep      wait on the client's clock                        → None
     Ask        ask the call's retry budget (`_budget.BudgetScope`) → its answer
-    WatchRoom  (AvatarSession) watch the room for the avatar     → True joined · False not
-                                                                    within the time · None
+    WatchRoom  (AvatarSession) watch the room for the avatar,    → True joined · False not
+               on the client's clock                                within the time · None
                                                                     the room cannot tell
 
 The transports take an `Attempt` (its limits); nothing here does I/O.
@@ -103,8 +103,9 @@ class RoomWatch(Protocol[ResultT_co]):
     #: How long the avatar may take to join (bounded by what is left of the call).
     seconds: float
 
-    async def joined(self, seconds: float) -> bool | None:
-        """True when the avatar joins within `seconds`; None when the room cannot tell."""
+    async def joined(self, seconds: float, clock: Clock) -> bool | None:
+        """True when the avatar joins within `seconds` on `clock` (the client's); None when
+        the room cannot tell."""
 
     def settled(self, error: APIError, attempts: int) -> ResultT_co:
         """The result of a call whose answer was lost but whose avatar joined."""

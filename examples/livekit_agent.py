@@ -11,7 +11,8 @@ The models are LiveKit Inference strings, served through your LiveKit Cloud proj
 plugin to install); swap in plugins as you like.
 
 The avatar joins the room as ``avatario-avatar-agent`` and speaks with the agent's voice; the
-agent's audio goes to the avatar instead of the room. If Avatario cannot be reached, the agent
+agent's audio goes to the avatar instead of the room. It is removed from the room when the
+agent's session closes (or the job shuts down). If Avatario cannot be reached, the agent
 carries on without a face. `start_avatar` is tested without a LiveKit server in
 tests/test_testing_livekit.py (see docs/livekit.md, "Testing your agent without a LiveKit
 server").
@@ -25,7 +26,7 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli
 
-from avatario_wrapper import APIError, RetryPolicy
+from avatario_wrapper import APIError
 from avatario_wrapper.livekit import AvatarSession
 
 logger = logging.getLogger("avatario-example")
@@ -40,8 +41,7 @@ async def start_avatar(session: AgentSession[Any], room: rtc.Room) -> AvatarSess
     """Send the avatar into `room` with `session`'s voice; None (voice only) if that failed."""
     avatar = AvatarSession(
         video_info=AvatarSession.VideoInfo(video_height=720, video_width=1280),
-        retry=RetryPolicy(max_attempts=3, max_elapsed=15.0),
-        join_timeout=5.0,  # how long an unknown outcome may wait for the avatar to join
+        max_duration=3600,  # a cap on the agent's side: the avatar leaves after an hour
     )
     try:
         # Sends over the worker's shared aiohttp session; the token is minted for this room.
@@ -68,7 +68,7 @@ async def entrypoint(ctx: JobContext) -> None:
         tts="cartesia/sonic-2",
     )
 
-    await start_avatar(session, ctx.room)  # the job's shutdown closes the avatar session
+    await start_avatar(session, ctx.room)  # removed when the session closes or the job ends
 
     await session.start(agent=Assistant(), room=ctx.room)
     await session.generate_reply(instructions="Greet the user.")

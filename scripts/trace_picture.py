@@ -51,7 +51,6 @@ CALL = {
 LK_KEY = "APIpictureKEY"
 LK_SECRET = "picture_SECRET_0123456789abcdef0123456789abcdef"  # noqa: S105 - the fake's
 ROOM = "room-42"
-AVATAR = "avatario-avatar-agent"
 
 # -- the scenarios -----------------------------------------------------------------------------
 
@@ -75,7 +74,6 @@ def retries(quick: bool) -> list[Any]:
 
 def avatar_session(quick: bool) -> list[Any]:
     # livekit-agents takes seconds to import: only for this scenario.
-    from livekit import rtc  # noqa: PLC0415
     from livekit.agents import AgentSession  # noqa: PLC0415
 
     from avatario_wrapper.livekit import AvatarSession  # noqa: PLC0415
@@ -97,25 +95,13 @@ def avatar_session(quick: bool) -> list[Any]:
             ) as server:
                 os.environ["AVATARIO_BASE_URL"] = server.url
                 room = StandInRoom(ROOM, agent_identity="agent-7")
-
-                async def avatar_joins() -> None:
-                    # The avatar arrives a moment after the fake started its session.
-                    while not server.sessions:  # noqa: ASYNC110 - the fake runs in a thread
-                        await asyncio.sleep(0.002)
-                    await asyncio.sleep(0.05 if quick else 0.3)
-                    room.add_participant(
-                        AVATAR,
-                        kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
-                        tracks=[rtc.TrackKind.KIND_VIDEO],
-                    )
-
-                joining = asyncio.create_task(avatar_joins())
                 avatar = AvatarSession(avatar_id="face_4f1c2a", api_key=KEY)
-                try:
-                    await avatar.start(AgentSession(), room=room)
-                finally:
-                    await avatar.aclose()
-                    await joining
+                # The avatar arrives a moment after the fake started its session.
+                with room.avatars_from(server, join_after=0.05 if quick else 0.3):
+                    try:
+                        await avatar.start(AgentSession(), room=room)
+                    finally:
+                        await avatar.aclose()
             return recorder.take()
 
     return asyncio.run(main())

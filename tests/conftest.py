@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -143,6 +146,24 @@ def run(request: pytest.FixtureRequest) -> Callable[..., Any]:
     return client_runner(request.param, "start_session", CALL)
 
 
+#: What an agent's environment may hold: cleared by `no_agent_env`.
+AGENT_ENV = (
+    "AVATARIO_AVATAR_ID",
+    "AVATARIO_API_KEY",
+    "AVATARIO_BASE_URL",
+    "LIVEKIT_URL",
+    "LIVEKIT_API_KEY",
+    "LIVEKIT_API_SECRET",
+)
+
+
+@pytest.fixture
+def no_agent_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """None of the Avatario and LiveKit variables of the machine running the tests."""
+    for name in AGENT_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock(seed=7)
@@ -192,8 +213,13 @@ def real_kind(request: pytest.FixtureRequest) -> str:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    """With AVATARIO_TEST_ARTIFACT set (the release workflow's test job), the suite runs against
+    """A runtime folder of this run's own, so the host-wide retry budget (AvatarSession's
+    default) is shared by this run's processes only, never with another run on the machine.
+    With AVATARIO_TEST_ARTIFACT set (the release workflow's test job), the suite runs against
     the installed wheel: importing this checkout's sources instead is a usage error."""
+    runtime = tempfile.mkdtemp(prefix="avatario-test-runtime-")  # 0700
+    os.environ["XDG_RUNTIME_DIR"] = runtime
+    atexit.register(shutil.rmtree, runtime, True)
     if not os.environ.get("AVATARIO_TEST_ARTIFACT"):
         return
     import avatario_client

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -374,6 +375,41 @@ def test_fake_server_control_changes_the_faults_while_it_runs() -> None:
     assert KEY not in "\n".join(lines)
 
 
+def test_fake_server_shows_each_session_it_starts_and_counts_them() -> None:
+    with serving("--control", "--ignore-idempotency-key") as (url, lines):
+        assert any(line.strip().startswith("count the sessions:") for line in lines)
+        with httpx.Client(headers={"x-api-key": KEY}) as http:
+            assert statuses(url, 2) == [200, 200]
+            state = http.get(f"{url}/_fake/sessions").json()
+    assert state["count"] == 2
+    first, second = (s["session_id"] for s in state["sessions"])
+    assert f"session {first} started (avatar face_1, agent agent-7); 1 session(s) so far" in lines
+    assert any(
+        line.startswith(f"session {second} started") and "2 session(s)" in line for line in lines
+    )
+
+
+def test_fake_server_says_how_many_sessions_it_started_when_stopped() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "avatario_wrapper.cli", "fake-server", "--port", "0"],
+        env={"AVATARIO_API_KEY": KEY},
+        stdin=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines: list[str] = []
+    while not lines or not lines[-1].startswith("press Ctrl-C"):
+        line = process.stderr.readline()
+        assert line, f"the fake server exited: {lines}"
+        lines.append(line.rstrip("\n"))
+    [found] = [m for m in map(re.compile(r"listening on (http://\S+)").search, lines) if m]
+    assert statuses(found.group(1), 1) == [200]
+    process.send_signal(signal.SIGINT)  # Ctrl-C
+    _, rest = process.communicate(timeout=10)
+    assert "stopping; 1 requests served, 1 sessions started" in rest
+
+
 def test_fake_server_without_control_has_no_control_endpoint() -> None:
     with serving() as (url, lines):
         response = httpx.get(f"{url}/_fake/faults", headers={"x-api-key": KEY})
@@ -444,9 +480,12 @@ def test_fake_server_verifies_livekit_tokens_from_the_environment() -> None:
             good = {**BODY, "livekit": {"url": "wss://rooms.example.com", "token": token}}
             assert http.post(f"{url}/start-session", json=good).status_code == 200
     assert any(line.startswith("LiveKit tokens are verified") for line in lines)
+    [session] = [line for line in lines if line.startswith("session ")]
+    assert "(avatar face_1, agent agent-7, room room-1); 1 session(s) so far" in session
     text = "\n".join(lines)
     assert LK_SECRET not in text
     assert KEY not in text
+    assert token not in text
 
 
 def test_fake_server_takes_the_secrets_as_deprecated_flags_too() -> None:

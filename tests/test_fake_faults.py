@@ -20,7 +20,7 @@ from avatario_wrapper.testing import (
     run_fake_server,
 )
 from avatario_wrapper.testing._fault_plan import FaultPlan
-from avatario_wrapper.testing.faults import describe_faults
+from avatario_wrapper.testing.faults import WHATS, describe_faults
 
 from .spec_helpers import validator
 from .test_fake_spec import ID, with_session_lookup
@@ -265,6 +265,53 @@ def test_faults_may_change_from_other_threads_while_it_serves(
     assert statuses <= {200, 503}
 
 
+# -- what each fault does to sessions -----------------------------------------------------------
+
+#: Each fault once: (what, sessions it starts, whether the client gets an answer). As
+#: docs/testing.md's table says.
+EACH_FAULT = [
+    ("ok", 1, True),
+    ("503", 0, True),
+    ("200", 0, True),  # the documented body, without acting
+    ("malformed", 0, True),
+    ("stall", 0, False),
+    ("reset", 0, False),
+    ("idle-close", 0, False),
+    ("lost", 1, False),
+    ("lost-close", 1, False),
+    ("lost-stall", 1, False),
+]
+
+
+def test_every_fault_is_in_the_table() -> None:
+    assert {what for what, _, _ in EACH_FAULT if not what.isdigit()} == WHATS
+
+
+@pytest.mark.parametrize(("fault", "sessions", "answered"), EACH_FAULT)
+def test_what_each_fault_does_to_sessions(fault: str, sessions: int, answered: bool) -> None:
+    with run_fake_server(api_key=KEY, faults=fault) as server:
+        with httpx.Client(headers={"x-api-key": KEY}, timeout=0.5) as http:
+            try:
+                status: int | None = start(server, http)
+            except httpx.TransportError:  # reset, closed, or the client's timeout (stalls)
+                status = None
+        assert (status is not None) == answered
+        assert len(server.sessions) == sessions
+        [recorded] = server.requests
+        assert (recorded.fault, recorded.status) == (fault, status)
+
+
+def test_lost_stall_starts_the_session_and_never_answers() -> None:
+    with run_fake_server(api_key=KEY, faults="lost-stall") as server:
+        with httpx.Client(headers={"x-api-key": KEY}, timeout=0.3) as http:
+            with pytest.raises(httpx.ReadTimeout):
+                start(server, http)
+            assert len(server.sessions) == 1  # started before the answer was lost
+            assert start(server, http) == 200  # served normally once the step is played
+        assert len(server.sessions) == 2
+        assert server.faults == ""
+
+
 # -- the control endpoint ------------------------------------------------------------------------
 
 
@@ -330,6 +377,27 @@ def test_the_control_endpoint_needs_the_key_and_a_known_method(controlled: FakeS
     assert controlled.faults == ""
 
 
+def test_the_sessions_endpoint_counts_the_sessions_started(
+    controlled: FakeServer, http: httpx.Client
+) -> None:
+    url = f"{controlled.url}/_fake/sessions"
+    assert http.get(url).json() == {"count": 0, "sessions": []}
+    controlled.set_faults("lost")
+    with pytest.raises(httpx.TransportError):
+        start(controlled, http)  # lost: no answer, yet a session
+    assert start(controlled, http) == 200
+    state = http.get(url).json()
+    assert state["count"] == 2
+    assert state["sessions"] == [
+        {"session_id": session["session_id"], "avatario_face_id": "f", "agent_id": "a"}
+        for session in controlled.sessions
+    ]
+    response = httpx.delete(url, headers={"x-api-key": KEY})
+    assert (response.status_code, response.headers["allow"]) == (405, "GET")
+    assert httpx.get(url).status_code == 401
+    assert [r.path for r in controlled.requests] == ["/start-session"] * 2  # not recorded
+
+
 def test_a_seed_is_given_with_put_not_post(controlled: FakeServer, http: httpx.Client) -> None:
     response = http.post(f"{controlled.url}/_fake/faults?seed=1", content="503")
     assert response.status_code == 400
@@ -358,5 +426,6 @@ def test_without_control_the_endpoint_does_not_exist(http: httpx.Client) -> None
         response = http.put(f"{server.url}/_fake/faults", content="503")
         assert response.status_code == 404
         validator("Error").validate(response.json())
+        assert http.get(f"{server.url}/_fake/sessions").status_code == 404
         assert server.faults == ""
         assert server.requests[0].status == 404

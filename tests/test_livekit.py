@@ -58,6 +58,8 @@ from avatario_wrapper.testing import FakeServer, StandInRoom, run_fake_server
 
 from .spec_helpers import ROOT
 
+pytestmark = pytest.mark.usefixtures("no_agent_env")
+
 API_KEY = "sk_test_SECRET_KEY_5f2b9c"
 LK_KEY = "APIlkKEY123"
 LK_SECRET = "lk_SECRET_0123456789abcdef0123456789abcdef"  # HS256 wants >= 32 bytes
@@ -84,19 +86,6 @@ def avatar_joins(room: StandInRoom) -> None:
 
 
 # -- fixtures ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "AVATARIO_AVATAR_ID",
-        "AVATARIO_API_KEY",
-        "AVATARIO_BASE_URL",
-        "LIVEKIT_URL",
-        "LIVEKIT_API_KEY",
-        "LIVEKIT_API_SECRET",
-    ):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -166,7 +155,24 @@ PLUGIN_START = ["agent_session", "room", "livekit_url", "livekit_api_key", "live
 def test_the_plugins_signatures_are_kept_and_the_base_class_is_livekits() -> None:
     init = list(inspect.signature(AvatarSession.__init__).parameters)[1:]
     assert init[: len(PLUGIN_INIT)] == PLUGIN_INIT
-    assert init[len(PLUGIN_INIT) :] == ["client", "retry", "join_timeout"]
+    assert init[len(PLUGIN_INIT) :] == [
+        "client",
+        "retry",
+        "join_timeout",
+        "api_url",
+        "allow_insecure_http",
+        "token_ttl",
+        "wait_for_join",
+        "max_duration",
+        "wait_playback_start",
+        "clear_buffer_timeout",
+        "removal_timeout",
+        "retry_budget_store",
+    ]
+    new = inspect.signature(AvatarSession.__init__).parameters
+    assert all(new[name].kind is inspect.Parameter.KEYWORD_ONLY for name in init)
+    assert new["join_timeout"].default == avatario_livekit.DEFAULT_JOIN_TIMEOUT == 30.0
+    assert new["removal_timeout"].default == avatario_livekit.DEFAULT_REMOVAL_TIMEOUT
     start = inspect.signature(AvatarSession.start).parameters
     assert list(start)[1:] == PLUGIN_START
     assert all(start[name].kind is inspect.Parameter.KEYWORD_ONLY for name in PLUGIN_START[2:])
@@ -281,7 +287,8 @@ def test_the_token_is_the_plugins() -> None:
     assert claims.attributes == {"lk.publish_on_behalf": AGENT}
     assert lk_agents.voice.room_io.ATTRIBUTE_PUBLISH_ON_BEHALF == "lk.publish_on_behalf"
     expires = _expiry(token)
-    assert before + 600 - 5 <= expires <= time.time() + 600 + 5  # 10 minutes by default
+    six_hours = 6 * 3600  # the old plugin's (livekit-api's default)
+    assert before + six_hours - 5 <= expires <= time.time() + six_hours + 5
 
 
 def _expiry(token: str) -> float:
@@ -675,7 +682,7 @@ def test_a_connection_error_keeps_its_cause_and_traceback(
     assert isinstance(error.__cause__, (aiohttp.ClientError, OSError))
     frames = [frame.f_code.co_name for frame, _ in _walk(error.__traceback__)]
     assert "start" in frames
-    assert "_send" in frames  # the original traceback, not one cut at the boundary
+    assert "drive_async" in frames  # the original traceback, not one cut at the boundary
 
 
 def _walk(tb: Any) -> Any:

@@ -22,9 +22,9 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
-from avatario_wrapper import AuthenticationError, _telemetry
+from avatario_wrapper import AsyncAvatarioClient, AuthenticationError, RetryPolicy, _telemetry
 from avatario_wrapper.livekit import AvatarSession
-from avatario_wrapper.testing import FakeServer, StandInRoom, run_fake_server
+from avatario_wrapper.testing import FakeClock, FakeServer, StandInRoom, run_fake_server
 
 from .test_telemetry import Recorded, attrs
 
@@ -229,3 +229,45 @@ def test_without_any_provider_a_start_records_nothing(monkeypatch: pytest.Monkey
     assert _telemetry.current_tracer() is None
     result, _ = start(monkeypatch)
     assert result.session_id
+
+
+def test_a_second_avatar_under_the_identity_is_a_warning_and_an_event_on_the_agents_span(
+    otel: Recorded, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The limit of the room's watch, shown: an avatar slower than join_timeout means the
+    call is resent with the same key; on a server that ignores it both avatars join, and the
+    SDK says so (a WARNING, and an event on the agent's span, as the start's has ended)."""
+
+    async def main() -> tuple[Any, FakeServer]:
+        async with run_fake_server(
+            api_key=API_KEY,
+            faults="lost",
+            honour_idempotency_key=False,
+            livekit_api_key=LK_KEY,
+            livekit_api_secret=LK_SECRET,
+        ) as server:
+            clock = FakeClock()
+            room = StandInRoom("room-42", agent_identity="agent-7", clock=clock)
+            tracer = otel.tracer_provider.get_tracer("agent")
+            with tracer.start_as_current_span("agent_session"):
+                with room.avatars_from(server, join_after=35.0):
+                    client = AsyncAvatarioClient(API_KEY, base_url=server.url, clock=clock)
+                    async with client:
+                        avatar = AvatarSession(
+                            avatar_id="face_1", client=client, retry=RetryPolicy(max_elapsed=60)
+                        )
+                        result = await avatar.start(AgentSession(), room=room)
+                        clock.advance(40.0)  # both joins come due: at 35 s and at 30 + 35 s
+                        await avatar.aclose()
+            return result, server
+
+    result, server = asyncio.run(main())
+    assert result.attempts == 2  # the watch (30 s) ended before the first avatar came
+    assert len(server.sessions) == 2
+    assert "a second Avatario avatar joined room 'room-42'" in caplog.text
+    [agent_span] = otel.named("agent_session")
+    [event] = [e for e in agent_span.events if e.name == "avatario.second_avatar_joined"]
+    assert dict(event.attributes or {}) == {
+        "avatario.avatar_identity": "avatario-avatar-agent",
+        "avatario.room": "room-42",
+    }

@@ -42,10 +42,19 @@ from avatario_wrapper import (
     StartSessionResult,
 )
 from avatario_wrapper.livekit import AvatarSession, mint_avatar_token
-from avatario_wrapper.testing import AvatarLink, FakeServer, StandInRoom, run_fake_server
+from avatario_wrapper.testing import (
+    AvatarLink,
+    FakeAvatario,
+    FakeClock,
+    FakeServer,
+    StandInRoom,
+    run_fake_server,
+)
 from avatario_wrapper.testing.livekit import StandInLocalParticipant
 
 from .spec_helpers import ROOT
+
+pytestmark = pytest.mark.usefixtures("no_agent_env")
 
 API_KEY = "sk_test_SECRET_KEY_5f2b9c"
 LK_KEY = "APIlkKEY123"
@@ -68,19 +77,6 @@ def no_native_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Any]]:
     monkeypatch.setattr(FfiClient, "request", refuse)
     yield calls
     assert calls == [], "the stand-in reached livekit's native client"
-
-
-@pytest.fixture(autouse=True)
-def _env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (
-        "AVATARIO_AVATAR_ID",
-        "AVATARIO_API_KEY",
-        "AVATARIO_BASE_URL",
-        "LIVEKIT_URL",
-        "LIVEKIT_API_KEY",
-        "LIVEKIT_API_SECRET",
-    ):
-        monkeypatch.delenv(name, raising=False)
 
 
 def run(body: Callable[[], Awaitable[Any]]) -> Any:
@@ -555,6 +551,186 @@ def test_the_server_api_says_not_found_as_livekit_does() -> None:
     run(body)
 
 
+def test_the_server_api_records_every_removal_and_works_after_the_agent_left() -> None:
+    async def body() -> None:
+        room = StandInRoom(ROOM)
+        room.add_participant("user")
+        room.add_participant("guest")
+        events = Events(room)
+        with room.job_context() as ctx:
+            await ctx.api.room.remove_participant(
+                api.RoomParticipantIdentity(room=ROOM, identity="user")
+            )
+            await room.disconnect()
+            await ctx.api.room.remove_participant(  # by name: LiveKit needs no connection
+                api.RoomParticipantIdentity(room=ROOM, identity="guest")
+            )
+            for room_name, identity in ((ROOM, "guest"), ("another-room", "user")):
+                with pytest.raises(api.TwirpError):
+                    await ctx.api.room.remove_participant(
+                        api.RoomParticipantIdentity(room=room_name, identity=identity)
+                    )
+        assert [(r.room, r.identity, r.found, r.agent_connected) for r in room.removals] == [
+            (ROOM, "user", True, True),
+            (ROOM, "guest", True, False),
+            (ROOM, "guest", False, False),
+            ("another-room", "user", False, False),
+        ]
+        assert room.participants_on_server == frozenset()
+        # The agent saw the first go; after it left it hears nothing, as in a real room.
+        assert [e for e in events.seen if e[0] == "participant_disconnected"] == [
+            ("participant_disconnected", "user")
+        ]
+
+    run(body)
+
+
+def test_a_removal_fault_makes_the_server_api_fail_or_hang() -> None:
+    async def body() -> None:
+        room = StandInRoom(ROOM)
+        room.add_participant("user")
+        request = api.RoomParticipantIdentity(room=ROOM, identity="user")
+        with room.job_context() as ctx:
+            room.removal_fault = api.TwirpError("unavailable", "down", status=503)
+            with pytest.raises(api.TwirpError, match="unavailable"):
+                await ctx.api.room.remove_participant(request)
+            room.removal_fault = "hang"
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(ctx.api.room.remove_participant(request), 0.05)
+            room.removal_fault = None
+            await ctx.api.room.remove_participant(request)
+            with pytest.raises(TypeError):
+                room.removal_fault = "boom"  # type: ignore[assignment]
+        assert [(r.found, r.fault) for r in room.removals] == [
+            (True, "ServerError('unavailable', 'down')"),  # livekit's TwirpError
+            (True, "hang"),
+            (True, None),
+        ]
+        assert room.participants_on_server == frozenset()
+
+    run(body)
+
+
+def test_end_job_closes_the_session_disconnects_then_runs_the_callbacks() -> None:
+    async def body() -> list[str]:
+        from livekit.agents.voice import Agent
+
+        room = StandInRoom(ROOM)
+        seen: list[str] = []
+        with room.job_context() as ctx:
+            session: AgentSession[None] = AgentSession()
+            session.on("close", lambda _: seen.append(f"close, connected={room.isconnected()}"))
+            await session.start(Agent(instructions="test"), record=False)
+
+            async def callback(reason: str) -> None:
+                seen.append(f"callback {reason!r}, connected={room.isconnected()}")
+
+            async def failing() -> None:
+                raise RuntimeError("a callback's bug")
+
+            ctx.add_shutdown_callback(callback)
+            ctx.add_shutdown_callback(failing)
+            await room.end_job("participant left")
+        with pytest.raises(RuntimeError, match=r"inside `with room\.job_context"):
+            await room.end_job()
+        return seen
+
+    assert run(body) == [
+        "close, connected=True",
+        "callback 'participant left', connected=False",
+    ]
+
+
+def test_livekit_agents_shutdown_order_is_the_one_end_job_plays() -> None:
+    """`end_job` plays livekit-agents 1.8.9's ``_JobProc._shutdown_job``; this pins its order
+    in the installed livekit-agents, so an upgrade that changes it fails here first."""
+    from livekit.agents.ipc import job_proc_lazy_main
+
+    source = inspect.getsource(job_proc_lazy_main._JobProc._shutdown_job)
+    steps = ["session.aclose()", "self._room.disconnect()", "self._job_ctx._shutdown_callbacks"]
+    places = [source.index(step) for step in steps]
+    assert places == sorted(places)
+
+
+def test_a_slow_avatar_joins_after_join_after_seconds() -> None:
+    async def body(fake: FakeServer) -> Any:
+        room = StandInRoom(ROOM, agent_identity=AGENT)
+        async with AsyncAvatarioClient(API_KEY, base_url=fake.url) as client:
+            with room.avatars_from(fake, join_after=0.05) as link:
+                avatar = new_avatar(client)
+                await start(avatar, AgentSession(), room)
+                at_start = AVATAR in room.remote_participants
+                await avatar.wait_for_join(timeout=10)  # on the loop's own (real) time
+                await avatar.aclose()
+        return at_start, repr(link)
+
+    at_start, shown = with_fake(body)
+    assert not at_start
+    assert "join_after=0.05" in shown
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_slow_avatar_on_the_rooms_fake_clock_joins_when_time_passes_unless_closed(
+    closed: bool,
+) -> None:
+    async def body(fake: FakeServer) -> list[bool]:
+        clock = FakeClock()
+        room = StandInRoom(ROOM, agent_identity=AGENT, clock=clock)
+        async with AsyncAvatarioClient(API_KEY, base_url=fake.url) as client:
+            with room.avatars_from(fake, join_after=12.0) as link:
+                avatar = new_avatar(client)
+                await start(avatar, AgentSession(), room)
+                seen = [AVATAR in room.remote_participants]
+                if closed:
+                    link.close()  # the joins still to come never do
+                for step in (11.9, 0.1):
+                    clock.advance(step)
+                    seen.append(AVATAR in room.remote_participants)
+                await avatar.aclose()
+        return seen
+
+    assert with_fake(body) == [False, False, not closed]
+
+
+def test_an_avatar_arriving_after_the_agent_left_is_still_in_the_room_on_livekits_side() -> None:
+    async def body(fake: FakeServer) -> Any:
+        clock = FakeClock()
+        room = StandInRoom(ROOM, agent_identity=AGENT, clock=clock)
+        events = Events(room)
+        token = mint_avatar_token(
+            livekit_api_key=LK_KEY,
+            livekit_api_secret=LK_SECRET,
+            room_name=ROOM,
+            agent_identity=AGENT,
+        )
+        async with AsyncAvatarioClient(API_KEY, base_url=fake.url) as client:
+            with room.avatars_from(fake, join_after=10.0):
+                await client.start_session(
+                    avatar_id="face_1",
+                    agent_identity=AGENT,
+                    livekit_url=LIVEKIT["livekit_url"],
+                    livekit_token=token,
+                )
+                await room.disconnect()
+                clock.advance(10.0)
+        return room, events
+
+    room, events = with_fake(body)
+    assert room.participants_on_server == {AVATAR}  # running, and nobody removed it
+    assert AVATAR not in room.remote_participants
+    assert not [e for e in events.seen if e[0] == "participant_connected"]
+
+
+@pytest.mark.parametrize("join_after", [-1, float("inf"), float("nan"), "5"])
+def test_join_after_is_a_finite_number_of_seconds(join_after: Any) -> None:
+    async def body() -> None:
+        room = StandInRoom(ROOM)
+        with pytest.raises(ValueError, match="join_after"):
+            room.avatars_from(FakeAvatario(), join_after=join_after)
+
+    run(body)
+
+
 def test_only_sessions_for_this_room_bring_an_avatar() -> None:
     async def body(fake: FakeServer) -> Any:
         elsewhere = StandInRoom("another-room", agent_identity=AGENT)
@@ -694,19 +870,19 @@ def test_no_attempts_left_and_no_avatar_is_the_original_error() -> None:
 # -- the documented example and the example agent ---------------------------------------------
 
 
-def _doc_block(heading: str) -> str:
+def _doc_blocks(heading: str) -> list[str]:
     text = (ROOT / "docs" / "livekit.md").read_text()
     section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
-    [block] = re.findall(r"^```python\n(.*?)^```", section, re.DOTALL | re.MULTILINE)
-    return str(block)
+    return [str(block) for block in re.findall(r"^```python\n(.*?)^```", section, re.DOTALL | re.M)]
 
 
-def test_the_documented_test_runs_unchanged() -> None:
-    code = _doc_block("Testing your agent without a LiveKit server")
+def test_the_documented_tests_run_unchanged() -> None:
+    """The testing section's blocks, in order, as one test file: every test in it passes."""
     namespace: dict[str, Any] = {"__name__": "doc_test_example"}
-    exec(compile(code, "docs/livekit.md", "exec"), namespace)
+    for block in _doc_blocks("Testing your agent without a LiveKit server"):
+        exec(compile(block, "docs/livekit.md", "exec"), namespace)
     tests = [value for name, value in namespace.items() if name.startswith("test_")]
-    assert len(tests) == 1
+    assert len(tests) == 5  # joins and leaves, the session closes, twice, slow, never joins
     for test in tests:
         test()
 

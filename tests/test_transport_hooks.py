@@ -169,6 +169,38 @@ def test_livekit_agents_tracer_still_holds_its_provider_where_we_read_it() -> No
     assert isinstance(tracer._tracer_provider, trace.TracerProvider)
 
 
+# -- 7. the base avatar session's room and its handler -------------------------------------------
+
+
+def test_the_base_avatar_session_still_keeps_its_room_and_handler_where_we_take_them() -> None:
+    pytest.importorskip("livekit.agents")
+    import inspect
+
+    from livekit.agents.voice.avatar import AvatarSession as Base
+
+    init = inspect.getsource(Base.__init__)
+    assert "self._room: rtc.Room | None = None" in init
+    start = inspect.getsource(Base.start)
+    assert 'self._room.on("connection_state_changed", self._on_connection_state_changed)' in start
+    close = inspect.getsource(Base.aclose)
+    # its removal runs only while it holds a connected room: ours takes the room away first
+    assert "if self._room is not None and self._room.isconnected():" in close
+
+
+# -- 8. a job context's primary session and shutdown callbacks -------------------------------------
+
+
+def test_a_job_context_still_keeps_its_session_and_shutdown_callbacks_where_we_read_them() -> None:
+    pytest.importorskip("livekit.agents")
+    import inspect
+
+    from livekit.agents import JobContext
+
+    init = inspect.getsource(JobContext.__init__)
+    assert "self._primary_agent_session: AgentSession | None = None" in init
+    assert "self._shutdown_callbacks: list[" in init
+
+
 def test_a_sync_client_sends_its_requests_through_the_backend() -> None:
     with KeepAliveServer(lambda n, conn, head: HEAD_OK) as server:
         with AvatarioClient(API_KEY, base_url=server.url) as client:

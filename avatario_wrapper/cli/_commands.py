@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -52,6 +52,9 @@ from ._exit import (
     EXIT_TIMEOUT,
     EXIT_USAGE,
 )
+
+if TYPE_CHECKING:
+    from ..testing import FakeAvatario, SessionStarted
 
 TOKEN_ENV = "AVATARIO_LIVEKIT_TOKEN"  # noqa: S105 - the name of a variable, not a secret
 #: Where ``fake-server`` reads the LiveKit key and secret it verifies tokens with (as LiveKit's
@@ -337,6 +340,7 @@ def fake_server(
         raise click.BadParameter(str(error), param_hint="--spec") from None
     for name in allowed_hosts:
         app.allow_host(name)
+    app.on_session_started(lambda started: stderr.print(escape(_session_line(app, started))))
     server = FakeServer(app, host=host, port=port)
     _warn_beyond_loopback(host)
     try:
@@ -373,9 +377,22 @@ def fake_server(
         try:
             threading.Event().wait()
         except KeyboardInterrupt:
-            stderr.print(f"stopping; {len(server.requests)} requests served")
+            stderr.print(
+                f"stopping; {len(server.requests)} requests served, "
+                f"{len(server.sessions)} sessions started"
+            )
     finally:
         server.stop()
+
+
+def _session_line(app: FakeAvatario, started: SessionStarted) -> str:
+    """The log line of a session the fake started (what the client sent, as one line)."""
+    payload = started.payload
+    room = f", room {started.room}" if started.room else ""
+    return one_line(
+        f"session {started.session_id} started (avatar {payload.get('avatario_face_id')}, "
+        f"agent {payload.get('agent_id')}{room}); {len(app.sessions)} session(s) so far"
+    )
 
 
 def _read_spec(path: str) -> dict[str, Any]:
@@ -468,6 +485,7 @@ def _control_help(url: str, key: str) -> list[str]:
         f"  see what is left:    curl {header} {control}",
         f"  drop them all:       curl -X DELETE {header} {control}",
         f"  restart the draws:   curl -X PUT {header} --data '503@10%' '{control}?seed=7'",
+        f"  count the sessions:  curl {header} {url}/_fake/sessions",
     ]
 
 

@@ -1,10 +1,10 @@
 """Test helpers for services that use avatario_wrapper.
 
-`FakeClock` needs nothing beyond the core install. The fake Avatario server (`FakeAvatario`,
-`run_fake_server`, `Fault`, ...) needs the ``server`` extra (``pip install '.[server]'`` in a
-checkout); it is imported only when first used. The stand-in LiveKit room
-(`StandInRoom`, `AvatarLink`: see `avatario_wrapper.testing.livekit`) needs the ``livekit``
-extra as well.
+`FakeClock` (and its `FakeTimer`) needs nothing beyond the core install. The fake Avatario
+server (`FakeAvatario`, `run_fake_server`, `Fault`, ...) needs the ``server`` extra (``pip
+install '.[server]'`` in a checkout); it is imported only when first used. The stand-in
+LiveKit room (`StandInRoom`, `AvatarLink`, `ParticipantRemoval`: see
+`avatario_wrapper.testing.livekit`) needs the ``livekit`` extra as well.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from .._extras import hint
-from ._clock import FakeClock
+from ._clock import FakeClock, FakeTimer
 
 if TYPE_CHECKING:
     from ._handlers import OperationRequest, OperationResponse
     from ._start_session import SessionStarted
     from .app import FakeAvatario, RecordedRequest
     from .faults import Fault, FaultSyntaxError, parse_faults
-    from .livekit import AvatarLink, StandInRoom
+    from .livekit import AvatarLink, ParticipantRemoval, StandInRoom
     from .runner import FakeServer, run_fake_server
 
 __all__ = [
@@ -28,10 +28,12 @@ __all__ = [
     "FakeAvatario",
     "FakeClock",
     "FakeServer",
+    "FakeTimer",
     "Fault",
     "FaultSyntaxError",
     "OperationRequest",
     "OperationResponse",
+    "ParticipantRemoval",
     "RecordedRequest",
     "SessionStarted",
     "StandInRoom",
@@ -51,6 +53,7 @@ _LAZY = {
     "FakeServer": "runner",
     "run_fake_server": "runner",
     "AvatarLink": "livekit",
+    "ParticipantRemoval": "livekit",
     "StandInRoom": "livekit",
 }
 

@@ -1,15 +1,18 @@
-"""The control endpoint: change a running fake's faults over HTTP (``control=True`` only).
+"""The control endpoint: change a running fake's faults, and count its sessions, over HTTP
+(``control=True`` only).
 
     GET    /_fake/faults                 what is left: {"faults", "pending", "seed"}
     PUT    /_fake/faults[?seed=N]        replace every fault with the script in the body
     POST   /_fake/faults                 add the script's faults to those already there
     DELETE /_fake/faults                 drop every fault
+    GET    /_fake/sessions               the sessions started: {"count", "sessions": [{
+                                         "session_id", "avatario_face_id", "agent_id"}]}
 
 The body is the script as text (any Content-Type but JSON), or JSON: a string, or
 ``{"faults": "...", "seed": N}``. Each answer is the state after the change, as GET shows it.
 A request must come from a loopback address (else 403) and carry the fake's ``x-api-key``
-(else 401); a script that does not parse is a 422 naming the problem. The endpoint is served
-at the root only, is not an operation of the spec, takes no faults and is not recorded.
+(else 401); a script that does not parse is a 422 naming the problem. The endpoints are served
+at the root only, are not operations of the spec, take no faults and are not recorded.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -27,7 +30,11 @@ from ._spec import is_json
 from .faults import FaultSyntaxError
 
 CONTROL_PATH = "/_fake/faults"
+SESSIONS_PATH = "/_fake/sessions"
 CONTROL_SEGMENTS = ["_fake", "faults"]
+SESSIONS_SEGMENTS = ["_fake", "sessions"]
+#: The control endpoints' paths, as request segments.
+CONTROL_ROUTES = (CONTROL_SEGMENTS, SESSIONS_SEGMENTS)
 CONTROL_METHODS = ("DELETE", "GET", "POST", "PUT")
 
 
@@ -45,6 +52,24 @@ def is_loopback(host: str | None) -> bool:
 def _state(plan: FaultPlan) -> OperationResponse:
     return OperationResponse(
         200, {"faults": plan.script, "pending": plan.pending, "seed": plan.seed}
+    )
+
+
+def sessions_state(sessions: list[dict[str, Any]]) -> OperationResponse:
+    """``GET /_fake/sessions``: how many sessions the fake started, and which."""
+    return OperationResponse(
+        200,
+        {
+            "count": len(sessions),
+            "sessions": [
+                {
+                    "session_id": session["session_id"],
+                    "avatario_face_id": session["payload"].get("avatario_face_id"),
+                    "agent_id": session["payload"].get("agent_id"),
+                }
+                for session in sessions
+            ],
+        },
     )
 
 
@@ -88,6 +113,7 @@ def _script(
 
 def control_answer(
     *,
+    segments: list[str],
     method: str,
     client_host: str | None,
     headers: Mapping[str, str],
@@ -95,9 +121,10 @@ def control_answer(
     body: bytes,
     api_key: str,
     plan: FaultPlan,
+    sessions: Callable[[], list[dict[str, Any]]],
     request_id: str,
 ) -> OperationResponse:
-    """The control endpoint's answer to one request."""
+    """The answer of the control endpoint at `segments` (one of `CONTROL_ROUTES`)."""
     if not is_loopback(client_host):
         return _refusal(
             403,
@@ -108,6 +135,12 @@ def control_answer(
     given_key = headers.get("x-api-key", "")
     if not hmac.compare_digest(given_key.encode(), api_key.encode()):
         return _refusal(401, "unauthorized", "Missing or invalid API key.", request_id)
+    if segments == SESSIONS_SEGMENTS:
+        if method != "GET":
+            return _refusal(
+                405, "method_not_allowed", f"{SESSIONS_PATH} takes GET.", request_id, allow="GET"
+            )
+        return sessions_state(sessions())
     if method not in CONTROL_METHODS:
         return _refusal(
             405,

@@ -48,9 +48,10 @@ NEW session (the avatar's identity, name and room read from the token), in the t
 serves the request: keep it short, hop to your own loop with ``loop.call_soon_threadsafe``.
 A listener that raises is logged and kept in ``listener_errors``; the response goes out.
 
-**Control.** With ``control=True`` the fake also serves ``/_fake/faults`` (see
-`avatario_wrapper.testing._control`) so that a process that did not start it can change its
-faults: loopback clients with the API key only, never part of the spec's routes.
+**Control.** With ``control=True`` the fake also serves ``/_fake/faults`` and
+``/_fake/sessions`` (see `avatario_wrapper.testing._control`) so that a process that did not
+start it can change its faults and count its sessions: loopback clients with the API key
+only, never part of the spec's routes.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ from ._checks import (
     parameter_problem,
     redacted_query,
 )
-from ._control import CONTROL_SEGMENTS, control_answer
+from ._control import CONTROL_ROUTES, control_answer
 from ._exchange import (
     MAX_BODY_BYTES,
     AsgiExchange,
@@ -96,7 +97,7 @@ from ._router import Match, Router, request_segments
 from ._spec import ApiSpec, SpecOperation, bundled_api
 from ._start_session import OPERATION_ID as START_SESSION
 from ._start_session import SessionListener, StartSessionHandler
-from .faults import Fault
+from .faults import SERVED_THEN_LOST, Fault
 
 MAX_STALL_SECONDS = 300.0
 #: Faults that end the exchange without a response (the record's status is None).
@@ -118,7 +119,7 @@ class RecordedRequest:
     body: bytes = attrs.field(repr=False)  # holds the LiveKit token: kept out of reprs
     time: float
     fault: str | None
-    status: int | None  # None when no response was sent (stall, reset, lost, *-close)
+    status: int | None  # None when no response was sent (stall, reset, lost*, idle-close)
     #: The client's address and port ("127.0.0.1:50123"): one per connection, so two requests
     #: with the same `client` came over one kept-alive connection.
     client: str | None = None
@@ -351,8 +352,8 @@ class FakeAvatario:
             await exchange.respond(answer)
             return
         segments = request_segments(exchange.scope)
-        if self.control and segments == CONTROL_SEGMENTS:  # never recorded nor faulted
-            await exchange.respond(json_reply(self._control_answer(exchange)))
+        if self.control and segments in CONTROL_ROUTES:  # never recorded nor faulted
+            await exchange.respond(json_reply(self._control_answer(exchange, segments)))
             return
         exchange.match = match = self._router.match(exchange.method, segments)
         if match.operation is None:
@@ -379,9 +380,12 @@ class FakeAvatario:
         answer = self._fault_answer(fault, op, exchange.request_id) if fault else None
         if answer is None:
             answer = await self._answer(exchange, match, op)
-        if what in ("lost", "lost-close"):  # served, but the client never sees the response
+        if what in SERVED_THEN_LOST:  # served, but the client never sees the response
             self._record(exchange, None)
-            await drop(exchange, clean=what == "lost-close")
+            if what == "lost-stall":
+                await self._stall(exchange)
+            else:
+                await drop(exchange, clean=what == "lost-close")
             return
         self._record(exchange, answer.status)
         await exchange.respond(answer)
@@ -477,7 +481,7 @@ class FakeAvatario:
         return error_reply(404, "not_found", "No such route in the spec.", exchange.request_id)
 
     def _fault_answer(self, fault: Fault, op: SpecOperation, request_id: str) -> Outgoing | None:
-        if fault.what in ("ok", "lost", "lost-close"):
+        if fault.what == "ok" or fault.what in SERVED_THEN_LOST:
             return None
         if fault.what == "malformed":
             return Outgoing(200, b"<html>this is not JSON</html>", "text/html")
@@ -500,8 +504,9 @@ class FakeAvatario:
             status, "injected_fault", f"{source}: HTTP {status}", request_id, **headers
         )
 
-    def _control_answer(self, exchange: AsgiExchange) -> OperationResponse:
+    def _control_answer(self, exchange: AsgiExchange, segments: list[str]) -> OperationResponse:
         return control_answer(
+            segments=segments,
             method=exchange.method,
             client_host=exchange.client_host,
             headers=exchange.headers,
@@ -509,6 +514,7 @@ class FakeAvatario:
             body=exchange.body,
             api_key=self.api_key,
             plan=self._plan,
+            sessions=lambda: self.sessions,
             request_id=exchange.request_id,
         )
 

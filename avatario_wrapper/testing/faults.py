@@ -7,8 +7,8 @@ to (with a seeded random generator, so a run can be replayed):
     script    := item ("," item)*
     item      := (operation ":")? what (":" option)* ("*" COUNT | "@" PERCENT "%")?
     operation := an operationId of the spec, e.g. startSession
-    what      := STATUS | "ok" | "stall" | "reset" | "lost" | "lost-close" | "idle-close"
-               | "malformed"
+    what      := STATUS | "ok" | "stall" | "reset" | "lost" | "lost-close" | "lost-stall"
+               | "idle-close" | "malformed"
     option    := "retry-after=" (SECONDS | "date+" SECONDS) | "retry-after-ms=" MILLIS
                | "delay=" SECONDS
 
@@ -30,6 +30,8 @@ to (with a seeded random generator, so a run can be replayed):
                 (FIN) without answering, as a server that crashes after acting may. On a
                 reused keep-alive connection a client cannot tell this from ``idle-close``:
                 both are a clean EOF before any response byte
+    lost-stall  serve the request (a session may start), then never answer (until the client
+                gives up): a server that acted and hangs before it answers
     idle-close  read the request but do not serve it (no session): close the connection
                 cleanly (FIN) at once, as when the server's keep-alive idle timer fires just
                 as the request arrives (the idle race a client may safely replay)
@@ -42,7 +44,8 @@ draw among the chances. Faults apply to the spec's operations only: never to unk
 nor to the fake's control endpoint.
 
 Examples: ``503*2`` (two 503s, then normal service); ``429:retry-after=1,ok``;
-``reset,ok:delay=0.5``; ``503:retry-after=date+2``; ``ok,idle-close`` (the second request,
+``reset,ok:delay=0.5``; ``503:retry-after=date+2``; ``lost-stall`` (the session starts, the
+answer never comes); ``ok,idle-close`` (the second request,
 on the connection the first one left open, meets the idle race); ``503@10%,reset@5%`` (on
 every request: 10 % 503, 5 % reset, 85 % served); ``startSession:503*2,getSession:reset@1%``.
 """
@@ -55,7 +58,12 @@ from collections.abc import Iterable
 
 import attrs
 
-WHATS = frozenset({"ok", "stall", "reset", "lost", "lost-close", "idle-close", "malformed"})
+WHATS = frozenset(
+    {"ok", "stall", "reset", "lost", "lost-close", "lost-stall", "idle-close", "malformed"}
+)
+#: The faults that serve the request (a valid start-session starts its session) and then
+#: lose the answer.
+SERVED_THEN_LOST = frozenset({"lost", "lost-close", "lost-stall"})
 MAX_REPEAT = 10_000
 _OPERATION = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*")
 

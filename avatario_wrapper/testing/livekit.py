@@ -33,10 +33,17 @@ the base avatar session's join wait and removal, `DataStreamAudioOutput`):
 - calls from a remote participant to the agent's RPC methods (`rpc_from`);
 - the avatar: `avatars_from(fake)` makes each session the fake Avatario starts for this room
   add the avatar (identity and name from the token, kind ``agent``, a video and an audio
-  track) on the room's own event loop; ``join=False`` plays an avatar that never arrives;
-- a job: `job_context()` runs code inside livekit-agents' own ``fake_job_context`` for this
-  room, whose LiveKit server API (used by the base avatar session's ``aclose()`` to remove the
-  avatar) is a stand-in that removes participants from this room.
+  track) on the room's own event loop (`_avatar_link`); ``join_after=N`` plays a slow avatar
+  (on the room's `FakeClock` when it is given one: ``StandInRoom(..., clock=clock)``),
+  ``join=False`` one that never arrives;
+- LiveKit's side of the room: `participants_on_server` (who is still in it, also after the
+  agent disconnected: an avatar nobody removed);
+- a job (`_livekit_job`): `job_context()` runs code inside livekit-agents' own
+  ``fake_job_context`` for this room, whose LiveKit server API is a stand-in that removes
+  participants from this room by name (``RoomService.RemoveParticipant``, what
+  `AvatarSession` ends its avatar with), records every request (`removals`) and can be made
+  to fail (`removal_fault`); `end_job()` shuts the job down in livekit-agents 1.8.9's order
+  (the AgentSession closed, the room disconnected, then the shutdown callbacks).
 
 **Not implemented** (each raises `NotImplementedError` naming itself; nothing reaches
 livekit's native client): connecting, publishing or subscribing media (publications carry no
@@ -56,37 +63,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import inspect
 import logging
-import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from .._closing import ClosedOnExit
 from .._extras import hint
-from ._livekit_token import PUBLISH_ON_BEHALF
 
 # The room needs livekit; the fake whose avatars join it, the server extra.
 _PROBLEM = hint("avatario_wrapper.testing.livekit", "livekit", "server")
 if _PROBLEM is not None:
     raise ModuleNotFoundError(_PROBLEM)
 
-from livekit import api, rtc  # noqa: E402 - after the extra's check
-from livekit.agents.testing import fake_job_context  # noqa: E402
+from livekit import rtc  # noqa: E402 - after the extra's check
 
 # The protocol records livekit's own Room builds its participants and publications from.
 from livekit.rtc._proto import handle_pb2, participant_pb2, track_pb2  # noqa: E402
 
+from ._avatar_link import AVATAR_TRACKS, RPC_CLEAR_BUFFER, AvatarLink, SessionSource  # noqa: E402
+from ._livekit_job import ParticipantRemoval, RemovalFault, ServerSide, end_job, job_context  # noqa: E402
+
 if TYPE_CHECKING:
     from livekit.agents import JobContext
 
-    from ._start_session import SessionStarted
+    from ._clock import FakeClock
 
 __all__ = [
+    "AVATAR_TRACKS",
+    "RPC_CLEAR_BUFFER",
     "AvatarLink",
+    "ParticipantRemoval",
     "StandInByteStreamWriter",
     "StandInLocalParticipant",
     "StandInRoom",
@@ -94,27 +102,11 @@ __all__ = [
 
 logger: logging.Logger = logging.getLogger("avatario_wrapper.testing")
 
-#: The attribute LiveKit reads to count the avatar's tracks as the agent's.
-#: The RPC method `DataStreamAudioOutput` calls on the avatar when the agent is interrupted.
-RPC_CLEAR_BUFFER = "lk.clear_buffer"
-#: What the avatar publishes unless told otherwise: video (what the join waits for) and audio.
-AVATAR_TRACKS: tuple[rtc.TrackKind.ValueType, ...] = (
-    rtc.TrackKind.KIND_VIDEO,
-    rtc.TrackKind.KIND_AUDIO,
-)
 _NO_HANDLE = 0  # livekit's INVALID_HANDLE: an object with it never calls the native client
 _WHY = "a StandInRoom has no LiveKit server behind it (see avatario_wrapper.testing.livekit)"
 
 RpcHandler = Callable[[rtc.RpcInvocationData], "Awaitable[str | None] | str | None"]
 _Handler = TypeVar("_Handler", bound=RpcHandler)
-
-
-class _SessionSource(Protocol):
-    """A `FakeAvatario` or a `FakeServer`: what announces the sessions it starts."""
-
-    def on_session_started(
-        self, listener: Callable[[SessionStarted], object]
-    ) -> Callable[[], None]: ...
 
 
 def _sid(prefix: str) -> str:
@@ -405,6 +397,7 @@ class StandInRoom(rtc.Room):
         agent_identity: str = "test-agent",
         agent_name: str | None = None,
         metadata: str = "",
+        clock: FakeClock | None = None,
     ) -> None:
         try:
             loop = asyncio.get_running_loop()
@@ -426,6 +419,9 @@ class StandInRoom(rtc.Room):
         self._remote: dict[str, rtc.RemoteParticipant] = {}
         self._records: dict[str, participant_pb2.ParticipantInfo] = {}
         self._remote_rpc_handlers: dict[tuple[str, str], RpcHandler] = {}
+        #: The room's time for `avatars_from(join_after=...)`: a `FakeClock`, or None (real).
+        self.clock = clock
+        self._server = ServerSide(name, self.isconnected, self._seen_removed)
         self._agent = StandInLocalParticipant(
             self,
             participant_pb2.ParticipantInfo(
@@ -569,6 +565,7 @@ class StandInRoom(rtc.Room):
         participant = rtc.RemoteParticipant(owned)
         self._records[identity] = owned.info
         self._remote[identity] = participant
+        self._server.participants.add(identity)
         self.emit("participant_connected", participant)
         self._records[identity].state = rtc.ParticipantState.PARTICIPANT_STATE_ACTIVE
         self.emit("participant_active", participant)
@@ -634,6 +631,7 @@ class StandInRoom(rtc.Room):
             publication = publications.pop(sid)
             self.emit("track_unpublished", publication, participant)
         del self._remote[identity]
+        self._server.participants.discard(identity)
         record = self._records.pop(identity)
         record.state = rtc.ParticipantState.PARTICIPANT_STATE_DISCONNECTED
         record.disconnect_reason = reason
@@ -684,9 +682,10 @@ class StandInRoom(rtc.Room):
 
     def avatars_from(
         self,
-        fake: _SessionSource,
+        fake: SessionSource,
         *,
         join: bool = True,
+        join_after: float = 0.0,
         tracks: Iterable[rtc.TrackKind.ValueType] = AVATAR_TRACKS,
     ) -> AvatarLink:
         """Make the avatar of each session `fake` starts for this room join it.
@@ -696,14 +695,54 @@ class StandInRoom(rtc.Room):
         with the token's identity (``sub``) and name, of kind ``agent``, with the attribute
         ``lk.publish_on_behalf`` = the request's ``agent_id``, publishing `tracks` (video and
         audio: the base avatar session waits for the video). The avatar answers the agent's
-        ``lk.clear_buffer`` RPC with ``"ok"``, as an avatar worker does.
+        ``lk.clear_buffer`` RPC with ``"ok"``, as an avatar worker does. A second avatar
+        with the same identity replaces the first (it leaves with reason
+        ``DUPLICATE_IDENTITY``), as LiveKit does.
 
-        ``join=False`` (or setting `AvatarLink.join` later) plays an avatar that never
-        arrives: the session is still recorded. Returns the `AvatarLink`; close it (or use it
-        as a context manager) to stop listening.
+        ``join_after=N`` plays a slow avatar: it joins N seconds after its session started,
+        on the room's `clock` when it has one (virtual time: it joins when the code under test
+        sleeps past that time), else on the event loop's. ``join=False`` (or setting
+        `AvatarLink.join` later) plays an avatar that never arrives: the session is still
+        recorded. Returns the `AvatarLink`; close it (or use it as a context manager) to stop
+        listening.
         """
         self._on_loop("avatars_from")
-        return AvatarLink(self, fake, join=join, tracks=tuple(tracks))
+        return AvatarLink(self, fake, join=join, join_after=join_after, tracks=tuple(tracks))
+
+    # -- LiveKit's side of the room ------------------------------------------------------------
+
+    @property
+    def participants_on_server(self) -> frozenset[str]:
+        """The identities LiveKit has in the room besides the agent, whether or not the agent
+        still hears of them: after `disconnect()`, an avatar in it is one nobody removed (and
+        that Avatario may still bill)."""
+        return frozenset(self._server.participants)
+
+    @property
+    def removals(self) -> list[ParticipantRemoval]:
+        """Every ``RoomService.RemoveParticipant`` request the job's server API received (see
+        `job_context`), in order, found or not."""
+        return list(self._server.removals)
+
+    @property
+    def removal_fault(self) -> RemovalFault:
+        """What the job's server API does with RemoveParticipant requests from now on: None
+        (serve them), an exception to raise (recorded first), or ``"hang"`` (never answer)."""
+        return self._server.removal_fault
+
+    @removal_fault.setter
+    def removal_fault(self, fault: RemovalFault) -> None:
+        if fault is not None and fault != "hang" and not isinstance(fault, BaseException):
+            raise TypeError('removal_fault is None, an exception, or "hang"')
+        self._server.removal_fault = fault
+
+    def _joins_unseen(self, identity: str) -> None:
+        """A participant joins on LiveKit's side after the agent left: no event reaches it."""
+        self._server.participants.add(identity)
+
+    def _seen_removed(self, identity: str) -> None:
+        if identity in self._remote:
+            self.remove_participant(identity, reason=rtc.DisconnectReason.PARTICIPANT_REMOVED)
 
     # -- a job -------------------------------------------------------------------------------
 
@@ -713,201 +752,20 @@ class StandInRoom(rtc.Room):
 
         Inside, ``get_job_context()`` is a real `JobContext` whose room is this one, whose
         token names the agent (so ``ctx.local_participant_identity`` works as in a worker),
-        and whose LiveKit server API is a stand-in that implements
-        ``room.remove_participant`` on this room: the base avatar session's ``aclose()``
-        removes the avatar with it, as it asks LiveKit to in a deployed job.
+        and whose LiveKit server API (``ctx.api``) is a stand-in implementing
+        ``room.remove_participant`` on this room, by room name, as LiveKit does: whether or
+        not the agent is still connected, the participant leaves the room on LiveKit's side
+        (`participants_on_server`), and while the agent is connected it sees it go (reason
+        ``PARTICIPANT_REMOVED``). Every request is recorded in `removals`; `removal_fault`
+        makes them fail. `end_job()` shuts the job down.
         """
-        with fake_job_context(room=self, job_id=job_id, agent_identity=self._agent.identity) as ctx:
-            info = getattr(ctx, "_info", None)  # livekit's fake job has an empty token
-            if info is not None and hasattr(info, "token"):
-                info.token = self._agent_token()
-            vars(ctx)["api"] = _StandInLiveKitAPI(self)  # JobContext.api is a cached property
-            try:
-                yield ctx
-            finally:
-                # livekit's job runner removes the job's scratch folder; its fake job does not.
-                tempdir = getattr(ctx, "_tempdir", None)
-                if tempdir is not None:
-                    tempdir.cleanup()
+        with job_context(self, self._server, job_id) as ctx:
+            yield ctx
 
-    def _agent_token(self) -> str:
-        """A token naming the agent, as a job has; signed with a throwaway secret (livekit
-        reads the job's token without checking its signature)."""
-        return (
-            api.AccessToken(api_key="stand-in", api_secret=secrets.token_urlsafe(32))
-            .with_kind("agent")
-            .with_identity(self._agent.identity)
-            .with_name(self._agent.name)
-            .with_grants(api.VideoGrants(room_join=True, room=self._room_name, agent=True))
-            .with_ttl(datetime.timedelta(hours=1))
-            .to_jwt()
-        )
-
-
-class AvatarLink(ClosedOnExit):
-    """The fake Avatario's avatars joining a `StandInRoom` (see `StandInRoom.avatars_from`).
-
-    `sessions`: the sessions started for this room, in order (`SessionStarted` records);
-    `join`: whether their avatars join (may be changed while it runs).
-    """
-
-    def __init__(
-        self,
-        room: StandInRoom,
-        fake: _SessionSource,
-        *,
-        join: bool,
-        tracks: tuple[rtc.TrackKind.ValueType, ...],
-    ) -> None:
-        self.room = room
-        self.join = join
-        self.tracks = tracks
-        self._loop = room._stand_in_loop
-        self._sessions: list[SessionStarted] = []
-        self._elsewhere: list[str | None] = []  # the rooms of sessions for other rooms
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._closed = False
-        self._remove = fake.on_session_started(self._from_server_thread)
-
-    def __repr__(self) -> str:
-        return (
-            f"AvatarLink(room={self.room.name!r}, join={self.join!r}, "
-            f"sessions={len(self._sessions)})"
-        )
-
-    @property
-    def sessions(self) -> list[SessionStarted]:
-        """The sessions the fake started for this room, in order."""
-        return list(self._sessions)
-
-    async def wait_for_sessions(
-        self, count: int = 1, *, timeout: float | None = 10.0
-    ) -> list[SessionStarted]:
-        """Return once the fake has started `count` sessions for this room (all of them).
-
-        Raises `asyncio.TimeoutError` after `timeout` seconds (None: no limit), saying how
-        many started and for which other rooms sessions started instead.
-        """
-        while len(self._sessions) < count:
-            waiter: asyncio.Future[None] = self._loop.create_future()
-            entry = (count, waiter)
-            self._waiters.append(entry)
-            try:
-                await asyncio.wait_for(waiter, timeout)
-            except asyncio.TimeoutError:
-                elsewhere = (
-                    f"; sessions for other rooms: {self._elsewhere}" if self._elsewhere else ""
-                )
-                raise asyncio.TimeoutError(
-                    f"the fake started {len(self._sessions)} session(s) for room "
-                    f"{self.room.name!r} within {timeout} s, not {count}{elsewhere}"
-                ) from None
-            finally:
-                if entry in self._waiters:
-                    self._waiters.remove(entry)
-        return list(self._sessions)
-
-    def close(self) -> None:
-        """Stop listening to the fake (avatars already in the room stay)."""
-        self._closed = True
-        self._remove()
-
-    # -- in the fake's server thread, then on the room's loop ------------------------------------
-
-    def _from_server_thread(self, started: SessionStarted) -> None:
-        with contextlib.suppress(RuntimeError):  # the test's loop has already closed
-            self._loop.call_soon_threadsafe(self._deliver, started)
-
-    def _deliver(self, started: SessionStarted) -> None:
-        if self._closed:
-            return
-        if started.room != self.room.name:
-            self._elsewhere.append(started.room)
-            return
-        self._sessions.append(started)
-        for count, waiter in list(self._waiters):
-            if len(self._sessions) >= count and not waiter.done():
-                waiter.set_result(None)
-        if self.join:
-            self._avatar_joins(started)
-
-    def _avatar_joins(self, started: SessionStarted) -> None:
-        room, identity = self.room, started.avatar_identity
-        if identity is None:
-            logger.warning(
-                "session %s: its token names no identity, so no avatar joins", started.session_id
-            )
-            return
-        if not room.isconnected():
-            return  # the avatar joins the room on the server; a disconnected agent never sees it
-        if identity == room.local_participant.identity:
-            logger.warning(
-                "session %s: the avatar's identity is the agent's own, so it cannot join",
-                started.session_id,
-            )
-            return
-        if identity in room.remote_participants:  # LiveKit replaces a duplicate identity
-            room.remove_participant(identity, reason=rtc.DisconnectReason.DUPLICATE_IDENTITY)
-        agent = started.payload.get("agent_id")
-        room.add_participant(
-            identity,
-            name=started.avatar_name,
-            kind=rtc.ParticipantKind.PARTICIPANT_KIND_AGENT,
-            attributes={PUBLISH_ON_BEHALF: agent} if isinstance(agent, str) else None,
-        )
-        room.set_rpc_handler(identity, RPC_CLEAR_BUFFER, lambda data: "ok")
-        width, height = started.payload.get("video_width"), started.payload.get("video_height")
-        for kind in self.tracks:
-            if (
-                kind == rtc.TrackKind.KIND_VIDEO
-                and isinstance(width, int)
-                and isinstance(height, int)
-            ):
-                room.publish_track(identity, kind, width=width, height=height)
-            else:
-                room.publish_track(identity, kind)
-
-
-# -- the LiveKit server API of a job -------------------------------------------------------------
-
-
-class _StandInRoomService:
-    """What a job's ``ctx.api.room`` does here: `remove_participant` on the stand-in room."""
-
-    def __init__(self, room: StandInRoom) -> None:
-        self._room = room
-        self.removed: list[api.RoomParticipantIdentity] = []
-
-    async def remove_participant(
-        self, remove: api.RoomParticipantIdentity
-    ) -> api.RemoveParticipantResponse:
-        """As LiveKit's RoomService: the participant leaves (reason ``PARTICIPANT_REMOVED``);
-        one not in the room is a ``not_found`` `TwirpError`."""
-        room = self._room
-        if remove.room != room.name or remove.identity not in room.remote_participants:
-            raise api.TwirpError("not_found", "participant not found", status=404)
-        self.removed.append(remove)
-        room.remove_participant(remove.identity, reason=rtc.DisconnectReason.PARTICIPANT_REMOVED)
-        return api.RemoveParticipantResponse()
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise AttributeError(
-            f"room.{name} of the LiveKit server API is not implemented by the stand-in "
-            "(only room.remove_participant is)"
-        )
-
-
-class _StandInLiveKitAPI:
-    """A job's ``ctx.api`` inside `StandInRoom.job_context`: only ``room.remove_participant``."""
-
-    def __init__(self, room: StandInRoom) -> None:
-        self.room: _StandInRoomService = _StandInRoomService(room)
-
-    async def aclose(self) -> None:
-        return None
-
-    def __getattr__(self, name: str) -> NoReturn:
-        raise AttributeError(
-            f"the LiveKit server API's {name!r} is not implemented by the stand-in (only "
-            "room.remove_participant is): no LiveKit server runs in unit tests"
-        )
+    async def end_job(self, reason: str = "room deleted") -> None:
+        """Shut the job down in livekit-agents 1.8.9's order: close the AgentSession started
+        in the job (if one was; bounded by 60 s), disconnect the room, then run the job's
+        shutdown callbacks together, each given `reason` (what one raises is logged, as
+        livekit-agents does). Call it inside `job_context()`."""
+        self._on_loop("end_job")
+        await end_job(self, reason)
