@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-from avatario_client.api.sessions import start_session as start_session_api
-from avatario_client.models.live_kit_room import LiveKitRoom
-from avatario_client.models.start_session_request import StartSessionRequest
-from avatario_client.models.start_session_response import StartSessionResponse
-from avatario_client.types import UNSET, Unset
 
+from ._generated.api.sessions import start_session as start_session_api
+from ._generated.models.live_kit_room import LiveKitRoom
+from ._generated.models.start_session_request import StartSessionRequest
+from ._generated.models.start_session_response import StartSessionResponse
+from ._generated.types import UNSET, Unset
 from ._inputs import check_agent_identity, check_livekit_token, check_livekit_url, check_text_id
 from ._request import Operation
 from ._settings import VideoOptions

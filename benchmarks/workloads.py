@@ -100,9 +100,9 @@ def make_sync(kind: str, url: str) -> tuple[Callable[[], Any], Callable[[], None
 
         return call, http.close
     if kind == "generated":
-        from avatario_client import AuthenticatedClient
-        from avatario_client.api.sessions import start_session
-        from avatario_client.models import StartSessionRequest
+        from avatario_wrapper._generated import AuthenticatedClient
+        from avatario_wrapper._generated.api.sessions import start_session
+        from avatario_wrapper._generated.models import StartSessionRequest
 
         gen = AuthenticatedClient(base_url=url, token=KEY, auth_header_name="x-api-key", prefix="")
         body = StartSessionRequest.from_dict(json.loads(PAYLOAD))
@@ -220,7 +220,7 @@ def phases(kind: str, url: str) -> None:
         import attrs  # noqa: F401
 
         marks.append(("import attrs", time.perf_counter()))
-        import avatario_client.models  # noqa: F401
+        import avatario_wrapper._generated.models  # noqa: F401
 
         marks.append(("generated package", time.perf_counter()))
         from avatario_wrapper import AvatarioClient  # the clients load on first use

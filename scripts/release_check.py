@@ -48,13 +48,16 @@ DEMO_PASSED = "every scene behaved as promised"
 # what imports, at the built version, with its typing markers and pytest plugin.
 SMOKE = """
 import importlib.metadata as md, pathlib, sys
-import avatario_wrapper, avatario_client
+import avatario_wrapper
+from avatario_wrapper import _generated
 venv = pathlib.Path(sys.prefix).resolve()
-for module in (avatario_wrapper, avatario_client):
+for module in (avatario_wrapper, _generated):
     where = pathlib.Path(module.__file__).resolve()
     assert venv in where.parents, f"{module.__name__} imported from {where}, not the venv"
     assert (where.parent / "py.typed").is_file(), f"{module.__name__} has no py.typed"
 assert avatario_wrapper.__version__ == md.version("avatario-wrapper") == sys.argv[1]
+import importlib.util
+assert importlib.util.find_spec("avatario_client") is None, "a second top-level package"
 plugins = {e.name: e.value for e in md.entry_points(group="pytest11")}
 assert plugins.get("avatario") == "avatario_wrapper.testing.pytest_plugin", plugins
 print(f"avatario-wrapper {sys.argv[1]} imports from the venv")

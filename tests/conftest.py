@@ -222,12 +222,11 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     atexit.register(shutil.rmtree, runtime, True)
     if not os.environ.get("AVATARIO_TEST_ARTIFACT"):
         return
-    import avatario_client
-
     import avatario_wrapper
+    from avatario_wrapper import _generated
 
     root = Path(__file__).resolve().parent.parent
-    for module in (avatario_wrapper, avatario_client):
+    for module in (avatario_wrapper, _generated):
         where = Path(str(module.__file__)).resolve()
         if root in where.parents:
             raise pytest.UsageError(

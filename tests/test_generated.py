@@ -23,10 +23,11 @@ from .spec_helpers import ROOT
 
 
 def test_every_committed_generated_module_imports() -> None:
-    import avatario_client
+    from avatario_wrapper import _generated
 
-    names = [m.name for m in pkgutil.walk_packages(avatario_client.__path__, "avatario_client.")]
-    assert "avatario_client.models.start_session_response" in names
+    prefix = "avatario_wrapper._generated."
+    names = [m.name for m in pkgutil.walk_packages(_generated.__path__, prefix)]
+    assert f"{prefix}models.start_session_response" in names
     for name in names:
         importlib.import_module(name)
 

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 import attrs
 import pytest
-from avatario_client.types import UNSET, Unset
 
+from avatario_wrapper._generated.types import UNSET, Unset
 from avatario_wrapper._models import InvalidReply, read_model
 
 Status = Literal["starting", "live", "ended"]

@@ -17,7 +17,7 @@ def test_the_wheel_has_what_users_need(built_wheel: Path) -> None:
     with zipfile.ZipFile(built_wheel) as archive:
         names = set(archive.namelist())
         assert "avatario_wrapper/py.typed" in names
-        assert "avatario_client/__init__.py" in names
+        assert "avatario_wrapper/_generated/__init__.py" in names
         assert "avatario_wrapper/testing/app.py" in names
         assert archive.read("avatario_wrapper/testing/openapi.yaml") == SPEC_PATH.read_bytes()
         metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))

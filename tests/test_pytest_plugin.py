@@ -666,9 +666,10 @@ def test_importing_the_plugin_costs_almost_nothing() -> None:
     )
     loaded = done.stdout.split()
     assert "avatario_wrapper.testing.pytest_plugin" in loaded
-    heavy = ("httpx", "httpcore", "attrs", "asyncio", "avatario_client", "uvicorn", "aiohttp")
+    heavy = ("httpx", "httpcore", "attrs", "asyncio", "uvicorn", "aiohttp")
     assert not [m for m in loaded if m.split(".")[0] in heavy], loaded
     assert not [m for m in loaded if m.startswith("avatario_wrapper._clients")], loaded
+    assert not [m for m in loaded if m.startswith("avatario_wrapper._generated")], loaded
 
 
 # -- the documented example ---------------------------------------------------------------------

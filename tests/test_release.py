@@ -110,7 +110,7 @@ def test_the_wheel_ships_the_license_and_both_typed_markers(built_wheel: Path) -
     assert wheel.name.startswith(f"avatario_wrapper-{_version_file()}-py3-none-any")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        assert {"avatario_wrapper/py.typed", "avatario_client/py.typed"} <= names
+        assert {"avatario_wrapper/py.typed", "avatario_wrapper/_generated/py.typed"} <= names
         [license_file] = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
         assert archive.read(license_file) == (ROOT / "LICENSE").read_bytes()
         metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))

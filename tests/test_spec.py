@@ -71,11 +71,13 @@ def test_the_request_schema_rejects_what_the_server_would(bad: dict[str, Any]) -
 
 
 def test_the_generated_package_imports() -> None:
-    import avatario_client
-    from avatario_client import AuthenticatedClient
-    from avatario_client.api.sessions import start_session
+    import importlib.util
 
-    assert avatario_client.__name__ == "avatario_client"
+    from avatario_wrapper._generated import AuthenticatedClient
+    from avatario_wrapper._generated.api.sessions import start_session
+
+    # One top-level package: the generated client lives inside avatario_wrapper only.
+    assert importlib.util.find_spec("avatario_client") is None
     assert callable(start_session.sync_detailed)
     client = AuthenticatedClient(
         base_url="https://avatario.ai/api/sdk", token="k", auth_header_name="x-api-key", prefix=""
@@ -85,7 +87,7 @@ def test_the_generated_package_imports() -> None:
 
 @pytest.mark.parametrize("example", request_examples())
 def test_generated_request_model_round_trips_the_examples(example: dict[str, Any]) -> None:
-    from avatario_client.models import StartSessionRequest
+    from avatario_wrapper._generated.models import StartSessionRequest
 
     model = StartSessionRequest.from_dict(example)
     assert model.livekit.url == example["livekit"]["url"]
@@ -94,16 +96,16 @@ def test_generated_request_model_round_trips_the_examples(example: dict[str, Any
 
 @pytest.mark.parametrize(("status", "example"), response_examples())
 def test_generated_response_models_round_trip_the_examples(status: str, example: Any) -> None:
-    from avatario_client.models import Error, StartSessionResponse
+    from avatario_wrapper._generated.models import Error, StartSessionResponse
 
     model = StartSessionResponse if status == "200" else Error
     assert model.from_dict(example).to_dict() == example
 
 
 def test_generated_request_builder_posts_json() -> None:
-    from avatario_client import AuthenticatedClient
-    from avatario_client.api.sessions import start_session
-    from avatario_client.models import StartSessionRequest
+    from avatario_wrapper._generated import AuthenticatedClient
+    from avatario_wrapper._generated.api.sessions import start_session
+    from avatario_wrapper._generated.models import StartSessionRequest
 
     seen: list[httpx.Request] = []
 
