@@ -112,11 +112,11 @@ class BudgetScope:
             cached = self._keep(await self.store.astatus(self.scope))
         return cached
 
-    def take_probe(self, *, lease: float) -> bool:
-        return self.store.take_probe(self.scope, lease=lease, share=None)
+    def take_probe(self, *, lease: float, share: float | None) -> bool:
+        return self.store.take_probe(self.scope, lease=lease, share=share)
 
-    async def atake_probe(self, *, lease: float) -> bool:
-        return await self.store.atake_probe(self.scope, lease=lease, share=None)
+    async def atake_probe(self, *, lease: float, share: float | None) -> bool:
+        return await self.store.atake_probe(self.scope, lease=lease, share=share)
 
     def _fresh(self) -> Status | None:
         if self._status is not None and self._clock.monotonic() - self._read_at < STATUS_TTL:

@@ -187,6 +187,7 @@ def _retry(
             verdict.trouble_since,
             probe,
             budgeted=verdict.allowed or verdict.refused_by == "cool_down",
+            paid=verdict.allowed,
         )
         return True
     if verdict is not None and not (verdict.allowed or _own_cool_down(verdict, delay, clock)):

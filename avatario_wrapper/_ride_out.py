@@ -62,13 +62,15 @@ def ride_out(
     probe: Probe,
     *,
     budgeted: bool,
+    paid: bool,
 ) -> Generator[Step, Any, None]:
     """Wait until the call's retry may go (returns), or give up (raises `failure`).
 
     `budgeted`: the budget did not refuse this retry (it granted it, or only a cool-down held
-    it back); only such a retry may be the probe, and taking the probe asks the budget again
-    (a fleet's probes come out of its budget). A call that holds the probe goes on probing at
-    its own backoff while its lease lasts and its budget allows."""
+    it back); only such a retry may be the probe, so a fleet's probes come out of its budget.
+    `paid`: the budget granted it (withdrew it) already; else taking the probe asks the budget
+    and withdraws it then. A call that holds the probe goes on probing at its own backoff
+    while its lease lasts and its budget allows."""
     clock, trace = call.clock, call.trace
     began = clock.monotonic()
     since = clock.time() if trouble_since is None else trouble_since
@@ -97,7 +99,10 @@ def ride_out(
             yield from _wait(call, failure, min(cooling - now, _usable(call, deadline)))
             continue
         lease = min(MAX_LEASE, max(MIN_LEASE, now - since)) + (call.connect_timeout or 1.0)
-        if budgeted and (clock.monotonic() < probe.until or (yield Ask("take_probe", lease=lease))):
+        share = None if paid else call.policy.retry_budget
+        if budgeted and (
+            clock.monotonic() < probe.until or (yield Ask("take_probe", lease=lease, share=share))
+        ):
             probe.until = max(probe.until, clock.monotonic() + lease)
             if waited:  # a retry that went at once, after its backoff, is no ride-out
                 trace.ride_out("probe", clock.monotonic() - began)

@@ -117,13 +117,32 @@ def test_a_lone_failure_retries_after_its_backoff_as_before(client: AvatarioClie
     assert operations == ["deposit", "failed", "status", "take_probe", "succeeded"]
 
 
+def test_a_granted_retry_that_probes_is_withdrawn_once(
+    client: AvatarioClient, clock: FakeClock
+) -> None:
+    # Every 7th call meets one 503 (a steady trickle of failures, as the memory benchmark
+    # plays): each retry is granted and goes as the probe, and costs the budget one retry, not
+    # two, so 70 calls in one window all succeed at once (withdrawn twice, the 49th would be
+    # refused and ride the whole 15 s window out).
+    for i in range(1, 71):
+        answers = [reply(503), reply(200)] if i % 7 == 0 else [reply(200)]
+        driver = Driver(client, iter(answers))
+        result = driver.run()
+        assert isinstance(result, StartSessionResult)
+        assert result.attempts == len(answers)
+        assert sum(driver.sleeps) < 1.0  # its backoff only
+    scope = store(client)
+    calls, retries = scope.store._state(scope.scope).window(clock.monotonic())
+    assert (calls, retries) == (70, 10)
+
+
 def test_while_in_trouble_a_retry_waits_and_goes_when_avatario_answers_again(
     client: AvatarioClient, clock: FakeClock
 ) -> None:
     scope = store(client)
     began = clock.time()
     scope.failed(retry=False, share=0.2, cool_until=None)  # another call's failure
-    assert scope.take_probe(lease=60.0)  # another call is the probe
+    assert scope.take_probe(lease=60.0, share=None)  # another call is the probe
     recovered_at = began + 4.0
 
     def others(step: Any) -> None:
@@ -133,7 +152,7 @@ def test_while_in_trouble_a_retry_waits_and_goes_when_avatario_answers_again(
                 scope.failed(retry=False, share=0.2, cool_until=None)
             else:
                 scope.succeeded()
-                scope.take_probe(lease=60.0)  # a success ends a lease: another waiter probes
+                scope.take_probe(lease=60.0, share=None)  # a success ends the lease
 
     driver = Driver(client, iter([reply(503), reply(200)]), others)
     result = driver.run()
@@ -153,7 +172,7 @@ def test_a_waiting_call_probes_when_no_one_else_does(
 ) -> None:
     scope = store(client)
     scope.failed(retry=False, share=0.2, cool_until=None)
-    assert scope.take_probe(lease=1.0)  # another call probes, for one second
+    assert scope.take_probe(lease=1.0, share=None)  # another call probes, for one second
 
     def others(step: Any) -> None:
         if isinstance(step, Ask) and step.operation == "status":
@@ -184,7 +203,7 @@ def test_a_waiter_gives_up_when_the_trouble_outlives_the_ride_out(
 ) -> None:
     scope = store(client)
     scope.failed(retry=False, share=0.2, cool_until=None)
-    assert scope.take_probe(lease=60.0)  # the probe is someone else's all along
+    assert scope.take_probe(lease=60.0, share=None)  # the probe is someone else's all along
 
     def others(step: Any) -> None:
         if isinstance(step, Ask) and step.operation == "status":
@@ -223,7 +242,7 @@ def test_ride_out_zero_is_the_budget_alone(clock: FakeClock) -> None:
     with AvatarioClient(KEY, base_url=BASE_URL, clock=clock, retry=policy) as client:
         scope = store(client)
         scope.failed(retry=False, share=0.2, cool_until=None)
-        assert scope.take_probe(lease=60.0)
+        assert scope.take_probe(lease=60.0, share=None)
         driver = Driver(client, iter([reply(503), reply(200)]))
         assert isinstance(driver.run(), StartSessionResult)
     operations = [s.operation for s in driver.steps if isinstance(s, Ask)]
@@ -236,7 +255,7 @@ def test_ride_out_zero_is_the_budget_alone(clock: FakeClock) -> None:
 def _troubled(client: AvatarioClient | AsyncAvatarioClient) -> None:
     scope = client._budget
     scope.failed(retry=False, share=0.2, cool_until=None)
-    assert scope.take_probe(lease=60.0)
+    assert scope.take_probe(lease=60.0, share=None)
 
 
 def test_closing_the_client_ends_a_wait(clock: FakeClock) -> None:

@@ -337,7 +337,7 @@ def test_a_wall_clock_stepped_back_blocks_nothing_for_long(
         assert status.cooling_until is None
     clock.advance(60.5)  # whatever the store's clock, within the bounds everything is free
     assert store.status(scope).cooling_until is None
-    assert store.take_probe(scope, lease=1.0, share=None)  # a retry: one of the reserve's 3
+    assert store.take_probe(scope, lease=1.0, share=0.2)  # a retry: one of the reserve's 3
     clock.advance(1.0)
     assert allowed(store, scope, 5) == 2  # calls "from the future" aged out with the window
 

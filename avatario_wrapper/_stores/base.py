@@ -106,9 +106,10 @@ class BudgetStore(Protocol):
     def take_probe(self, scope: str, *, lease: float, share: float | None) -> bool:
         """True for at most one caller per scope at a time, for `lease` seconds (at most 60).
 
-        A probe is a retry: it is refused while the scope cools down or when the budget
-        (``calls * share + reserve``) is spent, and a granted one is withdrawn from it. A
-        success in the scope ends the lease early.
+        A probe is a retry: it is refused while the scope cools down, and, with a `share`,
+        when the budget (``calls * share + reserve``) is spent; a granted one is then withdrawn
+        from it. `share` None: the retry was withdrawn already (`failed` allowed it), or there
+        is no budget. A success in the scope ends the lease early.
         """
 
     async def atake_probe(self, scope: str, *, lease: float, share: float | None) -> bool:

@@ -157,7 +157,7 @@ if live(field('cool'), MAX_COOL) or live(field('lease'), MAX_LEASE) then return 
 if not room(tonumber(ARGV[3]), tonumber(ARGV[4])) then return 0 end
 local lease = math.min(math.max(tonumber(ARGV[2]) or 0, 0), MAX_LEASE)
 redis.call('HSET', key, 'lease', fmt(now + lease))
-redis.call('HINCRBY', key, 'r' .. entry(), 1)
+if tonumber(ARGV[3]) then redis.call('HINCRBY', key, 'r' .. entry(), 1) end
 touch()
 return 1
 """

@@ -199,7 +199,8 @@ class ScopeState:
             return False
         self.touched = now
         self.lease_until = now + min(max(lease, 0.0), MAX_LEASE)
-        self._withdraw(now)
+        if share is not None:  # None: the retry is paid for already, or there is no budget
+            self._withdraw(now)
         return True
 
 
