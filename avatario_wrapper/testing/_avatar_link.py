@@ -103,8 +103,8 @@ class AvatarLink(ClosedOnExit):
         if not isinstance(join_after, (int, float)) or not 0 <= join_after < float("inf"):
             raise ValueError("join_after must be a finite number of seconds, at least 0")
         self.room = room
-        self.join = join
-        self.join_after = float(join_after)
+        self.join: bool = join
+        self.join_after: float = float(join_after)
         self.tracks = tracks
         self._loop = room._stand_in_loop
         self._sessions: list[SessionStarted] = []

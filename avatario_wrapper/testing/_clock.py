@@ -14,9 +14,9 @@ class FakeTimer:
     __slots__ = ("callback", "cancelled", "when")
 
     def __init__(self, when: float, callback: Callable[[], object]) -> None:
-        self.when = when
-        self.callback = callback
-        self.cancelled = False
+        self.when: float = when
+        self.callback: Callable[[], object] = callback
+        self.cancelled: bool = False
 
     def cancel(self) -> None:
         """Never run it (a no-op once it ran)."""

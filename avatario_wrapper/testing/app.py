@@ -104,7 +104,7 @@ MAX_STALL_SECONDS = 300.0
 _NO_RESPONSE = frozenset({"stall", "reset", "idle-close"})
 _IDEMPOTENCY_KEY = "idempotency-key"
 
-logger = logging.getLogger("avatario_wrapper.testing")
+logger: logging.Logger = logging.getLogger("avatario_wrapper.testing")
 
 
 @attrs.frozen
