@@ -175,7 +175,9 @@ class KeepAliveServer:
 
     def _handle(self, conn: socket.socket, number: int) -> None:
         buffer = b""
-        conn.settimeout(5)
+        # Idle for a minute: closed, as a server's keep-alive timeout would (a loaded machine
+        # may keep a test's next request waiting for many seconds; stopping closes it sooner).
+        conn.settimeout(60)
         try:
             while not self._stop.is_set():
                 while b"\r\n\r\n" not in buffer:
@@ -211,7 +213,8 @@ class KeepAliveServer:
                     return
                 conn.sendall(reply)
         except OSError:
-            return
+            with contextlib.suppress(OSError):
+                conn.close()
 
     def __enter__(self) -> KeepAliveServer:
         self._thread.start()

@@ -99,9 +99,11 @@ def test_an_async_client_of_its_own_pool_works_in_the_child() -> None:
 
                 return asyncio.run(main())
 
-            child = _in_child(work)
-            after = loop.run_until_complete(client.start_session(**CALL))
-            loop.run_until_complete(client.aclose())
+            try:
+                child = _in_child(work)
+                after = loop.run_until_complete(client.start_session(**CALL))
+            finally:
+                loop.run_until_complete(client.aclose())
         finally:
             loop.close()
         seen = [conn for conn, _ in server.seen]
