@@ -11,10 +11,12 @@ default 15 s; scripts/fleet-outage measures the default settings (docs/retries.m
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 
+from avatario_wrapper._stores.rules import DEFAULT_RESERVE, WINDOW_SECONDS
 from avatario_wrapper.testing import run_fake_server
 
 from .fleet import KEY, run_fleet
@@ -25,27 +27,35 @@ JOBS = 40
 POLICY = {"ride_out": 2.0, "initial_delay": 0.2, "max_delay": 0.5}
 
 
-def _requests_per_call(stores: list[str]) -> tuple[float, list[object]]:
+def _requests_per_call(stores: list[str]) -> tuple[float, float, list[object]]:
+    """Requests per call, the most the budget allows per call, and the outcomes."""
     with run_fake_server(api_key=KEY, faults="503@100%") as server:
         outcomes = run_fleet(server.url, stores, POLICY)
         sent = sum(1 for r in server.requests if r.operation_id == "startSession")
     assert len(outcomes) == len(stores)
     assert all(outcome != "ok" for _, outcome, _ in outcomes)
     assert {kind for kind, _, _ in outcomes} == {"sync", "async-aiohttp", "async-httpx"}
-    return sent / len(stores), [outcome for _, outcome, _ in outcomes]
+    # The budget: retries up to 20 % of the calls plus a reserve of 3 per 10 s window. On an
+    # idle machine the fleet's calls fit in one window (40 + 8 + 3 = 51 requests, 1.275 per
+    # call); on a loaded one its slowest calls may retry in a later window, with the reserve
+    # again.
+    longest = max(seconds for _, _, seconds in outcomes)
+    windows = 1 + math.floor(longest / WINDOW_SECONDS)
+    most = (len(stores) * (1 + 0.2) + DEFAULT_RESERVE * windows) / len(stores)
+    return sent / len(stores), max(most, 1.3), [outcome for _, outcome, _ in outcomes]
 
 
 def test_forty_job_processes_on_one_host_share_one_budget(tmp_path: Path) -> None:
-    per_call, outcomes = _requests_per_call([f"sqlite://{tmp_path}/budget.sqlite3"] * JOBS)
-    assert 1.0 <= per_call <= 1.3, outcomes
+    per_call, most, outcomes = _requests_per_call([f"sqlite://{tmp_path}/budget.sqlite3"] * JOBS)
+    assert 1.0 <= per_call <= most, outcomes
 
 
 def test_forty_job_processes_share_one_budget_through_redis(redis_url: str) -> None:
     # The fake's port is in the origin, so a concurrent run on the shared Redis has its own.
-    per_call, outcomes = _requests_per_call([redis_url] * JOBS)
-    assert 1.0 <= per_call <= 1.3, outcomes
+    per_call, most, outcomes = _requests_per_call([redis_url] * JOBS)
+    assert 1.0 <= per_call <= most, outcomes
 
 
 def test_control_each_job_with_a_budget_of_its_own_retries_up_to_three_times() -> None:
-    per_call, _ = _requests_per_call(["process"] * 12)
+    per_call, _, _ = _requests_per_call(["process"] * 12)
     assert per_call > 2.0

@@ -36,11 +36,14 @@ from .rules import DEFAULT_RESERVE, MAX_COOL_DOWN, MAX_LEASE
 T = TypeVar("T")
 
 #: Reading a reply: a script takes tens of microseconds in Redis, a round trip 0.1 ms on
-#: loopback and about 0.5 ms on a LAN; 5 ms leaves room for a busy server and no more.
-DEFAULT_TIMEOUT = 0.005
+#: loopback and about 0.5 ms on a LAN; 50 ms leaves room for a Redis on a machine with every
+#: core busy (5 ms did not: 40 job processes starting at once on 2 cores made Redis miss it,
+#: and the fleet's budget split between Redis and the fallback), and costs a call little
+#: when Redis hangs: one operation per process per `recheck_after`.
+DEFAULT_TIMEOUT = 0.05
 #: Opening a connection (TCP, TLS for rediss://, then AUTH/SELECT): once per pooled
 #: connection, and once per `recheck_after` while Redis is unreachable.
-DEFAULT_CONNECT_TIMEOUT = 0.02
+DEFAULT_CONNECT_TIMEOUT = 0.1
 #: How long operations go to the fallback after Redis failed, before Redis is tried again.
 DEFAULT_RECHECK_AFTER = 5.0
 KEY_PREFIX = "avatario:budget:"
