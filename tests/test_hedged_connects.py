@@ -325,3 +325,11 @@ def test_failed_aiohttp_connects_are_recorded_and_turn_hedging_off() -> None:
 
     asyncio.run(main())
     assert not _hedge.HEALTH.hedging("localhost", port)
+
+
+def test_a_race_with_no_bound_waits_for_its_last_attempt(hole: int, good: int) -> None:
+    made, make = _recording()
+    addresses = [_address(hole), _address(good)]
+    with _hedge.race_sync(addresses, float("inf"), delay=0.05, make=make) as winner:
+        assert winner.getpeername() == ("127.0.0.1", good)
+        assert made[0].fileno() == -1

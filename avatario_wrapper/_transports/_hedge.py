@@ -37,6 +37,8 @@ UNHEALTHY_AFTER = 3
 #: (host, port) pairs remembered; past it the record starts afresh (a process talks to few).
 _MAX_PEERS = 256
 
+_NEVER = float("inf")  # no bound on connecting (a pool used with no timeout)
+
 S = TypeVar("S")
 AddrInfo = tuple[Any, ...]
 
@@ -110,7 +112,7 @@ def race_sync(
             if not pending:
                 raise errors[0]
             wait = min(ends, next_at) if left else ends
-            for key, _ in selector.select(max(0.0, wait - now)):
+            for key, _ in selector.select(None if wait == _NEVER else max(0.0, wait - now)):
                 done = key.fileobj
                 assert isinstance(done, socket.socket)
                 selector.unregister(done)
@@ -180,7 +182,7 @@ def connect_sync(
     with _recorded(host, port):
         if not HEALTH.hedging(host, port):
             return single()
-        ends = time.monotonic() + (float("inf") if timeout is None else timeout)
+        ends = _NEVER if timeout is None else time.monotonic() + timeout
         with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             sock = race_sync(spread(found), ends, local_address=local_address)
