@@ -513,13 +513,7 @@ def main() -> int:
         wall=time.monotonic() - started,
         spacing=spacing,
     )
-    path = Path(args.out) / "reliability.md"
-    update(path, {"network-faults": section})
-    if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "calls": run.calls}, indent=1))
-    print(section)
-    print(f"wrote {path}; broken invariants: {len(broken)}", file=sys.stderr)
-    return 1 if broken else 0
+    return _written(args, "network-faults", section, broken, {"rows": rows, "calls": run.calls})
 
 
 def _hedging_main(args: argparse.Namespace) -> int:
@@ -534,10 +528,17 @@ def _hedging_main(args: argparse.Namespace) -> int:
     section, broken = render_hedging(
         results, run.calls, seed=args.seed, wall=time.monotonic() - started
     )
+    return _written(args, "hedged-connects", section, broken, {"rows": results, "calls": run.calls})
+
+
+def _written(
+    args: argparse.Namespace, name: str, section: str, broken: list[str], records: Any
+) -> int:
+    """The section written into reliability.md (and the records to --json); the exit code."""
     path = Path(args.out) / "reliability.md"
-    update(path, {"hedged-connects": section})
+    update(path, {name: section})
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": results, "calls": run.calls}, indent=1))
+        Path(args.json).write_text(json.dumps(records, indent=1))
     print(section)
     print(f"wrote {path}; broken invariants: {len(broken)}", file=sys.stderr)
     return 1 if broken else 0

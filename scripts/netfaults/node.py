@@ -8,7 +8,8 @@ descriptor to the lab over the Unix socket FD (inherited) and prints ``ready``. 
 then only holds its namespace open (calls are started in it with ``nsenter``); the server end
 serves the fake Avatario, ignoring ``Idempotency-Key``, on ADDRESS:PORT (also when called
 `SERVER_NAME`) and answers commands on stdin (``count``: the requests received and sessions
-started, by avatar id, as one JSON line). Both exit when stdin closes, so a lab that dies takes its namespaces with it.
+started, by avatar id, as one JSON line). Both exit when stdin closes, so a lab that dies
+takes its namespaces with it.
 """
 
 from __future__ import annotations
