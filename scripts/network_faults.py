@@ -243,25 +243,35 @@ def hedging(run: Run, rows: tuple[HedgeRow, ...]) -> list[dict[str, Any]]:
 
 
 def render_hedging(
-    results: list[dict[str, Any]], calls: dict[str, dict[str, Any]], *, seed: int, wall: float
+    results: list[dict[str, Any]],
+    calls: dict[str, dict[str, Any]],
+    *,
+    seed: int,
+    wall: float,
+    before: dict[str, Any] | None,
+    before_label: str,
 ) -> tuple[str, list[str]]:
+    """The section; `before`: an earlier run's ``--json`` records, shown beside (the code
+    before a change, say)."""
     broken: list[str] = []
     table = [
         "| faults | client | successes | errors (type, outcome) | requests / sessions "
-        "| SYNs sent per call (resends included) | worst overshoot past the deadline |",
-        "|" + " --- |" * 7,
+        "| SYNs sent per call (resends included) | worst overshoot past the deadline "
+        f"| {before_label}: successes, SYNs per call |",
+        "|" + " --- |" * 8,
     ]
+    earlier = {(r["row"], r["kind"]): r for r in (before or {}).get("rows", [])}
     shown = ""
     for result in results:
         s = _summary([calls[i] for i in result["ids"]])
         broken += s["broken"]
         faults = result["row"] if result["row"] != shown else ""
         shown = result["row"]
-        rate = 100 * s["ok"] / s["calls"]
         table.append(
-            f"| {faults} | {result['kind']} | {s['ok']} / {s['calls']} ({rate:.1f} %) "
+            f"| {faults} | {result['kind']} | {_rate(s['ok'], s['calls'])} "
             f"| {_errors_cell(s['errors'])} | {s['requests']} / {s['sessions']} "
-            f"| {result['syn'] / s['calls']:.2f} | {s['worst_overshoot'] * 1000:+.0f} ms |"
+            f"| {result['syn'] / s['calls']:.2f} | {s['worst_overshoot'] * 1000:+.0f} ms "
+            f"| {_earlier(earlier.get((result['row'], result['kind'])), before)} |"
         )
     lines = [
         "## Hedged connects",
@@ -272,7 +282,8 @@ def render_hedging(
         "lab of the section above, each transport on its own pool (`async-httpx-own`: "
         "`AsyncAvatarioClient` with aiohttp not installed), the server called by a host name "
         f"(`{LAB_NAME}`, resolved in the client's process). SYNs are counted at the relay: "
-        "every connection attempt, and every resend of one by the kernel.",
+        "every connection attempt, and every resend of one by the kernel. The last column is "
+        f"an earlier run (`--before`): {before_label}.",
         "",
         *table,
         "",
@@ -281,6 +292,18 @@ def render_hedging(
         + ".",
     ]
     return "\n".join(lines), broken
+
+
+def _rate(ok: int, calls: int) -> str:
+    return f"{ok} / {calls} ({100 * ok / calls:.1f} %)"
+
+
+def _earlier(result: dict[str, Any] | None, before: dict[str, Any] | None) -> str:
+    if result is None or before is None:
+        return "–"
+    records = [before["calls"][i] for i in result["ids"]]
+    ok = sum(1 for r in records if r["ok"])
+    return f"{_rate(ok, len(records))}, {result['syn'] / len(records):.2f}"
 
 
 def judge(
@@ -482,6 +505,8 @@ def main() -> int:
     parser.add_argument(
         "--outage-seconds", type=float, default=10.0, help="the sustained blackhole's calls"
     )
+    parser.add_argument("--before", help="an earlier --hedging run's --json, shown beside")
+    parser.add_argument("--before-label", default="none given", help="what --before ran")
     args = parser.parse_args()
     reason = why_unavailable()
     if args.check or reason is not None:
@@ -526,7 +551,12 @@ def _hedging_main(args: argparse.Namespace) -> int:
         counts = lab.settle()
     judge(run.calls, counts, args.overshoot_limit)
     section, broken = render_hedging(
-        results, run.calls, seed=args.seed, wall=time.monotonic() - started
+        results,
+        run.calls,
+        seed=args.seed,
+        wall=time.monotonic() - started,
+        before=json.loads(Path(args.before).read_text()) if args.before else None,
+        before_label=args.before_label,
     )
     return _written(args, "hedged-connects", section, broken, {"rows": results, "calls": run.calls})
 
