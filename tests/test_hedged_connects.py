@@ -333,3 +333,35 @@ def test_a_race_with_no_bound_waits_for_its_last_attempt(hole: int, good: int) -
     with _hedge.race_sync(addresses, float("inf"), delay=0.05, make=make) as winner:
         assert winner.getpeername() == ("127.0.0.1", good)
         assert made[0].fileno() == -1
+
+
+def test_an_asyncio_timeout_around_a_hedged_connect_ends_it_and_closes_every_socket(
+    hole: int,
+) -> None:
+    async def main() -> None:
+        backend = _httpcore.AsyncBackend(httpcore.AnyIOBackend(), hedge=True)
+        before = _open_sockets()
+        task = asyncio.ensure_future(backend.connect_tcp("127.0.0.1", hole, timeout=30))
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(task), 0.3)
+        task.cancel()  # the caller's cancellation, as the client's attempt timer delivers it
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _open_sockets() == before
+
+    asyncio.run(main())
+
+
+def test_ctrl_c_during_a_sync_race_closes_the_sockets_already_connecting(hole: int) -> None:
+    made, make = _recording()
+
+    def interrupted(family: int, kind: int, proto: int) -> socket.socket:
+        if len(made) == 2:
+            raise KeyboardInterrupt  # as a signal arriving while the third attempt starts
+        return make(family, kind, proto)
+
+    ends = time.monotonic() + 30
+    with pytest.raises(KeyboardInterrupt):
+        _hedge.race_sync(_hedge.spread([_address(hole)]), ends, delay=0.05, make=interrupted)
+    assert len(made) == 2
+    assert all(s.fileno() == -1 for s in made)
