@@ -8,9 +8,10 @@ stays within the one connect's bound (``connect_timeout``, cut by the attempt's 
 
 `ConnectHealth` is the one place of the rule that turns hedging off: while the last
 `UNHEALTHY_AFTER` connects to a (host, port) in this process all failed, connects to it are
-not hedged (one attempt each, as without hedging), so a sustained blackhole sends no more
-SYNs per call than a client that never hedges; the next connect that succeeds turns it on.
-A hedged connect counts once: it failed when none of its attempts completed.
+not hedged (one attempt each, as without hedging), so a sustained blackhole gets the
+connection attempts of a client that never hedges, but for the connects begun before three
+had failed; the next connect that succeeds turns it on. A hedged connect counts once: it
+failed when none of its attempts completed.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any, TypeVar
 
 import httpcore
 
-#: RFC 8305, section 5: the recommended Connection Attempt Delay (never under its 100 ms floor).
+#: RFC 8305, section 5: the recommended Connection Attempt Delay (its floor is 100 ms).
 CONNECT_ATTEMPT_DELAY = 0.25
 #: Connection attempts at most per connect, the first included.
 MAX_CONNECTS = 3
@@ -71,9 +72,9 @@ class ConnectHealth:
 HEALTH = ConnectHealth()
 
 
-def spread(found: list[S], count: int = MAX_CONNECTS) -> list[S]:
-    """`count` addresses to race, taken in turn from those found (one address: it, repeated)."""
-    return [found[i % len(found)] for i in range(count)] if found else []
+def spread(found: list[S]) -> list[S]:
+    """`MAX_CONNECTS` addresses to race, taken in turn from those found (one: it, repeated)."""
+    return [found[i % len(found)] for i in range(MAX_CONNECTS)] if found else []
 
 
 # -- sync: non-blocking sockets and a selector --------------------------------------------------
