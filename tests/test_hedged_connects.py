@@ -40,6 +40,14 @@ def _listener(backlog: int) -> socket.socket:
     return sock
 
 
+@pytest.fixture(autouse=True)
+def _fresh_health() -> Iterator[None]:
+    """Each test starts with no connect recorded (a port may be reused by a later test)."""
+    _hedge.HEALTH._failures.clear()
+    yield
+    _hedge.HEALTH._failures.clear()
+
+
 @pytest.fixture
 def good() -> Iterator[int]:
     """A port on which connects complete (the kernel accepts them into the queue)."""
@@ -299,13 +307,12 @@ def test_a_hedged_async_connect_returns_a_working_stream(good: int) -> None:
 def test_the_aiohttp_resolver_gives_three_addresses_only_while_the_peer_is_healthy() -> None:
     async def main() -> tuple[int, int]:
         resolver = _HedgingResolver()
-        port = 1  # nothing else in the process records connects to localhost:1
+        port = 1
         healthy = await resolver.resolve("localhost", port)
         for _ in range(_hedge.UNHEALTHY_AFTER):
             _hedge.HEALTH.record("localhost", port, ok=False)
         unhealthy = await resolver.resolve("localhost", port)
         await resolver.close()
-        _hedge.HEALTH.record("localhost", port, ok=True)
         return len(healthy), len(unhealthy)
 
     healthy, unhealthy = asyncio.run(main())
