@@ -5,6 +5,9 @@
                                                 # network-faults section (~6 minutes)
     scripts/network-faults --quick --out DIR    # a short run (under 2 minutes); the tests
     scripts/network-faults --check              # can this machine run it? (exit 0, or 3 and why)
+    scripts/network-faults --hedging            # hedged connects (issue 31): 20 % loss with a
+                                                # fresh client per call, a 3 s blackhole, a
+                                                # sustained one; writes its own section
 
 The client and the fake Avatario (ignoring ``Idempotency-Key``) sit in two network namespaces
 joined by a user-space relay between two TUN devices (`netfaults.lab`, `netfaults.relay`),
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from netfaults.lab import Lab, why_unavailable
+from netfaults.node import SERVER_NAME
 from netfaults.relay import Faults
 from netfaults.report import update
 
@@ -48,6 +52,11 @@ KEY = "network-faults-key-0001"
 DEADLINE = 2.0
 TRANSPORTS = ("sync", "async-aiohttp", "async-httpx")
 UNAVAILABLE = 3
+#: The transports on their own pools (the async client over httpx where aiohttp is absent).
+OWN_POOLS = ("sync", "async-aiohttp", "async-httpx-own")
+#: The server's host name in the hedging run: a client reaches Avatario by name.
+LAB_NAME = SERVER_NAME
+DEFAULT_MAX_ELAPSED = 30.0  # RetryPolicy's default deadline
 
 
 @dataclass(frozen=True)
@@ -165,6 +174,136 @@ def connect_measurement(run: Run, calls: int) -> dict[str, Any]:
             ids[variant][kind] = [r["id"] for r in records]
             print(f"  connect_timeout={variant}: {kind} done", file=sys.stderr)
     return {"available": available, "ids": ids}
+
+
+@dataclass(frozen=True)
+class HedgeRow:
+    name: str
+    faults: Faults
+    spec: dict[str, Any]
+
+
+def hedge_rows(calls: int, blip_calls: int, outage_seconds: float) -> tuple[HedgeRow, ...]:
+    """The hedging run's rows: each on every own-pool transport, the faults set afresh."""
+    hole = 1e6  # longer than any run: one blackhole, from `blackhole_after` on
+    return (
+        HedgeRow(
+            "20 % loss each way, a fresh client per call, 20 at a time, `max_elapsed=2`",
+            Faults(loss=0.20),
+            {"calls": calls, "concurrency": 20, "max_elapsed": DEADLINE, "fresh": True},
+        ),
+        HedgeRow(
+            "a 3 s blackhole 1 s in, one client starting a call every 50 ms, default policy",
+            Faults(blackhole=3.0, blackhole_every=hole, blackhole_after=1.0),
+            {
+                "calls": blip_calls,
+                "spacing": 0.05,
+                "concurrency": blip_calls,
+                "max_elapsed": DEFAULT_MAX_ELAPSED,
+                "policy": "default",
+                "fresh": False,
+            },
+        ),
+        HedgeRow(
+            f"a sustained blackhole ({outage_seconds:g} s of calls), one client starting a call "
+            "every 50 ms, `max_elapsed=2`",
+            Faults(blackhole=hole, blackhole_every=2 * hole, blackhole_after=0.001),
+            {
+                "calls": int(outage_seconds / 0.05),
+                "spacing": 0.05,
+                "concurrency": int(outage_seconds / 0.05),
+                "max_elapsed": DEADLINE,
+                "fresh": False,
+            },
+        ),
+    )
+
+
+def hedging(run: Run, rows: tuple[HedgeRow, ...]) -> list[dict[str, Any]]:
+    results = []
+    for number, row in enumerate(rows):
+        for kind in OWN_POOLS:
+            run.lab.set_faults(row.faults)
+            before = run.lab.relay_stats()
+            spec = {**row.spec, "connect_timeout": "default", "name": LAB_NAME}
+            records = run.calls_of(kind, f"face_h{number}_{kind}", spec)
+            after = run.lab.relay_stats()
+            run.lab.set_faults(Faults())
+            results.append(
+                {
+                    "row": row.name,
+                    "kind": kind,
+                    "ids": [r["id"] for r in records],
+                    "syn": after["syn"] - before["syn"],
+                    "dropped": sum(after[k] - before[k] for k in ("lost", "blackholed")),
+                }
+            )
+            print(f"  {row.name}: {kind} done", file=sys.stderr)
+    return results
+
+
+def render_hedging(
+    results: list[dict[str, Any]],
+    calls: dict[str, dict[str, Any]],
+    *,
+    seed: int,
+    wall: float,
+    before: dict[str, Any] | None,
+    before_label: str,
+) -> tuple[str, list[str]]:
+    """The section; `before`: an earlier run's ``--json`` records, shown beside (the code
+    before a change, say)."""
+    broken: list[str] = []
+    table = [
+        "| faults | client | successes | errors (type, outcome) | requests / sessions "
+        "| SYNs sent per call (resends included) | worst overshoot past the deadline "
+        f"| {before_label}: successes, SYNs per call |",
+        "|" + " --- |" * 8,
+    ]
+    earlier = {(r["row"], r["kind"]): r for r in (before or {}).get("rows", [])}
+    shown = ""
+    for result in results:
+        s = _summary([calls[i] for i in result["ids"]])
+        broken += s["broken"]
+        faults = result["row"] if result["row"] != shown else ""
+        shown = result["row"]
+        table.append(
+            f"| {faults} | {result['kind']} | {_rate(s['ok'], s['calls'])} "
+            f"| {_errors_cell(s['errors'])} | {s['requests']} / {s['sessions']} "
+            f"| {result['syn'] / s['calls']:.2f} | {s['worst_overshoot'] * 1000:+.0f} ms "
+            f"| {_earlier(earlier.get((result['row'], result['kind'])), before)} |"
+        )
+    lines = [
+        "## Hedged connects",
+        "",
+        f"Measured {datetime.date.today().isoformat()} on {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, Linux {platform.release()}, by "
+        f"`scripts/network-faults --hedging` (seed {seed}, {wall / 60:.1f} minutes), in the "
+        "lab of the section above, each transport on its own pool (`async-httpx-own`: "
+        "`AsyncAvatarioClient` with aiohttp not installed), the server called by a host name "
+        f"(`{LAB_NAME}`, resolved in the client's process). SYNs are counted at the relay: "
+        "every connection attempt, and every resend of one by the kernel. The last column is "
+        f"an earlier run (`--before`): {before_label}.",
+        "",
+        *table,
+        "",
+        f"Broken invariants: {len(broken)}"
+        + (f" ({'; '.join(broken[:8])})" if broken else "")
+        + ".",
+    ]
+    return "\n".join(lines), broken
+
+
+def _rate(ok: int, calls: int) -> str:
+    return f"{ok} / {calls} ({100 * ok / calls:.1f} %)"
+
+
+def _earlier(result: dict[str, Any] | None, before: dict[str, Any] | None) -> str:
+    if result is None or before is None:
+        return "–"
+    records = [before["calls"][i] for i in result["ids"]]
+    ok = sum(1 for r in records if r["ok"])
+    return f"{_rate(ok, len(records))}, {result['syn'] / len(records):.2f}"
 
 
 def judge(
@@ -361,6 +500,13 @@ def main() -> int:
     )
     parser.add_argument("--no-plugin", action="store_true")
     parser.add_argument("--json", help="also write every call's record to this file")
+    parser.add_argument("--hedging", action="store_true", help="only the hedged-connects run")
+    parser.add_argument("--blip-calls", type=int, default=100, help="calls in the 3 s blackhole")
+    parser.add_argument(
+        "--outage-seconds", type=float, default=10.0, help="the sustained blackhole's calls"
+    )
+    parser.add_argument("--before", help="an earlier --hedging run's --json, shown beside")
+    parser.add_argument("--before-label", default="none given", help="what --before ran")
     args = parser.parse_args()
     reason = why_unavailable()
     if args.check or reason is not None:
@@ -369,6 +515,8 @@ def main() -> int:
     calls = args.calls or (8 if args.quick else 60)
     connect_calls = args.connect_calls or (10 if args.quick else 200)
     spacing = 0.3 if args.quick else 0.1  # 8 calls over 2.4 s; 60 over 6 s
+    if args.hedging:
+        return _hedging_main(args)
     plugin_python, plugin_note = _plugin(args)
     started = time.monotonic()
     with Lab(seed=args.seed, api_key=KEY) as lab:
@@ -390,10 +538,37 @@ def main() -> int:
         wall=time.monotonic() - started,
         spacing=spacing,
     )
+    return _written(args, "network-faults", section, broken, {"rows": rows, "calls": run.calls})
+
+
+def _hedging_main(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    rows = hedge_rows(args.calls or 300, args.blip_calls, args.outage_seconds)
+    with Lab(seed=args.seed, api_key=KEY) as lab:
+        print(f"lab up: {lab.url}", file=sys.stderr, flush=True)
+        run = Run(lab, None)
+        results = hedging(run, rows)
+        counts = lab.settle()
+    judge(run.calls, counts, args.overshoot_limit)
+    section, broken = render_hedging(
+        results,
+        run.calls,
+        seed=args.seed,
+        wall=time.monotonic() - started,
+        before=json.loads(Path(args.before).read_text()) if args.before else None,
+        before_label=args.before_label,
+    )
+    return _written(args, "hedged-connects", section, broken, {"rows": results, "calls": run.calls})
+
+
+def _written(
+    args: argparse.Namespace, name: str, section: str, broken: list[str], records: Any
+) -> int:
+    """The section written into reliability.md (and the records to --json); the exit code."""
     path = Path(args.out) / "reliability.md"
-    update(path, {"network-faults": section})
+    update(path, {name: section})
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "calls": run.calls}, indent=1))
+        Path(args.json).write_text(json.dumps(records, indent=1))
     print(section)
     print(f"wrote {path}; broken invariants: {len(broken)}", file=sys.stderr)
     return 1 if broken else 0

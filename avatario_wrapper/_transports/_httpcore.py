@@ -28,12 +28,13 @@ from __future__ import annotations
 import contextlib
 import time
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import httpcore
 import httpx
 
+from . import _hedge
 from .base import WIRE_IN_PROGRESS, TooLateToSend
 
 
@@ -192,10 +193,12 @@ async def _close_shielded(stream: httpcore.AsyncNetworkStream) -> None:
 
 class Backend(httpcore.NetworkBackend):
     """httpcore's backend, every operation held to the attempt's deadline; remembers the
-    streams it opened (a child process after ``fork`` closes their descriptors)."""
+    streams it opened (a child process after ``fork`` closes their descriptors). With
+    `hedge` (the client's own pool, no proxy), TCP connects are hedged (`_hedge`)."""
 
-    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+    def __init__(self, inner: httpcore.NetworkBackend, *, hedge: bool = False) -> None:
         self._inner = inner
+        self.hedge = hedge
         self.opened = _Opened()
 
     def connect_tcp(
@@ -207,7 +210,13 @@ class Backend(httpcore.NetworkBackend):
         socket_options: Any = None,
     ) -> httpcore.NetworkStream:
         timeout = _within_connect_time(timeout)
-        inner = self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+
+        def single() -> httpcore.NetworkStream:
+            return self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
+
+        if not self.hedge:
+            return Stream(single(), self.opened)
+        inner = _hedge.connect_sync(host, port, timeout, local_address, socket_options, single)
         return Stream(inner, self.opened)
 
     def connect_unix_socket(
@@ -223,8 +232,9 @@ class Backend(httpcore.NetworkBackend):
 class AsyncBackend(httpcore.AsyncNetworkBackend):
     """`Backend` for the async pool."""
 
-    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+    def __init__(self, inner: httpcore.AsyncNetworkBackend, *, hedge: bool = False) -> None:
         self._inner = inner
+        self.hedge = hedge
         self.opened = _Opened()
 
     async def connect_tcp(
@@ -236,8 +246,13 @@ class AsyncBackend(httpcore.AsyncNetworkBackend):
         socket_options: Any = None,
     ) -> httpcore.AsyncNetworkStream:
         timeout = _within_connect_time(timeout)
-        inner = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return AsyncStream(inner, self.opened)
+
+        def single(left: float | None) -> Awaitable[httpcore.AsyncNetworkStream]:
+            return self._inner.connect_tcp(host, port, left, local_address, socket_options)
+
+        if not self.hedge:
+            return AsyncStream(await single(timeout), self.opened)
+        return AsyncStream(await _hedge.connect_async(host, port, timeout, single), self.opened)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Any = None
@@ -253,10 +268,12 @@ class AsyncBackend(httpcore.AsyncNetworkBackend):
 # -- the private reaches ------------------------------------------------------------------------
 
 
-def install(http: httpx.Client | httpx.AsyncClient) -> list[Backend | AsyncBackend]:
+def install(
+    http: httpx.Client | httpx.AsyncClient, *, hedge: bool = False
+) -> list[Backend | AsyncBackend]:
     """Our backend in every connection pool of `http` (private reach 1); the backends, empty
     where `http` has no httpcore pool (a mock or custom transport). Connections opened from
-    now on are watched; ones already pooled are not."""
+    now on are watched; ones already pooled are not. `hedge`: only for a pool of ours."""
     backends: list[Backend | AsyncBackend] = []
     for transport in [http._transport, *http._mounts.values()]:
         pool = getattr(transport, "_pool", None)
@@ -265,7 +282,7 @@ def install(http: httpx.Client | httpx.AsyncClient) -> list[Backend | AsyncBacke
             continue
         if not isinstance(backend, (Backend, AsyncBackend)):
             wrapper = AsyncBackend if isinstance(http, httpx.AsyncClient) else Backend
-            backend = pool._network_backend = wrapper(backend)  # type: ignore[union-attr]
+            backend = pool._network_backend = wrapper(backend, hedge=hedge)  # type: ignore[union-attr]
         backends.append(backend)
     return backends
 

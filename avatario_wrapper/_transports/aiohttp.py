@@ -23,12 +23,15 @@ Private reaches (pinned to aiohttp 3.14, tested by tests/test_transport_hooks.py
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .._environment import Environment
@@ -38,6 +41,7 @@ from .._steps import Attempt
 from .._text import REDACTED
 from ..errors import APIConnectionError
 from ._fork import fork_generation
+from ._hedge import CONNECT_ATTEMPT_DELAY, HEALTH, MAX_CONNECTS, spread
 from ._keepalive import KEEPALIVE_EXPIRY, MAX_KEEPALIVE_EXPIRY, keepalive_expiry
 from ._loop import ClosedWithItsLoop, LoopBinding, aclose_on_its_loop, close_from_outside
 from ._timer import bounded
@@ -72,18 +76,81 @@ _CONNECT_TIMEOUT: tuple[type[BaseException], ...] = (
 Middleware = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
 
 
+class _HedgingResolver(AbstractResolver):
+    """aiohttp's own resolver, its answers kept `_DNS_TTL` s (aiohttp's cache, which would
+    keep a hedged answer through a change of health, is off), each answer given as the
+    `MAX_CONNECTS` addresses to race (one address: it, three times) while `HEALTH` allows
+    hedging, else as found. aiohappyeyeballs then starts them 250 ms apart."""
+
+    def __init__(self) -> None:
+        self._inner = aiohttp.DefaultResolver()
+        self._found: dict[tuple[str, int, int], tuple[float, list[ResolveResult]]] = {}
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        key = (host, port, int(family))
+        kept = self._found.get(key)
+        if kept is not None and time.monotonic() < kept[0]:
+            found = kept[1]
+        else:
+            found = await self._inner.resolve(host, port, family)
+            if len(self._found) >= _DNS_ENTRIES:
+                self._found.clear()
+            self._found[key] = (time.monotonic() + _DNS_TTL, found)
+        return spread(found) if HEALTH.hedging(host, port) else found
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+#: How long a resolved host is kept, and how many are (aiohttp's own cache's defaults).
+_DNS_TTL = 10.0
+_DNS_ENTRIES = 1000
+
+
 class _Connector(aiohttp.TCPConnector):
     """Tells the attempt in progress whether its connection is new, refuses to write with
     too little time left, and closes a pooled connection idle past its own expiry
-    (`_keepalive`) instead of handing it out."""
+    (`_keepalive`) instead of handing it out. With `hedge` (a session of ours, no proxy),
+    connects are hedged through public API (`_HedgingResolver` and aiohappyeyeballs, one
+    race per connect: ``interleave`` drops all its addresses when it fails) and their ends
+    recorded in `HEALTH`."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, hedge: bool = False, **kwargs: Any) -> None:
         # Each connection's own expiry is checked in `connect`; the connector's keep-alive
         # timeout is only the longest any may get.
+        if hedge:
+            kwargs.update(
+                resolver=_HedgingResolver(),
+                use_dns_cache=False,
+                happy_eyeballs_delay=CONNECT_ATTEMPT_DELAY,
+                interleave=MAX_CONNECTS,
+            )
         super().__init__(keepalive_timeout=MAX_KEEPALIVE_EXPIRY, **kwargs)
+        self._hedging = kwargs.get("resolver")
         self._seen: weakref.WeakSet[Any] = weakref.WeakSet()
         #: protocol -> (when it went back to the pool, how long it may idle there)
         self.idle: weakref.WeakKeyDictionary[Any, tuple[float, float]] = weakref.WeakKeyDictionary()
+
+    async def close(self, *, abort_ssl: bool = False) -> None:
+        await super().close(abort_ssl=abort_ssl)
+        if self._hedging is not None:  # a resolver given is not closed by aiohttp
+            await self._hedging.close()
+
+    async def _connect_recorded(self, req: Any, traces: Any, timeout: Any) -> Any:
+        """`connect` of aiohttp, with a new connection's end recorded in `HEALTH` (hedging)."""
+        if self._hedging is None:
+            return await super().connect(req, traces, timeout)
+        try:
+            connection = await super().connect(req, traces, timeout)
+        except (aiohttp.ClientConnectorError, asyncio.TimeoutError) as exc:
+            if not isinstance(exc, aiohttp.ClientConnectorDNSError):
+                HEALTH.record(req.url.raw_host, req.port, ok=False)
+            raise
+        if connection.protocol not in self._seen:  # a new connection: a connect succeeded
+            HEALTH.record(req.url.raw_host, req.port, ok=True)
+        return connection
 
     async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
         wire = WIRE_IN_PROGRESS.get()
@@ -91,7 +158,7 @@ class _Connector(aiohttp.TCPConnector):
             wire.observed = True
             wire.fresh = True  # until a pooled connection comes: waiting or connecting
         while True:
-            connection = await super().connect(req, traces, timeout)
+            connection = await self._connect_recorded(req, traces, timeout)
             protocol = connection.protocol
             idle = self.idle.pop(protocol, None)
             if idle is None or time.monotonic() - idle[0] <= idle[1]:
@@ -169,7 +236,9 @@ class AiohttpTransport(TransportBase):
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 trust_env=False,
-                connector=_Connector(limit=100, ssl=self._environment.tls_context()),
+                connector=_Connector(
+                    limit=100, ssl=self._environment.tls_context(), hedge=self._proxy is None
+                ),
             )
         return self._session
 

@@ -245,7 +245,7 @@ class _HttpxPool(TransportBase, Generic[HttpT]):
         self.owns = http is None
         self._environment = environment
         self.http: HttpT = http if http is not None else own_client(self._kind, environment)
-        self._backends = _httpcore.install(self.http)
+        self._backends = _httpcore.install(self.http, hedge=self._hedges)
         self._build = _Builder(owned=self.owns, sync=self._kind is httpx.Client)
         self._closed = False
         self._generation = fork_generation()
@@ -254,11 +254,17 @@ class _HttpxPool(TransportBase, Generic[HttpT]):
     def closed(self) -> bool:
         return self._closed or self.http.is_closed
 
+    @property
+    def _hedges(self) -> bool:
+        """Whether connects are hedged (`_hedge`): a pool of ours, connecting directly (a
+        caller's pool connects as its owner built it; a proxy is connected to once)."""
+        return self.owns and self._environment.proxy is None
+
     def _after_fork(self) -> None:
         close_inherited(_httpcore.forget_inherited(self._backends))
         if self.owns:
             self.http = own_client(self._kind, self._environment)
-            self._backends = _httpcore.install(self.http)
+            self._backends = _httpcore.install(self.http, hedge=self._hedges)
 
 
 class HttpxTransport(_HttpxPool[httpx.Client]):

@@ -4,14 +4,20 @@
 
 SPEC: ``transport`` (``sync``: `AvatarioClient`; ``async-aiohttp``: `AsyncAvatarioClient`
 over its default aiohttp sender; ``async-httpx``: `AsyncAvatarioClient` over a given
-`httpx.AsyncClient`), ``url``, ``key``, ``prefix`` (avatar ids are PREFIX-N, one per call, so
-sessions can be matched to calls), ``calls``, ``concurrency``, ``max_elapsed`` (the
+`httpx.AsyncClient`; ``async-httpx-own``: `AsyncAvatarioClient` over its own httpx pool, as
+where aiohttp is not installed), ``url``, ``key``, ``prefix`` (avatar ids are PREFIX-N, one
+per call, so sessions can be matched to calls), ``calls``, ``concurrency``, ``max_elapsed`` (the
 `RetryPolicy` deadline), ``spacing`` (call N starts no sooner than N * spacing seconds after
 the first, so a run spans the faults' timing), ``fresh`` and ``connect_timeout``.
 
 ``fresh``: a new client for every call, so each call opens its own connection (otherwise one
 client for all). Fresh clients are all made before the first call: making an httpx pool loads
 the CA bundle, about 40 ms of CPU, which would otherwise hold up the other calls' timers.
+
+``name`` (optional): the server is called by this host name, resolved to its address in
+this process (the namespace has no DNS server), as a client reaches Avatario by name; aiohttp
+consults a resolver only for a name. ``policy``: ``"default"`` leaves the `RetryPolicy` as
+the client makes it (``max_elapsed`` is then not used).
 
 ``connect_timeout``: ``"none"`` passes ``connect_timeout=None`` where the client has the
 parameter, ``"default"`` leaves it out. Records say whether the client has the parameter
@@ -24,6 +30,7 @@ import asyncio
 import inspect
 import json
 import logging
+import socket
 import sys
 import threading
 import time
@@ -41,12 +48,28 @@ logging.getLogger("avatario_wrapper").propagate = False
 _print_lock = threading.Lock()
 
 
+def _named(spec: dict[str, Any]) -> str:
+    """The base URL, the server called by ``spec["name"]`` where given (see the docstring)."""
+    url = httpx.URL(spec["url"])
+    name = spec.get("name")
+    if not name:
+        return str(url)
+    address, resolve = url.host, socket.getaddrinfo
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return resolve(address if host in (name, name.encode()) else host, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
+    return str(url.copy_with(host=name))
+
+
 def _options(spec: dict[str, Any]) -> dict[str, Any]:
     options: dict[str, Any] = {
-        "base_url": spec["url"],
+        "base_url": spec["base_url"],
         "allow_insecure_http": True,  # the lab's server is plain http on a private address
-        "retry": RetryPolicy(max_elapsed=float(spec["max_elapsed"])),
     }
+    if spec.get("policy") != "default":
+        options["retry"] = RetryPolicy(max_elapsed=float(spec["max_elapsed"]))
     if spec.get("connect_timeout") == "none" and HAS_CONNECT_TIMEOUT:
         options["connect_timeout"] = None
     return options
@@ -112,6 +135,8 @@ def run_sync(spec: dict[str, Any]) -> None:
 
 async def run_async(spec: dict[str, Any]) -> None:
     over_httpx = spec["transport"] == "async-httpx"
+    if spec["transport"] == "async-httpx-own":
+        sys.modules["aiohttp"] = None  # type: ignore[assignment] # as if not installed
 
     def make() -> tuple[AsyncAvatarioClient, httpx.AsyncClient | None]:
         http = httpx.AsyncClient() if over_httpx else None
@@ -151,9 +176,10 @@ async def run_async(spec: dict[str, Any]) -> None:
 
 def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
+    spec["base_url"] = _named(spec)
     if spec["transport"] == "sync":
         run_sync(spec)
-    elif spec["transport"] in ("async-aiohttp", "async-httpx"):
+    elif spec["transport"] in ("async-aiohttp", "async-httpx", "async-httpx-own"):
         asyncio.run(run_async(spec))
     else:
         raise SystemExit(f"unknown transport {spec['transport']!r}")

@@ -6,9 +6,10 @@
 It brings up loopback, creates the TUN device ``nf0`` with ADDRESS, hands the device's
 descriptor to the lab over the Unix socket FD (inherited) and prints ``ready``. The client end
 then only holds its namespace open (calls are started in it with ``nsenter``); the server end
-serves the fake Avatario, ignoring ``Idempotency-Key``, on ADDRESS:PORT and answers commands
-on stdin (``count``: the requests received and sessions started, by avatar id, as one JSON
-line). Both exit when stdin closes, so a lab that dies takes its namespaces with it.
+serves the fake Avatario, ignoring ``Idempotency-Key``, on ADDRESS:PORT (also when called
+`SERVER_NAME`) and answers commands on stdin (``count``: the requests received and sessions
+started, by avatar id, as one JSON line). Both exit when stdin closes, so a lab that dies
+takes its namespaces with it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 from netfaults.tun import open_tun, send_fd
 
 DEVICE = "nf0"
+#: The server's host name besides its address (it answers requests for it).
+SERVER_NAME = "avatario.lab"
 MTU = 1500
 
 
@@ -57,6 +60,7 @@ def serve(host: str, port: int, api_key: str) -> None:
         # Requests cut off by the faults make uvicorn log tracebacks; the lab counts them
         # instead. (Set once uvicorn has configured its loggers.)
         logging.getLogger("uvicorn.error").disabled = True
+        server.app.allow_host(SERVER_NAME)  # the name a client may call it by (netfaults.calls)
         print("ready", flush=True)
         for line in sys.stdin:
             if line.strip() == "count":

@@ -39,6 +39,8 @@ class Faults:
     duplicate: float = 0.0
     blackhole: float = 0.0
     blackhole_every: float = 0.0
+    #: When the first blackhole starts, in seconds from now (0: at a seeded random offset).
+    blackhole_after: float = 0.0
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Faults:
@@ -52,6 +54,12 @@ class Faults:
         return asdict(self)
 
 
+def _is_syn(packet: bytes) -> bool:
+    """A TCP SYN without ACK: a connection attempt (a kernel's resend included)."""
+    head = (packet[0] & 0x0F) * 4
+    return len(packet) > head + 13 and packet[9] == 6 and packet[head + 13] & 0x12 == 0x02
+
+
 class Relay:
     def __init__(self, fd_a: int, fd_b: int, seed: int) -> None:
         self.peer = {fd_a: fd_b, fd_b: fd_a}
@@ -63,7 +71,7 @@ class Relay:
         self.queue: list[tuple[float, int, int, bytes]] = []
         self.sequence = 0
         self.stats = dict.fromkeys(
-            ("packets", "lost", "blackholed", "duplicated", "reordered", "other"), 0
+            ("packets", "syn", "lost", "blackholed", "duplicated", "reordered", "other"), 0
         )
         for fd in self.peer:
             os.set_blocking(fd, False)
@@ -71,7 +79,7 @@ class Relay:
     def set_faults(self, faults: Faults) -> None:
         self.faults = faults
         first = random.Random(self.seed + 2)  # noqa: S311 - a seeded offset
-        offset = first.uniform(0, faults.blackhole_every or 0)
+        offset = faults.blackhole_after or first.uniform(0, faults.blackhole_every or 0)
         self.hole_start = time.monotonic() + offset
 
     def in_blackhole(self, now: float) -> bool:
@@ -85,6 +93,7 @@ class Relay:
             self.stats["other"] += 1
             return
         self.stats["packets"] += 1
+        self.stats["syn"] += _is_syn(packet)
         f, rng = self.faults, self.rng[source]
         # Every draw is made for every packet, so a fault's draws do not shift the others'.
         lost, dup, reorder = rng.random(), rng.random(), rng.random()

@@ -1,7 +1,8 @@
 """docs/reliability.md is made of sections, each written by the script that measures it.
 
 ``scripts/reliability`` writes the fault matrix, the soak, the idle race and the list of what
-is tested; ``scripts/network-faults`` writes the network faults. Each section sits between
+is tested; ``scripts/network-faults`` writes the network faults (and, with ``--hedging``, the hedged
+connects). Each section sits between
 ``<!-- reliability:NAME -->`` and ``<!-- /reliability:NAME -->``, and a script rewrites only
 its own, keeping the others as they are.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-ORDER = ("fault-matrix", "soak", "idle-race", "network-faults", "tested")
+ORDER = ("fault-matrix", "soak", "idle-race", "network-faults", "hedged-connects", "tested")
 TITLE = "# Reliability"
 _SECTION = re.compile(
     r"^<!-- reliability:(?P<name>[a-z-]+) -->\n(?P<body>.*?)\n<!-- /reliability:(?P=name) -->$",
