@@ -186,7 +186,6 @@ def _retry(
             delay,
             verdict.trouble_since,
             probe,
-            budgeted=verdict.allowed or verdict.refused_by == "cool_down",
             paid=verdict.allowed,
         )
         return True

@@ -9,9 +9,9 @@ it looks at the scope (`Ask("status")`, read once per 0.1 s per process) until o
                any process sharing the store). The call retries after a random part of the
                trouble's length, so the calls that piled up during it come back at about the
                rate they came in, not all at once.
-    probe      the budget granted this retry and no one else is probing (`Ask("take_probe")`:
+    probe      no one else is probing and the budget allows this retry (`Ask("take_probe")`:
                one caller per scope at a time, for a lease that grows with the trouble's
-               age): this call's retry is the probe.
+               age; a retry the budget refused asks it again): this call's retry is the probe.
     cooling    the server asked everyone to wait (Retry-After): wait until then, then look.
     gives up   the trouble is older than ``ride_out``, or what is left of ``max_elapsed``
                would be less than ``min_attempt_time``: the failure is raised, and
@@ -61,16 +61,15 @@ def ride_out(
     trouble_since: float | None,
     probe: Probe,
     *,
-    budgeted: bool,
     paid: bool,
 ) -> Generator[Step, Any, None]:
     """Wait until the call's retry may go (returns), or give up (raises `failure`).
 
-    `budgeted`: the budget did not refuse this retry (it granted it, or only a cool-down held
-    it back); only such a retry may be the probe, so a fleet's probes come out of its budget.
-    `paid`: the budget granted it (withdrew it) already; else taking the probe asks the budget
-    and withdraws it then. A call that holds the probe goes on probing at its own backoff
-    while its lease lasts and its budget allows."""
+    `paid`: the budget granted this retry (withdrew it) already. Any waiting call may become
+    the probe, but one the budget refused must ask it again (`Ask("take_probe")` with the
+    policy's share: granted only when the budget has room by then, as calls come in or the
+    window moves on), so a fleet's probes come out of its budget. A call that holds the probe
+    goes on probing at its own backoff while its lease lasts and its budget allows."""
     clock, trace = call.clock, call.trace
     began = clock.monotonic()
     since = clock.time() if trouble_since is None else trouble_since
@@ -100,9 +99,7 @@ def ride_out(
             continue
         lease = min(MAX_LEASE, max(MIN_LEASE, now - since)) + (call.connect_timeout or 1.0)
         share = None if paid else call.policy.retry_budget
-        if budgeted and (
-            clock.monotonic() < probe.until or (yield Ask("take_probe", lease=lease, share=share))
-        ):
+        if clock.monotonic() < probe.until or (yield Ask("take_probe", lease=lease, share=share)):
             probe.until = max(probe.until, clock.monotonic() + lease)
             if waited:  # a retry that went at once, after its backoff, is no ride-out
                 trace.ride_out("probe", clock.monotonic() - began)

@@ -136,6 +136,26 @@ def test_a_granted_retry_that_probes_is_withdrawn_once(
     assert (calls, retries) == (70, 10)
 
 
+def test_a_refused_retry_probes_once_the_budget_has_room_again(
+    client: AvatarioClient, clock: FakeClock
+) -> None:
+    # The budget is spent and no other call comes to end the trouble (a blip's last calls):
+    # the waiter asks the budget again as it polls, and once the window has moved on, its
+    # retry goes as the probe, within the ride-out, and its success ends the trouble.
+    scope = store(client)
+    for _ in range(3):
+        assert scope.failed(retry=True, share=0.2, cool_until=None).allowed  # the reserve
+    began = clock.monotonic()
+    driver = Driver(client, iter([reply(503), reply(200)]))
+    result = driver.run()
+    assert isinstance(result, StartSessionResult)
+    assert result.attempts == 2
+    assert 9.0 <= clock.monotonic() - began < 15.0  # the window's turn, not the ride-out's end
+    probes = [s for s in driver.steps if isinstance(s, Ask) and s.operation == "take_probe"]
+    assert len(probes) > 1 and probes[-1].arguments["share"] == 0.2  # asked the budget again
+    assert scope.status().trouble_since is None
+
+
 def test_while_in_trouble_a_retry_waits_and_goes_when_avatario_answers_again(
     client: AvatarioClient, clock: FakeClock
 ) -> None:
