@@ -152,7 +152,8 @@ def test_a_refused_retry_probes_once_the_budget_has_room_again(
     assert result.attempts == 2
     assert 9.0 <= clock.monotonic() - began < 15.0  # the window's turn, not the ride-out's end
     probes = [s for s in driver.steps if isinstance(s, Ask) and s.operation == "take_probe"]
-    assert len(probes) > 1 and probes[-1].arguments["share"] == 0.2  # asked the budget again
+    assert len(probes) > 1
+    assert probes[-1].arguments["share"] == 0.2  # it asked the budget again
     assert scope.status().trouble_since is None
 
 

@@ -240,38 +240,6 @@ def test_a_steady_overload_stays_in_trouble(store: BudgetStore, clock: FakeClock
     assert store.status(scope).trouble_since == pytest.approx(began, abs=1e-3)
 
 
-def test_three_successes_in_a_second_without_a_failure_end_the_trouble(
-    store: BudgetStore, clock: FakeClock
-) -> None:
-    # A blackhole's end: the connects begun inside it still time out for a second after it,
-    # so failures outweigh the new successes over two slots; once a second brings three
-    # successes and no failure, Avatario answers again, even if the calls stop coming then.
-    scope = new_scope()
-    clock.advance(1.0 - (clock.time() % 1.0) + 0.01)  # the start of a slot
-    began = clock.time()
-    for _ in range(8):
-        store.failed(scope, retry=False, share=0.2, cool_until=None)
-        clock.advance(0.1)
-    for _ in range(2):
-        store.failed(scope, retry=False, share=0.2, cool_until=None)
-        store.succeeded(scope)
-    clock.advance(1.0)  # a new second: failures of the last one still outweigh its successes
-    store.succeeded(scope)
-    store.succeeded(scope)
-    assert store.status(scope).trouble_since == pytest.approx(began, abs=1e-3)
-    for _ in range(4):
-        store.failed(scope, retry=False, share=0.2, cool_until=None)
-    for _ in range(3):
-        store.succeeded(scope)  # failures in this second: not yet
-    assert store.status(scope).trouble_since is not None
-    clock.advance(1.0)
-    for _ in range(2):
-        store.succeeded(scope)
-    assert store.status(scope).trouble_since is not None
-    store.succeeded(scope)  # the third in a second with no failure
-    assert store.status(scope).trouble_since is None
-
-
 def test_quiet_is_no_recovery_until_long_after_a_call_could_wait(
     store: BudgetStore, clock: FakeClock
 ) -> None:

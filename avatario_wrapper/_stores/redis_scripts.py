@@ -17,7 +17,6 @@ from .rules import (
     MAX_COOL_DOWN,
     MAX_LEASE,
     QUIET_SECONDS,
-    RECOVERED_RUN,
     RECOVERED_SHARE,
     SLOT_SECONDS,
     SLOTS,
@@ -136,10 +135,7 @@ redis.call('HINCRBY', key, 'o' .. entry(), 1)
 redis.call('HDEL', key, 'lease')
 redis.call('HINCRBY', key, 'succ', 1)
 redis.call('HSET', key, 'lastok', fmt(now))
-local i = entry()
-local clean = (tonumber(redis.call('HGET', key, 'f' .. i)) or 0) == 0
-  and (tonumber(redis.call('HGET', key, 'o' .. i)) or 0) >= {RECOVERED_RUN}
-if trouble_now() and (clean or failure_share() < {RECOVERED_SHARE!r}) then
+if trouble_now() and failure_share() < {RECOVERED_SHARE!r} then
   redis.call('HDEL', key, 'trouble')
 end
 touch()

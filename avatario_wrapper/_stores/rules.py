@@ -35,13 +35,6 @@ IDLE_SECONDS = 600.0
 #: not a single success, so that a steady overload (every other request refused) stays in
 #: trouble, where the budget binds, while a blip's end is seen within a second or two.
 RECOVERED_SHARE = 0.25
-#: Trouble also ends at a success when this second's slot holds this many successes and no
-#: failure: Avatario answers again, while failures begun before (connects timing out from
-#: a blackhole's end, one connect timeout later) still weigh on the two-slot share and the
-#: calls that could outweigh them may have stopped coming. A steady overload that answers
-#: three in a row now and then ends its trouble only until its next failure, and the budget
-#: binds its retries all the same.
-RECOVERED_RUN = 3
 #: Trouble with no failed attempt for this long is over without a success: longer than a
 #: call's whole life (the default deadline is 30 s), so a call riding the trouble out, which
 #: sends nothing while it waits, never sees the trouble end because it went quiet; and short
@@ -196,14 +189,8 @@ class ScopeState:
         self.lease_until = None
         self.successes += 1
         self.last_success = now
-        if self.trouble_since is not None and (
-            self.failure_share(now) < RECOVERED_SHARE or self._clean_slot(now)
-        ):
+        if self.trouble_since is not None and self.failure_share(now) < RECOVERED_SHARE:
             self.trouble_since = None
-
-    def _clean_slot(self, now: float) -> bool:
-        i = self._entry(now)
-        return self.fails[i] == 0 and self.oks[i] >= RECOVERED_RUN
 
     def take_probe(self, now: float, *, lease: float, share: float | None, reserve: float) -> bool:
         if self.cooling_until is not None or self.lease_until is not None:
