@@ -99,7 +99,8 @@ def ride_out(
             continue
         lease = min(MAX_LEASE, max(MIN_LEASE, now - since)) + (call.connect_timeout or 1.0)
         share = None if paid else call.policy.retry_budget
-        if clock.monotonic() < probe.until or (yield Ask("take_probe", lease=lease, share=share)):
+        holds = paid and clock.monotonic() < probe.until  # its own probe goes on, if granted
+        if holds or (yield Ask("take_probe", lease=lease, share=share)):
             probe.until = max(probe.until, clock.monotonic() + lease)
             if waited:  # a retry that went at once, after its backoff, is no ride-out
                 trace.ride_out("probe", clock.monotonic() - began)

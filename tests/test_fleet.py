@@ -11,15 +11,19 @@ default 15 s; scripts/fleet-outage measures the default settings (docs/retries.m
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import time
 from pathlib import Path
 
 import pytest
 
+from avatario_wrapper import APIError, AsyncAvatarioClient
 from avatario_wrapper._stores.rules import DEFAULT_RESERVE, WINDOW_SECONDS
 from avatario_wrapper.testing import run_fake_server
 
-from .fleet import KEY, run_fleet
+from .fleet import CALL, KEY, run_fleet
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +63,32 @@ def test_forty_job_processes_share_one_budget_through_redis(redis_url: str) -> N
 def test_control_each_job_with_a_budget_of_its_own_retries_up_to_three_times() -> None:
     per_call, _, _ = _requests_per_call(["process"] * 12)
     assert per_call > 2.0
+
+
+def test_a_steady_overload_gets_no_more_retries_than_the_budget() -> None:
+    # Half the requests refused (503), calls coming at 20 a second for 6 s through one async
+    # client with the default policy (its ride-out included): the scope stays in trouble, so
+    # the calls that wait are never released outside the budget, and every retry and probe
+    # is withdrawn from it: at most 20 % of the calls plus the reserve per window.
+    calls, seconds = 120, 6.0
+
+    async def main(url: str) -> None:
+        async with AsyncAvatarioClient(KEY, base_url=url) as client:
+
+            async def one() -> None:
+                with contextlib.suppress(APIError):
+                    await client.start_session(**CALL)
+
+            tasks = []
+            for _ in range(calls):
+                tasks.append(asyncio.create_task(one()))
+                await asyncio.sleep(seconds / calls)
+            await asyncio.gather(*tasks)
+
+    with run_fake_server(api_key=KEY, faults="503@50%", seed=3) as server:
+        began = time.monotonic()
+        asyncio.run(main(server.url))
+        took = time.monotonic() - began
+        sent = sum(1 for r in server.requests if r.operation_id == "startSession")
+    windows = 1 + math.floor(took / WINDOW_SECONDS)
+    assert sent <= calls * 1.2 + DEFAULT_RESERVE * windows

@@ -26,7 +26,7 @@ from avatario_wrapper._stores import (
     check_scope,
     scope_fingerprint,
 )
-from avatario_wrapper._stores.rules import QUIET_SECONDS
+from avatario_wrapper._stores.rules import QUIET_SECONDS, RECOVERED_MIN
 from avatario_wrapper.testing import FakeClock
 
 from .store_kit import allowed, make_store, new_scope
@@ -152,7 +152,8 @@ def test_two_scopes_never_share_a_budget(store: BudgetStore) -> None:
     assert allowed(store, busy, 20) == 11
     store.failed(quiet, retry=False, share=None, cool_until=store_time(store) + 30)
     store._clock.advance(2.5)  # type: ignore[attr-defined] # past the failures' slots
-    store.succeeded(quiet)
+    for _ in range(RECOVERED_MIN):
+        store.succeeded(quiet)
     status = store.status(busy)
     assert status.cooling_until is None
     assert status.successes == 0
@@ -220,10 +221,13 @@ def test_trouble_starts_at_the_first_failure_and_ends_when_failures_stop(
     store.succeeded(scope)  # one success beside one failure: still in trouble
     status = store.status(scope)
     assert (status.trouble_since, status.successes) == (pytest.approx(began, abs=1e-3), 1)
-    clock.advance(2)  # the failure's slot is past: the next success ends the trouble
+    clock.advance(2)  # the failure's slot is past: the next successes end the trouble
+    for _ in range(RECOVERED_MIN - 1):
+        store.succeeded(scope)
+    assert store.status(scope).trouble_since is not None  # a success or two is no recovery
     store.succeeded(scope)
     status = store.status(scope)
-    assert (status.trouble_since, status.successes) == (None, 2)
+    assert (status.trouble_since, status.successes) == (None, 1 + RECOVERED_MIN)
     assert status.last_success == pytest.approx(began + 5.5, abs=1e-3)
     again = store.failed(scope, retry=False, share=0.2, cool_until=None)
     assert again.trouble_since == pytest.approx(clock.time(), abs=1e-3)

@@ -25,6 +25,7 @@ import pytest
 
 from avatario_wrapper._stores import HostStore, Status
 from avatario_wrapper._stores.folder import default_path
+from avatario_wrapper._stores.rules import RECOVERED_MIN
 from avatario_wrapper.testing import FakeClock
 
 from .store_kit import allowed, new_scope, run_jobs
@@ -173,8 +174,9 @@ def test_two_stores_on_one_file_share_everything(tmp_path: Path, clock: FakeCloc
     clock.advance(6)
     assert other.take_probe(scope, lease=1, share=None)
     assert not one.take_probe(scope, lease=1, share=None)
-    one.succeeded(scope)
-    assert other.status(scope) == Status(None, None, 1, clock.time())
+    for _ in range(RECOVERED_MIN):
+        one.succeeded(scope)
+    assert other.status(scope) == Status(None, None, RECOVERED_MIN, clock.time())
 
 
 def test_forty_spawned_processes_share_one_budget(path: Path) -> None:

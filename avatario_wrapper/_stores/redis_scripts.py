@@ -17,6 +17,7 @@ from .rules import (
     MAX_COOL_DOWN,
     MAX_LEASE,
     QUIET_SECONDS,
+    RECOVERED_MIN,
     RECOVERED_SHARE,
     SLOT_SECONDS,
     SLOTS,
@@ -55,8 +56,8 @@ local function trouble_now()
   if trouble then redis.call('HDEL', key, 'trouble') end
   return nil
 end
--- failed attempts as a share of the attempts of this slot and the one before
-local function failure_share()
+-- Avatario answers again: enough successes in this slot and the one before, few failures
+local function recovered()
   local fails, oks = 0, 0
   for i = 0, SLOTS - 1 do
     local s = tonumber(redis.call('HGET', key, 's' .. i))
@@ -65,8 +66,7 @@ local function failure_share()
       oks = oks + (tonumber(redis.call('HGET', key, 'o' .. i)) or 0)
     end
   end
-  if fails + oks == 0 then return 0 end
-  return fails / (fails + oks)
+  return oks >= {RECOVERED_MIN} and fails < {RECOVERED_SHARE!r} * (fails + oks)
 end
 -- a slot up to a window ahead (the clock stepped back) counts; older or further, not
 local function room(share, reserve)
@@ -130,12 +130,12 @@ return {allowed, refused, left, fmt(now - trouble)}
 """
 
 #: ARGV: now
-SUCCEEDED = f"""
+SUCCEEDED = """
 redis.call('HINCRBY', key, 'o' .. entry(), 1)
 redis.call('HDEL', key, 'lease')
 redis.call('HINCRBY', key, 'succ', 1)
 redis.call('HSET', key, 'lastok', fmt(now))
-if trouble_now() and failure_share() < {RECOVERED_SHARE!r} then
+if trouble_now() and recovered() then
   redis.call('HDEL', key, 'trouble')
 end
 touch()

@@ -35,6 +35,11 @@ IDLE_SECONDS = 600.0
 #: not a single success, so that a steady overload (every other request refused) stays in
 #: trouble, where the budget binds, while a blip's end is seen within a second or two.
 RECOVERED_SHARE = 0.25
+#: ... and only once those two slots hold this many successful attempts: a share of a few
+#: attempts is noise (when a steady overload's calls stop coming, its waiters' probes alone,
+#: one success among them, ended the trouble, and the released waiters went outside the
+#: budget); a blip's end brings them within a second or so.
+RECOVERED_MIN = 4
 #: Trouble with no failed attempt for this long is over without a success: longer than a
 #: call's whole life (the default deadline is 30 s), so a call riding the trouble out, which
 #: sends nothing while it waits, never sees the trouble end because it went quiet; and short
@@ -94,15 +99,16 @@ class ScopeState:
             self.oks[i] = 0
         return i
 
-    def failure_share(self, now: float) -> float:
-        """Failed attempts as a share of the attempts of this slot and the one before."""
+    def recovered(self, now: float) -> bool:
+        """Avatario answers again: this slot and the one before hold `RECOVERED_MIN`
+        successful attempts, and failures are under `RECOVERED_SHARE` of their attempts."""
         slot = math.floor(now / SLOT_SECONDS)
         fails = oks = 0
         for i in range(SLOTS):
             if slot - 2 < self.slot_of[i] <= slot:
                 fails += self.fails[i]
                 oks += self.oks[i]
-        return fails / (fails + oks) if fails + oks else 0.0
+        return oks >= RECOVERED_MIN and fails < RECOVERED_SHARE * (fails + oks)
 
     def window(self, now: float) -> tuple[int, int]:
         """Calls and retries in the window. A slot up to a window ahead (the clock stepped
@@ -189,7 +195,7 @@ class ScopeState:
         self.lease_until = None
         self.successes += 1
         self.last_success = now
-        if self.trouble_since is not None and self.failure_share(now) < RECOVERED_SHARE:
+        if self.trouble_since is not None and self.recovered(now):
             self.trouble_since = None
 
     def take_probe(self, now: float, *, lease: float, share: float | None, reserve: float) -> bool:
