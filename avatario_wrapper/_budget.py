@@ -82,15 +82,21 @@ class BudgetScope:
     async def adeposit(self) -> bool:
         return await self.store.adeposit(self.scope)
 
-    def failed(self, *, retry: bool, share: float | None, cool_until: float | None) -> Verdict:
-        self._status = None
-        return self.store.failed(self.scope, retry=retry, share=share, cool_until=cool_until)
-
-    async def afailed(
-        self, *, retry: bool, share: float | None, cool_until: float | None
+    def failed(
+        self, *, retry: bool, share: float | None, cool_until: float | None, dated: float = 0.0
     ) -> Verdict:
         self._status = None
-        return await self.store.afailed(self.scope, retry=retry, share=share, cool_until=cool_until)
+        return self.store.failed(
+            self.scope, retry=retry, share=share, cool_until=cool_until, dated=dated
+        )
+
+    async def afailed(
+        self, *, retry: bool, share: float | None, cool_until: float | None, dated: float = 0.0
+    ) -> Verdict:
+        self._status = None
+        return await self.store.afailed(
+            self.scope, retry=retry, share=share, cool_until=cool_until, dated=dated
+        )
 
     def succeeded(self) -> None:
         self._status = None

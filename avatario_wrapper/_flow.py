@@ -77,6 +77,7 @@ def call_flow(call: Call[ResultT]) -> Generator[Step, Any, ResultT]:
             # 2. The attempt.
             attempts += 1
             trace.attempt_started(attempts)
+            began = clock.monotonic()
             try:
                 answer = yield _attempt(call, attempts, deadline.left())
             except BaseException as error:  # cancelled, interrupted, or a bug: still recorded
@@ -99,7 +100,8 @@ def call_flow(call: Call[ResultT]) -> Generator[Step, Any, ResultT]:
             tell_success = call.scope is not None
 
             # 4 and 5. A retry, now or after riding the trouble out; or none.
-            if (yield from _retry(call, failure, attempts, deadline, schedule, probe)):
+            dated = _dated(failure, clock.monotonic() - began)
+            if (yield from _retry(call, failure, attempts, deadline, schedule, probe, dated)):
                 if call.is_closed():
                     failure.not_retried_because = CLOSED_DURING_WAIT
                     raise failure
@@ -158,9 +160,11 @@ def _retry(
     deadline: Deadline,
     schedule: Backoff,
     probe: Probe,
+    dated: float,
 ) -> Generator[Step, Any, bool]:
     """Whether `failure` is sent again (True: now), after the waits this takes. Records on it
-    `attempts`, `retryable` and, when not, `not_retried_because`."""
+    `attempts`, `retryable` and, when not, `not_retried_because`. `dated`: how long ago the
+    failure's evidence dates from (`_dated`)."""
     policy, clock = call.policy, call.clock
     failure.attempts = attempts
     failure.retryable = is_retryable(failure, policy, idempotent=not call.request.starts_session)
@@ -174,6 +178,7 @@ def _retry(
             retry=delay is not None,
             share=policy.retry_budget,
             cool_until=_cool_until(failure, policy, delay, clock),
+            dated=dated,
         )
     if delay is None:
         return False
@@ -198,6 +203,14 @@ def _retry(
     call.trace.backoff(delay, from_retry_after=_from_retry_after(failure, policy))
     yield Sleep(delay)
     return True
+
+
+def _dated(failure: APIError, took: float) -> float:
+    """How long ago `failure` tells of the way to Avatario: a request never sent (a connect
+    that timed out or was refused) tells of the moment its attempt began, `took` seconds ago,
+    so the store counts it then (a blackhole's last connects, timing out a second after it
+    ended, are no news against the successes since); an answer tells of now."""
+    return took if failure.outcome is Outcome.NOT_SENT else 0.0
 
 
 def _is_trouble(failure: APIError, policy: RetryPolicy) -> bool:

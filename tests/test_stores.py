@@ -244,6 +244,23 @@ def test_a_steady_overload_stays_in_trouble(store: BudgetStore, clock: FakeClock
     assert store.status(scope).trouble_since == pytest.approx(began, abs=1e-3)
 
 
+@pytest.mark.parametrize("dated", [0.0, 2.0])
+def test_a_failure_counts_when_its_evidence_dates_from(
+    store: BudgetStore, clock: FakeClock, dated: float
+) -> None:
+    # A blackhole's end: connects begun inside it time out (dated back by how long they
+    # tried) beside the new calls' successes; counted when they began, they are no news
+    # against the successes, which end the trouble. The same failures told as news do not.
+    scope = new_scope()
+    clock.advance(1.0 - (clock.time() % 1.0) + 0.05)  # the start of a slot
+    store.failed(scope, retry=False, share=0.2, cool_until=None)
+    clock.advance(2.0)
+    for _ in range(RECOVERED_MIN):
+        store.failed(scope, retry=False, share=0.2, cool_until=None, dated=dated)
+        store.succeeded(scope)
+    assert (store.status(scope).trouble_since is None) is (dated > 0)
+
+
 def test_quiet_is_no_recovery_until_long_after_a_call_could_wait(
     store: BudgetStore, clock: FakeClock
 ) -> None:

@@ -76,17 +76,32 @@ class BudgetStore(Protocol):
         """`deposit` without blocking the event loop."""
 
     def failed(
-        self, scope: str, *, retry: bool, share: float | None, cool_until: float | None
+        self,
+        scope: str,
+        *,
+        retry: bool,
+        share: float | None,
+        cool_until: float | None,
+        dated: float = 0.0,
     ) -> Verdict:
         """An attempt failed: mark the trouble, extend the cool-down, and maybe take a retry.
 
+        `dated`: the failure tells of the way to Avatario that many seconds ago (a connect
+        that timed out tells of the moment it began), and is counted then, not now, where
+        the store judges whether Avatario answers again (`rules.ScopeState.recovered`).
         `cool_until` (epoch seconds) extends the scope's cool-down to at most 60 s ahead. With
         `retry`, one retry is withdrawn unless the scope is cooling down or more than
         ``calls * share + reserve`` retries were made in the window (`share` None: no budget).
         """
 
     async def afailed(
-        self, scope: str, *, retry: bool, share: float | None, cool_until: float | None
+        self,
+        scope: str,
+        *,
+        retry: bool,
+        share: float | None,
+        cool_until: float | None,
+        dated: float = 0.0,
     ) -> Verdict:
         """`failed` without blocking the event loop."""
 
@@ -152,8 +167,9 @@ class InlineAsync:
         retry: bool,
         share: float | None,
         cool_until: float | None,
+        dated: float = 0.0,
     ) -> Verdict:
-        return self.failed(scope, retry=retry, share=share, cool_until=cool_until)
+        return self.failed(scope, retry=retry, share=share, cool_until=cool_until, dated=dated)
 
     async def asucceeded(self: BudgetStore, scope: str) -> None:
         self.succeeded(scope)

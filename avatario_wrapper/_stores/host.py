@@ -105,24 +105,39 @@ class HostStore(InlineAsync):
         return self._run(scope, lambda state, now: state.deposit(now), self._fallback.deposit)
 
     def failed(
-        self, scope: str, *, retry: bool, share: float | None, cool_until: float | None
+        self,
+        scope: str,
+        *,
+        retry: bool,
+        share: float | None,
+        cool_until: float | None,
+        dated: float = 0.0,
     ) -> Verdict:
         def apply(state: ScopeState, now: float) -> Verdict:
             allowed, refused_by = state.failed(
-                now, retry=retry, share=share, cool_until=cool_until, reserve=self._reserve
+                now,
+                retry=retry,
+                share=share,
+                cool_until=cool_until,
+                reserve=self._reserve,
+                dated=dated,
             )
             return Verdict(allowed, refused_by, state.cooling_until, state.trouble_since)
 
         def crowded(scope: str) -> Verdict:
             # Another process held the file past the busy timeout: many calls are failing at
             # once, so this retry is refused rather than taken from a reserve of this process.
-            seen = self._fallback.failed(scope, retry=False, share=share, cool_until=cool_until)
+            seen = self._fallback.failed(
+                scope, retry=False, share=share, cool_until=cool_until, dated=dated
+            )
             return attrs.evolve(seen, refused_by="budget" if retry else None)
 
         return self._run(
             scope,
             apply,
-            lambda s: self._fallback.failed(s, retry=retry, share=share, cool_until=cool_until),
+            lambda s: self._fallback.failed(
+                s, retry=retry, share=share, cool_until=cool_until, dated=dated
+            ),
             busy=crowded,
         )
 

@@ -61,7 +61,13 @@ class ProcessStore(InlineAsync):
             return state.deposit(now)
 
     def failed(
-        self, scope: str, *, retry: bool, share: float | None, cool_until: float | None
+        self,
+        scope: str,
+        *,
+        retry: bool,
+        share: float | None,
+        cool_until: float | None,
+        dated: float = 0.0,
     ) -> Verdict:
         with self._lock:
             state = self._state(scope)
@@ -69,7 +75,12 @@ class ProcessStore(InlineAsync):
             state.settle(now)
             until = None if cool_until is None else now + (cool_until - self._clock.time())
             allowed, refused_by = state.failed(
-                now, retry=retry, share=share, cool_until=until, reserve=self._reserve
+                now,
+                retry=retry,
+                share=share,
+                cool_until=until,
+                reserve=self._reserve,
+                dated=dated,
             )
             return Verdict(
                 allowed,

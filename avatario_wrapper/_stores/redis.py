@@ -109,25 +109,39 @@ class RedisStore:
         return await self._acall(scope, _DEPOSIT, (), _granted, lambda f: f.adeposit(scope))
 
     def failed(
-        self, scope: str, *, retry: bool, share: float | None, cool_until: float | None
+        self,
+        scope: str,
+        *,
+        retry: bool,
+        share: float | None,
+        cool_until: float | None,
+        dated: float = 0.0,
     ) -> Verdict:
         return self._call(
             scope,
             _FAILED,
-            self._failed_args(retry, share, cool_until),
+            self._failed_args(retry, share, cool_until, dated),
             _verdict,
-            lambda f: f.failed(scope, retry=retry, share=share, cool_until=cool_until),
+            lambda f: f.failed(scope, retry=retry, share=share, cool_until=cool_until, dated=dated),
         )
 
     async def afailed(
-        self, scope: str, *, retry: bool, share: float | None, cool_until: float | None
+        self,
+        scope: str,
+        *,
+        retry: bool,
+        share: float | None,
+        cool_until: float | None,
+        dated: float = 0.0,
     ) -> Verdict:
         return await self._acall(
             scope,
             _FAILED,
-            self._failed_args(retry, share, cool_until),
+            self._failed_args(retry, share, cool_until, dated),
             _verdict,
-            lambda f: f.afailed(scope, retry=retry, share=share, cool_until=cool_until),
+            lambda f: f.afailed(
+                scope, retry=retry, share=share, cool_until=cool_until, dated=dated
+            ),
         )
 
     def succeeded(self, scope: str) -> None:
@@ -176,12 +190,18 @@ class RedisStore:
     # -- calling Redis ------------------------------------------------------------------------
 
     def _failed_args(
-        self, retry: bool, share: float | None, cool_until: float | None
+        self, retry: bool, share: float | None, cool_until: float | None, dated: float
     ) -> tuple[str, ...]:
         # The cool-down travels as seconds from now: processes need not agree on the time.
         # Bounded here as by the rules, so that Lua never sees "inf".
         delay = None if cool_until is None else min(cool_until - self._clock.time(), MAX_COOL_DOWN)
-        return ("1" if retry else "", _number(share), _number(delay), repr(self._reserve))
+        return (
+            "1" if retry else "",
+            _number(share),
+            _number(delay),
+            repr(self._reserve),
+            repr(float(dated)),
+        )
 
     def _args(self, scope: str, args: tuple[str, ...]) -> tuple[str, ...]:
         now = "" if self._server_time else repr(self._clock.time())

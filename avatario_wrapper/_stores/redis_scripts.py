@@ -15,6 +15,7 @@ import hashlib
 from .rules import (
     IDLE_SECONDS,
     MAX_COOL_DOWN,
+    MAX_DATED,
     MAX_LEASE,
     QUIET_SECONDS,
     RECOVERED_MIN,
@@ -41,13 +42,14 @@ local function live(deadline, longest)
   return nil
 end
 local function past(t) if t and t > now then return now end return t end
-local function entry()
-  local i = cur % SLOTS
-  if tonumber(redis.call('HGET', key, 's' .. i)) ~= cur then
-    redis.call('HSET', key, 's' .. i, cur, 'c' .. i, 0, 'r' .. i, 0, 'f' .. i, 0, 'o' .. i, 0)
+local function entry_at(slot)
+  local i = slot % SLOTS
+  if tonumber(redis.call('HGET', key, 's' .. i)) ~= slot then
+    redis.call('HSET', key, 's' .. i, slot, 'c' .. i, 0, 'r' .. i, 0, 'f' .. i, 0, 'o' .. i, 0)
   end
   return i
 end
+local function entry() return entry_at(cur) end
 -- the trouble's start, unless no attempt failed for QUIET_SECONDS (then it is over)
 local function trouble_now()
   local trouble = past(field('trouble'))
@@ -98,12 +100,13 @@ if trouble_now() then return 1 end
 return 0
 """
 
-#: ARGV: now, retry ('1' or ''), share ('' for none), cool-down seconds from now (''), reserve
-#: -> {allowed, refused_by, cool-down left (''), trouble's age}
-FAILED = """
+#: ARGV: now, retry ('1' or ''), share ('' for none), cool-down seconds from now (''), reserve,
+#: seconds the failure dates back -> {allowed, refused_by, cool-down left (''), trouble's age}
+FAILED = f"""
 local trouble = trouble_now()
 if not trouble then trouble = now end
-redis.call('HINCRBY', key, 'f' .. entry(), 1)
+local dated = math.min(math.max(tonumber(ARGV[6]) or 0, 0), {MAX_DATED!r})
+redis.call('HINCRBY', key, 'f' .. entry_at(math.floor((now - dated) / {SLOT_SECONDS!r})), 1)
 redis.call('HSET', key, 'trouble', fmt(trouble), 'lastfail', fmt(now))
 local cool = live(field('cool'), MAX_COOL)
 local delay = tonumber(ARGV[4])
@@ -126,7 +129,7 @@ end
 touch()
 local left = ''
 if cool then left = fmt(cool - now) end
-return {allowed, refused, left, fmt(now - trouble)}
+return {{allowed, refused, left, fmt(now - trouble)}}
 """
 
 #: ARGV: now

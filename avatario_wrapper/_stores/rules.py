@@ -40,6 +40,9 @@ RECOVERED_SHARE = 0.25
 #: one success among them, ended the trouble, and the released waiters went outside the
 #: budget); a blip's end brings them within a second or so.
 RECOVERED_MIN = 4
+#: The furthest back a failure is dated (`BudgetStore.failed`'s `dated`): well inside the
+#: window, so its slot is always one the window still counts.
+MAX_DATED = 5.0
 #: Trouble with no failed attempt for this long is over without a success: longer than a
 #: call's whole life (the default deadline is 30 s), so a call riding the trouble out, which
 #: sends nothing while it waits, never sees the trouble end because it went quiet; and short
@@ -169,10 +172,12 @@ class ScopeState:
         share: float | None,
         cool_until: float | None,
         reserve: float,
+        dated: float = 0.0,
     ) -> tuple[bool, RefusedBy | None]:
-        """(allowed, refused_by) after an attempt failed at `now`."""
+        """(allowed, refused_by) after an attempt failed at `now`; `dated`: how many seconds
+        before `now` the failure's evidence dates from (see `BudgetStore.failed`)."""
         self.touched = now
-        self.fails[self._entry(now)] += 1
+        self.fails[self._entry(now - _dated(dated))] += 1
         self.last_failure = now
         if self.trouble_since is None:
             self.trouble_since = now
@@ -208,6 +213,11 @@ class ScopeState:
         if share is not None:  # None: the retry is paid for already, or there is no budget
             self._withdraw(now)
         return True
+
+
+def _dated(seconds: float) -> float:
+    """How far back a failure is counted (at most `MAX_DATED`)."""
+    return min(max(seconds, 0.0), MAX_DATED)
 
 
 def _live(until: float | None, now: float, longest: float) -> float | None:
