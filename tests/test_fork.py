@@ -9,6 +9,7 @@ both writing at once, would read the other's answer).
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -97,7 +98,11 @@ def test_an_async_client_of_its_own_pool_works_in_the_child() -> None:
                     await client.aclose()
                     return result.session_id
 
-                return asyncio.run(main())
+                session_id = asyncio.run(main())
+                # What the child drops is collected: that must not touch the parent's loop (its
+                # epoll is shared across the fork), or the parent's next answer never arrives.
+                gc.collect()
+                return session_id
 
             try:
                 child = _in_child(work)

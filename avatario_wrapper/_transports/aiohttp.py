@@ -76,6 +76,10 @@ _CONNECT_TIMEOUT: tuple[type[BaseException], ...] = (
 Middleware = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
 
 
+#: Sessions a forked child inherited from its parent (`AiohttpTransport._after_fork`).
+_INHERITED: list[aiohttp.ClientSession] = []
+
+
 class _HedgingResolver(AbstractResolver):
     """aiohttp's own resolver, its answers kept `_DNS_TTL` s (aiohttp's cache, which would
     keep a hedged answer through a change of health, is off), each answer given as the
@@ -244,8 +248,12 @@ class AiohttpTransport(TransportBase):
 
     def _after_fork(self) -> None:
         """In a child process: a session of ours is left with its parent's connections (a new
-        one opens on the child's loop); a session passed in keeps its loop."""
+        one opens on the child's loop); a session passed in keeps its loop. The one left is
+        kept, never collected: collecting it closes its transports, which takes their sockets
+        out of the parent loop's epoll, shared across the fork, and the parent then never
+        hears the answers on its pooled connections."""
         if self.owns and self._session is not None:
+            _INHERITED.append(self._session)
             self._session = None
             self._loop = LoopBinding()
             self._end = ClosedWithItsLoop()
