@@ -194,7 +194,7 @@ def _retry(
             paid=verdict.allowed,
         )
         return True
-    if verdict is not None and not (verdict.allowed or _own_cool_down(verdict, delay, clock)):
+    if verdict is not None and not verdict.allowed:
         failure.not_retried_because = _refusal(call, verdict)
         _log(call, failure, attempts, f"not retried: {failure.not_retried_because}")
         call.trace.budget_refused()
@@ -229,13 +229,6 @@ def _cool_until(
     if asked is None or not policy.respect_retry_after or asked > policy.max_retry_after:
         return None
     return clock.time() + float(asked)
-
-
-def _own_cool_down(verdict: Verdict, delay: float, clock: Clock) -> bool:
-    """The cool-down that refused the retry is the one this call's own wait already honours."""
-    return verdict.refused_by == "cool_down" and (
-        verdict.cooling_until is None or verdict.cooling_until <= clock.time() + delay + 1e-3
-    )
 
 
 def _young(trouble_since: float | None, policy: RetryPolicy, clock: Clock) -> bool:

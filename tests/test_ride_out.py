@@ -157,6 +157,29 @@ def test_a_refused_retry_probes_once_the_budget_has_room_again(
     assert scope.status().successes == 1  # told to the scope (one success ends no trouble)
 
 
+def test_a_retry_that_waits_out_its_own_retry_after_is_still_the_budgets(
+    clock: FakeClock,
+) -> None:
+    # An overload that answers every start 503 with a Retry-After, and no ride-out: each call
+    # waits out the Retry-After it heard itself, and its retry is still withdrawn from the
+    # budget (40 calls: 40 + 8 + 3 requests at most, not 3 each).
+    def overloaded() -> Reply:
+        body = Body(503)
+        body.feed(b'{"error":"e"}')
+        headers = httpx.Headers({"content-type": "application/json", "retry-after": "0.01"})
+        return Reply(503, "X", headers, body)
+
+    policy = RetryPolicy(ride_out=0)
+    with AvatarioClient(KEY, base_url=BASE_URL, clock=clock, retry=policy) as client:
+        sent = 0
+        for _ in range(40):
+            driver = Driver(client, iter([overloaded() for _ in range(3)]))
+            with pytest.raises(APIError):
+                driver.run()
+            sent += len(driver.attempts)
+    assert 40 < sent <= 51
+
+
 def test_while_in_trouble_a_retry_waits_and_goes_when_avatario_answers_again(
     client: AvatarioClient, clock: FakeClock
 ) -> None:

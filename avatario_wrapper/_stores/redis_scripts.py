@@ -117,7 +117,7 @@ end
 if cool then redis.call('HSET', key, 'cool', fmt(cool)) else redis.call('HDEL', key, 'cool') end
 local allowed, refused = 0, ''
 if ARGV[2] == '1' then
-  if cool then
+  if cool and not (delay and delay > 0 and cool <= now + math.min(delay, MAX_COOL) + 0.001) then
     refused = 'cool_down'
   elseif not room(tonumber(ARGV[3]), tonumber(ARGV[5])) then
     refused = 'budget'

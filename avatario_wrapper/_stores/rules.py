@@ -187,8 +187,10 @@ class ScopeState:
                 self.cooling_until = until
         if not retry:
             return False, None
-        if self.cooling_until is not None:
-            return False, "cool_down"
+        if self.cooling_until is not None and (
+            cool_until is None or self.cooling_until > cool_until + 1e-3
+        ):
+            return False, "cool_down"  # a cool-down this call's own wait does not cover
         if not self._room(now, share, reserve):
             return False, "budget"
         self._withdraw(now)
