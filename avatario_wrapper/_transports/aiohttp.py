@@ -24,6 +24,7 @@ Private reaches (pinned to aiohttp 3.14, tested by tests/test_transport_hooks.py
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 import weakref
@@ -76,8 +77,19 @@ _CONNECT_TIMEOUT: tuple[type[BaseException], ...] = (
 Middleware = Callable[[Any, Callable[[Any], Awaitable[Any]]], Awaitable[Any]]
 
 
-#: Sessions a forked child inherited from its parent (`AiohttpTransport._after_fork`).
+#: The sessions the transports made (weakly), and those a forked child inherited from its
+#: parent, kept for good (`AiohttpTransport._after_fork`): in a child, a session of the
+#: parent's is never closed nor collected, even one whose client the child never uses.
+_OURS: weakref.WeakSet[aiohttp.ClientSession] = weakref.WeakSet()
 _INHERITED: list[aiohttp.ClientSession] = []
+
+
+def _keep_inherited() -> None:
+    _INHERITED.extend(_OURS)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_keep_inherited)
 
 
 class _HedgingResolver(AbstractResolver):
@@ -244,6 +256,7 @@ class AiohttpTransport(TransportBase):
                     limit=100, ssl=self._environment.tls_context(), hedge=self._proxy is None
                 ),
             )
+            _OURS.add(self._session)
         return self._session
 
     def _after_fork(self) -> None:
@@ -253,8 +266,7 @@ class AiohttpTransport(TransportBase):
         out of the parent loop's epoll, shared across the fork, and the parent then never
         hears the answers on its pooled connections."""
         if self.owns and self._session is not None:
-            _INHERITED.append(self._session)
-            self._session = None
+            self._session = None  # kept in _INHERITED since the fork
             self._loop = LoopBinding()
             self._end = ClosedWithItsLoop()
 
@@ -352,6 +364,7 @@ class AiohttpTransport(TransportBase):
             return reply
 
     async def aclose(self) -> None:
+        self._forked()  # a child never closes the session its parent uses
         self._closed = True
         session = self._session
         if self.owns and session is not None:
@@ -360,6 +373,7 @@ class AiohttpTransport(TransportBase):
 
     def close_from_sync(self) -> None:
         """`aclose` for synchronous code (a sync fixture's teardown): no loop runs here."""
+        self._forked()
         self._closed = True
         session = self._session
         if self.owns and session is not None and self._loop.loop is not None:

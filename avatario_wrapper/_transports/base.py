@@ -64,6 +64,11 @@ class TransportBase:
     def _ready(self) -> None:
         if self.closed:
             raise closed_error()
+        self._forked()
+
+    def _forked(self) -> None:
+        """Leave what the parent process owns to it, once per fork (before sending or
+        closing anything in a child)."""
         if self._generation != fork_generation():
             self._after_fork()
             self._generation = fork_generation()
