@@ -81,7 +81,8 @@ def ride_out(
     while True:
         status: Status = yield Ask("status")
         now = clock.time()
-        if status.trouble_since is None or status.trouble_since > since + 1e-3:
+        released = status.trouble_since is None or status.trouble_since > since + 1e-3
+        if released and status.known:
             spread = min(max(0.0, now - since), _usable(call, deadline))
             yield from _wait(call, failure, clock.uniform(0.0, spread) if spread > 0 else 0.0)
             trace.ride_out("released", clock.monotonic() - began)

@@ -30,6 +30,7 @@ from avatario_wrapper._flow import call_flow
 from avatario_wrapper._operations import START_SESSION
 from avatario_wrapper._reply import Body, Reply
 from avatario_wrapper._steps import Ask, Attempt, Call, Sleep
+from avatario_wrapper._stores import Status
 from avatario_wrapper.testing import FakeClock
 
 from .conftest import BASE_URL, CALL
@@ -178,6 +179,23 @@ def test_a_retry_that_waits_out_its_own_retry_after_is_still_the_budgets(
                 driver.run()
             sent += len(driver.attempts)
     assert 40 < sent <= 51
+
+
+def test_a_fallback_that_never_saw_the_trouble_releases_no_one(
+    client: AvatarioClient, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The shared store cannot be read and its fallback answers "no trouble": that is no news
+    # of the shared scope, so the waiter is not released into the trouble outside the budget.
+    scope = store(client)
+    scope.failed(retry=False, share=0.2, cool_until=None)
+    assert scope.take_probe(lease=60.0, share=None)  # someone else is the probe
+    blind = Status(None, None, 0, None, known=False)
+    monkeypatch.setattr(scope.store, "status", lambda name: blind)
+    driver = Driver(client, iter([reply(503)]))
+    with pytest.raises(InternalServerError) as caught:
+        driver.run()
+    assert "ride-out" in (caught.value.not_retried_because or "")
+    assert len(driver.attempts) == 1
 
 
 def test_while_in_trouble_a_retry_waits_and_goes_when_avatario_answers_again(

@@ -54,12 +54,15 @@ class Status:
 
     `successes` only grows (until an idle scope is forgotten): a waiter that saw it change knows
     Avatario answered someone. `last_success` is the time of the latest one (or None).
+    `known` is False when the shared store could not be read and a fallback answered: it never
+    saw the trouble, so its "no trouble" is no news (a waiter keeps waiting).
     """
 
     trouble_since: float | None
     cooling_until: float | None
     successes: int
     last_success: float | None
+    known: bool = True
 
 
 class BudgetStore(Protocol):

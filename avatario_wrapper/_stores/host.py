@@ -150,7 +150,9 @@ class HostStore(InlineAsync):
                 state.trouble_since, state.cooling_until, state.successes, state.last_success
             )
 
-        return self._run(scope, read, self._fallback.status, write=False)
+        return self._run(
+            scope, read, lambda s: attrs.evolve(self._fallback.status(s), known=False), write=False
+        )
 
     def take_probe(self, scope: str, *, lease: float, share: float | None) -> bool:
         def apply(state: ScopeState, now: float) -> bool:

@@ -17,6 +17,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import attrs
 import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -151,10 +152,12 @@ class RedisStore:
         await self._acall(scope, _SUCCEEDED, (), _done, lambda f: f.asucceeded(scope))
 
     def status(self, scope: str) -> Status:
-        return self._call(scope, _STATUS, (), _status, lambda f: f.status(scope))
+        return self._call(
+            scope, _STATUS, (), _status, lambda f: attrs.evolve(f.status(scope), known=False)
+        )
 
     async def astatus(self, scope: str) -> Status:
-        return await self._acall(scope, _STATUS, (), _status, lambda f: f.astatus(scope))
+        return await self._acall(scope, _STATUS, (), _status, lambda f: _unknown(f.astatus(scope)))
 
     def take_probe(self, scope: str, *, lease: float, share: float | None) -> bool:
         return self._call(
@@ -348,3 +351,8 @@ def _status(reply: Any, now: float) -> Status:
 
 def _granted(reply: Any, now: float) -> bool:
     return bool(reply == 1)
+
+
+async def _unknown(status: Awaitable[Status]) -> Status:
+    """A fallback's status, marked as no news of the shared scope."""
+    return attrs.evolve(await status, known=False)

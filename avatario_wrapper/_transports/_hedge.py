@@ -187,9 +187,13 @@ def connect_sync(
         with _mapped(httpcore.ConnectTimeout, httpcore.ConnectError):
             found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
             sock = race_sync(spread(found), ends, local_address=local_address)
-        for option in socket_options or ():
-            sock.setsockopt(*option)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            try:
+                for option in socket_options or ():
+                    sock.setsockopt(*option)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except BaseException:
+                sock.close()
+                raise
         return SocketStream(sock)
 
 

@@ -521,7 +521,9 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
             return self._client.with_options(retry=self._retry), False
         # One call per job process: a budget of its own would share nothing, so the
         # default is the host's (or the fleet's, by the environment).
-        store = self._retry_budget_store or os.environ.get(RETRY_BUDGET_ENV, "").strip()
+        store = self._retry_budget_store
+        if store is None and not os.environ.get(RETRY_BUDGET_ENV, "").strip():
+            store = "host"  # else None: the client reads the variable (and names it in errors)
         client = AsyncAvatarioClient(
             self._api_key,
             base_url=self._api_url,
@@ -530,7 +532,7 @@ class AvatarSession(BaseAvatarSession[Literal["metrics_collected"]]):
             # Inside a job, the worker's shared session (never closed by the client).
             http_client=_shared_http_session(),
             allow_insecure_http=self._allow_insecure_http,
-            retry_budget_store=store or "host",
+            retry_budget_store=store,
         )
         return client, True
 
