@@ -31,6 +31,13 @@ pytestmark = [
 ]
 
 
+def _answer(n: int, conn: int, head: str) -> bytes:
+    # The server says it keeps an idle connection a minute: a child slowed by a loaded machine
+    # must not outlast the parent's pooled connection's own idle expiry (1.5 s unsaid), or the
+    # parent would rightly open a new one and the test would say nothing about the fork.
+    return ok_session(n, {"Keep-Alive": "timeout=60"})
+
+
 def _in_child(work: Any) -> dict[str, Any]:
     """Run `work()` in a forked child; its JSON-able result, or the error it raised."""
     read, write = os.pipe()
@@ -55,7 +62,7 @@ def _in_child(work: Any) -> dict[str, Any]:
 
 
 def test_a_sync_client_in_a_forked_child_opens_its_own_connection() -> None:
-    with KeepAliveServer(lambda n, conn, head: ok_session(n)) as server:
+    with KeepAliveServer(_answer) as server:
         client = AvatarioClient(API_KEY, base_url=server.url)
         first = client.start_session(**CALL)  # leaves connection 1 in the pool
         child = _in_child(lambda: client.start_session(**CALL).session_id)
@@ -71,7 +78,7 @@ def test_a_sync_client_in_a_forked_child_opens_its_own_connection() -> None:
 def test_a_given_httpx_pool_is_not_shared_with_the_child_either() -> None:
     import httpx
 
-    with KeepAliveServer(lambda n, conn, head: ok_session(n)) as server:
+    with KeepAliveServer(_answer) as server:
         http = httpx.Client()
         client = AvatarioClient(API_KEY, base_url=server.url, http_client=http)
         client.start_session(**CALL)
@@ -86,7 +93,7 @@ def test_a_given_httpx_pool_is_not_shared_with_the_child_either() -> None:
 def test_an_async_client_of_its_own_pool_works_in_the_child() -> None:
     # The parent used it on its loop (idle at the fork); the child runs a loop of its own: a
     # pool the client made starts afresh there, and the parent's goes on.
-    with KeepAliveServer(lambda n, conn, head: ok_session(n)) as server:
+    with KeepAliveServer(_answer) as server:
         loop = asyncio.new_event_loop()
         try:
             client = AsyncAvatarioClient(API_KEY, base_url=server.url)
@@ -126,7 +133,7 @@ _SHARED: dict[str, AvatarioClient] = {}
 
 @pytest.mark.skipif(sys.platform == "darwin", reason="fork start method only where it is safe")
 def test_multiprocessing_fork_workers_each_use_their_own_connection() -> None:
-    with KeepAliveServer(lambda n, conn, head: ok_session(n)) as server:
+    with KeepAliveServer(_answer) as server:
         client = AvatarioClient(API_KEY, base_url=server.url)
         _SHARED[server.url] = client
         try:
