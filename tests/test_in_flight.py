@@ -49,8 +49,59 @@ ANSWER = (
 )
 
 
+class _Connection(asyncio.Protocol):
+    """One connection of `SlowServer`: answers each request `PAUSE` seconds after it came.
+
+    Counted by the loop's own callbacks, not by a handler that may be pausing: a connection
+    the client closed is no longer counted as soon as the server's loop sees its end, and a
+    connection is counted as the pool's only from its first request (a hedged connect that
+    lost its race is closed without ever carrying one)."""
+
+    def __init__(self, server: SlowServer) -> None:
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buffer = b""
+        self._carrying = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while (end := self._buffer.find(b"\r\n\r\n")) >= 0:
+            length = 0
+            for line in self._buffer[:end].split(b"\r\n"):
+                if line.lower().startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            if len(self._buffer) < end + 4 + length:
+                return  # the body is still coming
+            self._buffer = self._buffer[end + 4 + length :]
+            if not self._carrying:
+                self._carrying = True
+                self._server.carrying(+1)
+            self._server.requests += 1
+            asyncio.get_running_loop().call_later(PAUSE, self._answer)
+
+    def _answer(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(ANSWER)
+
+    def eof_received(self) -> bool:
+        return False  # the client is done: close our end too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        if self._carrying:
+            self._carrying = False
+            self._server.carrying(-1)
+
+
 class SlowServer:
-    """Answers every request `PAUSE` seconds after it arrived; keeps connections open."""
+    """Answers every request `PAUSE` seconds after it arrived; keeps connections open.
+
+    `peak_connections` is the most connections that carried a request and were open at once,
+    as the server's loop saw them."""
 
     def __init__(self) -> None:
         self.requests = 0
@@ -61,10 +112,14 @@ class SlowServer:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.url = ""
 
+    def carrying(self, change: int) -> None:
+        self._open += change
+        self.peak_connections = max(self.peak_connections, self._open)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
         server = self._loop.run_until_complete(
-            asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=4096)
+            self._loop.create_server(lambda: _Connection(self), "127.0.0.1", 0, backlog=4096)
         )
         self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         self._server = server
@@ -73,27 +128,6 @@ class SlowServer:
         server.close()
         self._loop.run_until_complete(server.wait_closed())
         self._loop.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._open += 1
-        self.peak_connections = max(self.peak_connections, self._open)
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    if line.lower().startswith(b"content-length:"):
-                        length = int(line.split(b":")[1])
-                await reader.readexactly(length)
-                self.requests += 1
-                await asyncio.sleep(PAUSE)
-                writer.write(ANSWER)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self._open -= 1
-            writer.close()
 
     def __enter__(self) -> SlowServer:
         self._thread.start()
