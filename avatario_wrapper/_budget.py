@@ -12,12 +12,19 @@ store reaches:
 Redis stores are made once per process and shared by its clients (one SQLite connection, one
 Redis pool); a "process" store is each client's own. `status` is read at most every
 `STATUS_TTL` seconds per scope in this process: many waiters polling make one read.
+
+A success is told to the store only while this process last heard the scope in trouble
+(`_Heard`: from a failure, a first attempt's deposit, a status read, or a success told): no
+write per call while all is well, and every success while it is not, also those of calls that
+began before the trouble did (thousands waiting for a connection when a blip began), so their
+successes end it and release its waiters.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
 from ._stores.base import ENV_VAR, Status, Verdict, scope_fingerprint
@@ -60,10 +67,29 @@ def store_for(setting: str | None, clock: Clock) -> BudgetStore:
         return store
 
 
+class _Heard:
+    """Whether this process last heard a scope in trouble, shared by every client of the
+    scope's store here. A hint: wrong, it costs one store write per success, or leaves the
+    end of a trouble to the successes of calls that heard of it."""
+
+    __slots__ = ("trouble",)
+
+    def __init__(self) -> None:
+        self.trouble = False
+
+
+_heard: weakref.WeakKeyDictionary[BudgetStore, dict[str, _Heard]] = weakref.WeakKeyDictionary()
+
+
+def _heard_of(store: BudgetStore, scope: str) -> _Heard:
+    with _shared_lock:
+        return _heard.setdefault(store, {}).setdefault(scope, _Heard())
+
+
 class BudgetScope:
     """One scope of a store: the retry budget, cool-down and trouble of an origin and key."""
 
-    __slots__ = ("_clock", "_read_at", "_status", "name", "scope", "store")
+    __slots__ = ("_clock", "_heard", "_read_at", "_status", "name", "scope", "store")
 
     def __init__(self, store: BudgetStore, origin: str, api_key: str, clock: Clock) -> None:
         self.store = store
@@ -72,20 +98,22 @@ class BudgetScope:
         self._clock = clock
         self._status: Status | None = None
         self._read_at = float("-inf")
+        self._heard = _heard_of(store, self.scope)
 
     def __repr__(self) -> str:
         return f"BudgetScope({self.name})"
 
     def deposit(self) -> bool:
-        return self.store.deposit(self.scope)
+        return self._hear(self.store.deposit(self.scope))
 
     async def adeposit(self) -> bool:
-        return await self.store.adeposit(self.scope)
+        return self._hear(await self.store.adeposit(self.scope))
 
     def failed(
         self, *, retry: bool, share: float | None, cool_until: float | None, dated: float = 0.0
     ) -> Verdict:
         self._status = None
+        self._heard.trouble = True  # a failure is trouble, wherever the store keeps it
         return self.store.failed(
             self.scope, retry=retry, share=share, cool_until=cool_until, dated=dated
         )
@@ -94,17 +122,21 @@ class BudgetScope:
         self, *, retry: bool, share: float | None, cool_until: float | None, dated: float = 0.0
     ) -> Verdict:
         self._status = None
+        self._heard.trouble = True
         return await self.store.afailed(
             self.scope, retry=retry, share=share, cool_until=cool_until, dated=dated
         )
 
     def succeeded(self) -> None:
-        self._status = None
-        self.store.succeeded(self.scope)
+        """A call's success, told to the store while this process heard the scope in trouble."""
+        if self._heard.trouble:
+            self._status = None
+            self._hear(self.store.succeeded(self.scope))
 
     async def asucceeded(self) -> None:
-        self._status = None
-        await self.store.asucceeded(self.scope)
+        if self._heard.trouble:
+            self._status = None
+            self._hear(await self.store.asucceeded(self.scope))
 
     def status(self) -> Status:
         cached = self._fresh()
@@ -131,4 +163,10 @@ class BudgetScope:
 
     def _keep(self, status: Status) -> Status:
         self._status, self._read_at = status, self._clock.monotonic()
+        if status.known:
+            self._hear(status.trouble_since is not None)
         return status
+
+    def _hear(self, trouble: bool) -> bool:
+        self._heard.trouble = trouble
+        return trouble

@@ -11,7 +11,8 @@ A driver (`_drivers.drive`, `drive_async`) does what each step says. The flow, i
 2. Each attempt gets its limits: the client's timeout cut to what is left of ``max_elapsed``,
    the connect timeout, and the time that must be left when its request is written.
 3. The answer is read into the result or the error (`_reply.read_reply`). A success is told
-   to the budget when the scope was in trouble (it may end the trouble for everyone).
+   to the budget (`Ask("succeeded")`), which passes it on to its store while this process
+   heard the scope in trouble: it may end the trouble for everyone.
 4. A failure is classified (`_retry.is_retryable`, over the outcome table of `_outcome`) and
    its retry planned (`_retry.plan_delay`: attempts, Retry-After, the deadline,
    ``min_attempt_time``, the backoff schedule); the budget hears of it (`Ask("failed")`:
@@ -70,8 +71,9 @@ def call_flow(call: Call[ResultT]) -> Generator[Step, Any, ResultT]:
     attempts = 0
     probe = Probe()
     resent_after_watch = False
-    # 1. Counted, never held back; a scope in trouble wants to hear of this call's success.
-    tell_success = call.scope is not None and bool((yield Ask("deposit")))
+    # 1. Counted, never held back.
+    if call.scope is not None:
+        yield Ask("deposit")
     try:
         while True:
             # 2. The attempt.
@@ -92,12 +94,11 @@ def call_flow(call: Call[ResultT]) -> Generator[Step, Any, ResultT]:
                 failure = error
             else:
                 trace.attempt_ended(result, None)
-                if tell_success:
+                if call.scope is not None:
                     yield Ask("succeeded")
                 trace.ended(result, None, attempts)
                 return result
             trace.attempt_ended(None, failure)
-            tell_success = call.scope is not None
 
             # 4 and 5. A retry, now or after riding the trouble out; or none.
             dated = _dated(failure, clock.monotonic() - began)

@@ -31,6 +31,7 @@ from avatario_wrapper._operations import START_SESSION
 from avatario_wrapper._reply import Body, Reply
 from avatario_wrapper._steps import Ask, Attempt, Call, Sleep
 from avatario_wrapper._stores import Status
+from avatario_wrapper._stores.rules import RECOVERED_MIN
 from avatario_wrapper.testing import FakeClock
 
 from .conftest import BASE_URL, CALL
@@ -227,6 +228,56 @@ def test_while_in_trouble_a_retry_waits_and_goes_when_avatario_answers_again(
     assert isinstance(release, Sleep)
     assert 0.0 <= release.seconds <= clock.time() - began
     assert result.attempts == 2
+
+
+def _begun(client: AvatarioClient) -> Generator[Any, Any, Any]:
+    """A call's flow up to its first attempt: counted while all was well."""
+    flow: Generator[Any, Any, Any] = call_flow(client._begin(START_SESSION, dict(CALL)))
+    step = next(flow)
+    assert isinstance(step, Ask)
+    assert step.operation == "deposit"
+    assert isinstance(flow.send(store(client).deposit()), Attempt)
+    return flow
+
+
+def _answered(flow: Generator[Any, Any, Any], client: AvatarioClient) -> Any:
+    """The flow's attempt gets a 200; what the flow then asks is answered, to its end."""
+    answer: Any = reply(200)
+    while True:
+        try:
+            step = flow.send(answer)
+        except StopIteration as done:
+            return done.value
+        assert isinstance(step, Ask)
+        answer = getattr(store(client), step.operation)(**step.arguments)
+
+
+def test_calls_begun_before_the_trouble_end_it_by_their_successes(
+    client: AvatarioClient, clock: FakeClock
+) -> None:
+    # Thousands of calls wait for a connection when a blip begins: their successes after it
+    # are Avatario answering again, though they were counted before the trouble, and they
+    # release the waiters (once, a burst's waiters rode out to their deadlines beside 4,900
+    # successes that the store never heard of).
+    early = [_begun(client) for _ in range(RECOVERED_MIN)]
+    scope = store(client)
+    began = clock.time()
+    scope.failed(retry=False, share=0.2, cool_until=None)  # the blip, seen by another call
+    assert scope.take_probe(lease=60.0, share=None)  # and another call is its probe
+
+    def others(step: Any) -> None:
+        # Once the failures' slots are past, the early calls' answers come.
+        if isinstance(step, Ask) and step.operation == "status" and clock.time() - began >= 2.5:
+            for flow in early:
+                assert isinstance(_answered(flow, client), StartSessionResult)
+            early.clear()
+
+    driver = Driver(client, iter([reply(503), reply(200)]), others)
+    result = driver.run()
+    assert isinstance(result, StartSessionResult)
+    assert result.attempts == 2
+    assert clock.time() - began < 10.0  # released, not ridden out to the 15 s window
+    assert scope.status().trouble_since is None
 
 
 def test_a_waiting_call_probes_when_no_one_else_does(

@@ -221,16 +221,18 @@ def test_trouble_starts_at_the_first_failure_and_ends_when_failures_stop(
     assert store.status(scope).trouble_since == pytest.approx(began, abs=1e-3)
     assert store.deposit(scope) is True  # a call in a scope in trouble is told so
     clock.advance(0.5)
-    store.succeeded(scope)  # one success beside one failure: still in trouble
+    # One success beside one failure: still in trouble, and the store says so.
+    assert store.succeeded(scope) is True
     status = store.status(scope)
     assert (status.trouble_since, status.successes) == (pytest.approx(began, abs=1e-3), 1)
     clock.advance(2)  # the failure's slot is past: the next successes end the trouble
     for _ in range(RECOVERED_MIN - 1):
-        store.succeeded(scope)
+        assert store.succeeded(scope) is True
     assert store.status(scope).trouble_since is not None  # a success or two is no recovery
-    store.succeeded(scope)
+    assert store.succeeded(scope) is False  # the one that ended it
+    assert store.succeeded(scope) is False  # and all is well after it
     status = store.status(scope)
-    assert (status.trouble_since, status.successes) == (None, 1 + RECOVERED_MIN)
+    assert (status.trouble_since, status.successes) == (None, 2 + RECOVERED_MIN)
     assert status.last_success == pytest.approx(began + 5.5, abs=1e-3)
     again = store.failed(scope, retry=False, share=0.2, cool_until=None)
     assert again.trouble_since == pytest.approx(clock.time(), abs=1e-3)

@@ -117,8 +117,13 @@ def test_a_folder_of_another_user_is_refused(
     os.chown(folder, 12345, 12345)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
     store = HostStore()
-    # The fallback answers, and says it never saw the shared scope.
+    # The fallback answers, and says it never saw the shared scope: neither its status nor
+    # its "no trouble" after a success (True: the next success is told too) is news.
     assert store.status(new_scope()) == Status(None, None, 0, None, known=False)
+    assert store.succeeded(new_scope()) is True
+    own = HostStore(tmp_path / "own.sqlite3")
+    assert own.succeeded(new_scope()) is False
+    own.close()
     [warning] = _warnings(warnings_seen)
     assert "belongs to uid 12345" in warning
 

@@ -275,7 +275,28 @@ def test_nothing_listening_falls_back_at_once(
     for _ in range(5):
         store.deposit(scope)
     assert allowed(store, scope, 9) == 4  # the fallback's budget: 5 x 0.2 + 3
+    # The fallback cannot tell the shared scope's trouble: a success says "maybe still".
+    calm = new_scope()
+    assert store.succeeded(calm) is True
+    assert asyncio.run(_asucceeded(store, calm)) is True
     assert len(_messages(logs, logging.WARNING)) == 1
+
+
+def test_a_success_says_whether_the_scope_is_still_in_trouble(redis_url: str) -> None:
+    store = RedisStore(redis_url, fallback=ProcessStore(), **PATIENT)
+    scope = new_scope()
+    assert store.succeeded(scope) is False
+    store.failed(scope, retry=False, share=0.2, cool_until=None)
+    assert asyncio.run(_asucceeded(store, scope)) is True
+    store.close()
+
+
+async def _asucceeded(store: RedisStore, scope: str) -> bool:
+    """`asucceeded` on a loop of its own, its connections closed before the loop is."""
+    try:
+        return await store.asucceeded(scope)
+    finally:
+        await store.aclose()
 
 
 def test_the_async_client_follows_the_event_loop(redis_url: str) -> None:

@@ -72,8 +72,8 @@ class BudgetStore(Protocol):
     name: str
 
     def deposit(self, scope: str) -> bool:
-        """A call made its first attempt; True when the scope is in trouble (its next success
-        is then worth telling the store)."""
+        """A call made its first attempt; True when the scope is in trouble (a success is
+        then worth telling the store)."""
 
     async def adeposit(self, scope: str) -> bool:
         """`deposit` without blocking the event loop."""
@@ -108,11 +108,14 @@ class BudgetStore(Protocol):
     ) -> Verdict:
         """`failed` without blocking the event loop."""
 
-    def succeeded(self, scope: str) -> None:
+    def succeeded(self, scope: str) -> bool:
         """An attempt got a success: the success counter moves on, and the trouble is over
-        unless failures are still a quarter or more of the latest attempts (`rules`)."""
+        unless failures are still a quarter or more of the latest attempts (`rules`).
 
-    async def asucceeded(self, scope: str) -> None:
+        True when the scope is still in trouble after it, or when the store could not tell (a
+        fallback answered): the next success is then worth telling too."""
+
+    async def asucceeded(self, scope: str) -> bool:
         """`succeeded` without blocking the event loop."""
 
     def status(self, scope: str) -> Status:
@@ -174,8 +177,8 @@ class InlineAsync:
     ) -> Verdict:
         return self.failed(scope, retry=retry, share=share, cool_until=cool_until, dated=dated)
 
-    async def asucceeded(self: BudgetStore, scope: str) -> None:
-        self.succeeded(scope)
+    async def asucceeded(self: BudgetStore, scope: str) -> bool:
+        return self.succeeded(scope)
 
     async def astatus(self: BudgetStore, scope: str) -> Status:
         return self.status(scope)

@@ -141,8 +141,13 @@ class HostStore(InlineAsync):
             busy=crowded,
         )
 
-    def succeeded(self, scope: str) -> None:
-        self._run(scope, lambda state, now: state.succeeded(now), self._fallback.succeeded)
+    def succeeded(self, scope: str) -> bool:
+        return self._run(scope, lambda state, now: state.succeeded(now), self._unsure_succeeded)
+
+    def _unsure_succeeded(self, scope: str) -> bool:
+        """The fallback heard the success, but cannot tell the shared scope's trouble."""
+        self._fallback.succeeded(scope)
+        return True
 
     def status(self, scope: str) -> Status:
         def read(state: ScopeState, now: float) -> Status:

@@ -89,12 +89,12 @@ class ProcessStore(InlineAsync):
                 self._wall(state.trouble_since, now),
             )
 
-    def succeeded(self, scope: str) -> None:
+    def succeeded(self, scope: str) -> bool:
         with self._lock:
             state = self._state(scope)
             now = self._clock.monotonic()
             state.settle(now)
-            state.succeeded(now)
+            return state.succeeded(now)
 
     def status(self, scope: str) -> Status:
         with self._lock:

@@ -145,11 +145,13 @@ class RedisStore:
             ),
         )
 
-    def succeeded(self, scope: str) -> None:
-        self._call(scope, _SUCCEEDED, (), _done, lambda f: f.succeeded(scope))
+    def succeeded(self, scope: str) -> bool:
+        return self._call(scope, _SUCCEEDED, (), _still, lambda f: _unsure(f.succeeded(scope)))
 
-    async def asucceeded(self, scope: str) -> None:
-        await self._acall(scope, _SUCCEEDED, (), _done, lambda f: f.asucceeded(scope))
+    async def asucceeded(self, scope: str) -> bool:
+        return await self._acall(
+            scope, _SUCCEEDED, (), _still, lambda f: _aunsure(f.asucceeded(scope))
+        )
 
     def status(self, scope: str) -> Status:
         return self._call(
@@ -335,8 +337,20 @@ def _until(left: Any, now: float) -> float | None:
 _REFUSED: dict[str, RefusedBy | None] = {"": None, "budget": "budget", "cool_down": "cool_down"}
 
 
-def _done(reply: Any, now: float) -> None:
-    """Nothing to read from a write's reply."""
+def _still(reply: Any, now: float) -> bool:
+    """Whether the scope is still in trouble after a success (the script's 1 or 0)."""
+    return bool(reply == 1)
+
+
+def _unsure(heard: bool) -> bool:
+    """A fallback heard the success, but cannot tell the shared scope's trouble: as if still
+    in trouble, so the next success is told too."""
+    return True
+
+
+async def _aunsure(heard: Awaitable[bool]) -> bool:
+    await heard
+    return True
 
 
 def _verdict(reply: Any, now: float) -> Verdict:

@@ -132,17 +132,18 @@ if cool then left = fmt(cool - now) end
 return {{allowed, refused, left, fmt(now - trouble)}}
 """
 
-#: ARGV: now
+#: ARGV: now -> 1 while the scope is still in trouble after the success, else 0
 SUCCEEDED = """
 redis.call('HINCRBY', key, 'o' .. entry(), 1)
 redis.call('HDEL', key, 'lease')
 redis.call('HINCRBY', key, 'succ', 1)
 redis.call('HSET', key, 'lastok', fmt(now))
-if trouble_now() and recovered() then
-  redis.call('HDEL', key, 'trouble')
+local still = 0
+if trouble_now() then
+  if recovered() then redis.call('HDEL', key, 'trouble') else still = 1 end
 end
 touch()
-return 1
+return still
 """
 
 #: ARGV: now -> {trouble's age (''), cool-down left (''), successes, last success's age ('')}

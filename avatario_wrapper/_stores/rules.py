@@ -196,7 +196,8 @@ class ScopeState:
         self._withdraw(now)
         return True, None
 
-    def succeeded(self, now: float) -> None:
+    def succeeded(self, now: float) -> bool:
+        """A successful attempt at `now`; True while the scope is still in trouble after it."""
         self.touched = now
         self.oks[self._entry(now)] += 1
         self.lease_until = None
@@ -204,6 +205,7 @@ class ScopeState:
         self.last_success = now
         if self.trouble_since is not None and self.recovered(now):
             self.trouble_since = None
+        return self.trouble_since is not None
 
     def take_probe(self, now: float, *, lease: float, share: float | None, reserve: float) -> bool:
         if self.cooling_until is not None or self.lease_until is not None:
