@@ -33,8 +33,9 @@ pytestmark = [
 
 def _answer(n: int, conn: int, head: str) -> bytes:
     # The server says it keeps an idle connection a minute: a child slowed by a loaded machine
-    # must not outlast the parent's pooled connection's own idle expiry (1.5 s unsaid), or the
-    # parent would rightly open a new one and the test would say nothing about the fork.
+    # must not outlast the parent's pooled connection's idle expiry (a pool the client made
+    # reuses it for 1.5 s when the server says nothing), or the parent would rightly open a
+    # new one and the test would say nothing about the fork.
     return ok_session(n, {"Keep-Alive": "timeout=60"})
 
 
@@ -79,7 +80,8 @@ def test_a_given_httpx_pool_is_not_shared_with_the_child_either() -> None:
     import httpx
 
     with KeepAliveServer(_answer) as server:
-        http = httpx.Client()
+        # A caller's pool keeps its own expiry (httpx's 5 s), whatever the server says.
+        http = httpx.Client(limits=httpx.Limits(keepalive_expiry=60))
         client = AvatarioClient(API_KEY, base_url=server.url, http_client=http)
         client.start_session(**CALL)
         child = _in_child(lambda: client.start_session(**CALL).session_id)

@@ -30,6 +30,7 @@ from avatario_wrapper import (
     RetryPolicy,
     StartSessionResult,
 )
+from avatario_wrapper._transports._hedge import MAX_CONNECTS
 
 from .conftest import API_KEY, CALL
 
@@ -62,10 +63,13 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._buffer = b""
         self._carrying = False
+        self._open = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._open = True
+        self._server.count(opened=+1)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -79,7 +83,7 @@ class _Connection(asyncio.Protocol):
             self._buffer = self._buffer[end + 4 + length :]
             if not self._carrying:
                 self._carrying = True
-                self._server.carrying(+1)
+                self._server.count(carrying=+1)
             self._server.requests += 1
             asyncio.get_running_loop().call_later(PAUSE, self._answer)
 
@@ -88,33 +92,48 @@ class _Connection(asyncio.Protocol):
             self._transport.write(ANSWER)
 
     def eof_received(self) -> bool:
+        self._ended()  # counted at once: the loss itself comes a loop turn later
         return False  # the client is done: close our end too
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None
-        if self._carrying:
-            self._carrying = False
-            self._server.carrying(-1)
+        self._ended()  # a reset: no EOF came first
+
+    def _ended(self) -> None:
+        if self._open:
+            self._open = False
+            self._server.count(opened=-1, carrying=-1 if self._carrying else 0)
 
 
 class SlowServer:
     """Answers every request `PAUSE` seconds after it arrived; keeps connections open.
 
     `peak_connections` is the most connections that carried a request and were open at once,
-    as the server's loop saw them."""
+    as the server's loop saw them; `peak_open` the most open at all (hedged connects too).
+    Each peak is taken two loop turns after a connection came or carried its first request:
+    by then the ends the same poll of the loop brought (a FIN, or a reset, whose
+    `connection_lost` comes a turn later) are counted, however the poll ordered them."""
 
     def __init__(self) -> None:
         self.requests = 0
         self.peak_connections = 0
+        self.peak_open = 0
+        self._carrying = 0
         self._open = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.url = ""
 
-    def carrying(self, change: int) -> None:
-        self._open += change
-        self.peak_connections = max(self.peak_connections, self._open)
+    def count(self, *, opened: int = 0, carrying: int = 0) -> None:
+        self._open += opened
+        self._carrying += carrying
+        if opened > 0 or carrying > 0:
+            self._loop.call_soon(self._loop.call_soon, self._sample)
+
+    def _sample(self) -> None:
+        self.peak_connections = max(self.peak_connections, self._carrying)
+        self.peak_open = max(self.peak_open, self._open)
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -161,6 +180,7 @@ def _judge(outcomes: list[tuple[Any, float]], server: SlowServer, calls: int) ->
     unknown = [f for f in failures if f.outcome is Outcome.UNKNOWN]
     assert len(unknown) <= server.requests - len(successes)
     assert server.peak_connections <= 100  # the pool's cap
+    assert server.peak_open <= 100 * MAX_CONNECTS  # with hedged connects not yet closed
 
 
 def _open_descriptors() -> int:
