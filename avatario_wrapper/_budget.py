@@ -13,11 +13,11 @@ Redis stores are made once per process and shared by its clients (one SQLite con
 Redis pool); a "process" store is each client's own. `status` is read at most every
 `STATUS_TTL` seconds per scope in this process: many waiters polling make one read.
 
-A success is told to the store only while this process last heard the scope in trouble
-(`_Heard`: from a failure, a first attempt's deposit, a status read, or a success told): no
-write per call while all is well, and every success while it is not, also those of calls that
-began before the trouble did (thousands waiting for a connection when a blip began), so their
-successes end it and release its waiters.
+A success is told to the store after the call's own failure, or while this process last
+heard the scope in trouble (`_Heard`: from a failure, a first attempt's deposit, a status
+read, or a success told): none is written while all is well, and every one is while it is
+not, also those of calls that began before the trouble did (thousands waiting for a
+connection when a blip began), so their successes end it and release its waiters.
 """
 
 from __future__ import annotations
@@ -70,20 +70,45 @@ def store_for(setting: str | None, clock: Clock) -> BudgetStore:
 class _Heard:
     """Whether this process last heard a scope in trouble, shared by every client of the
     scope's store here. A hint: wrong, it costs one store write per success, or leaves the
-    end of a trouble to the successes of calls that heard of it."""
+    end of a trouble to the successes of calls that heard of it.
 
-    __slots__ = ("trouble",)
+    Answers cross: a success's "the trouble is over" may come back after another thread's
+    failure began a new one. So "over" is taken only from an answer to a question asked
+    since the latest news of trouble (`news`, counted), never over newer news."""
+
+    __slots__ = ("__weakref__", "_lock", "news", "trouble")
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self.trouble = False
+        self.news = 0  # how many times trouble was heard of
+
+    def hear(self, trouble: bool, asked_at: int) -> bool:
+        """An answer to a question asked when `news` was `asked_at`; returns `trouble`."""
+        with self._lock:
+            if trouble:
+                self.trouble = True
+                self.news += 1
+            elif self.news == asked_at:
+                self.trouble = False
+        return trouble
 
 
-_heard: weakref.WeakKeyDictionary[BudgetStore, dict[str, _Heard]] = weakref.WeakKeyDictionary()
+#: store -> scope -> what this process heard; an entry lives while a client of it does.
+_heard: weakref.WeakKeyDictionary[BudgetStore, weakref.WeakValueDictionary[str, _Heard]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _heard_of(store: BudgetStore, scope: str) -> _Heard:
     with _shared_lock:
-        return _heard.setdefault(store, {}).setdefault(scope, _Heard())
+        scopes = _heard.get(store)
+        if scopes is None:
+            scopes = _heard[store] = weakref.WeakValueDictionary()
+        heard = scopes.get(scope)
+        if heard is None:
+            heard = scopes[scope] = _Heard()
+        return heard
 
 
 class BudgetScope:
@@ -104,16 +129,18 @@ class BudgetScope:
         return f"BudgetScope({self.name})"
 
     def deposit(self) -> bool:
-        return self._hear(self.store.deposit(self.scope))
+        asked_at = self._heard.news
+        return self._heard.hear(self.store.deposit(self.scope), asked_at)
 
     async def adeposit(self) -> bool:
-        return self._hear(await self.store.adeposit(self.scope))
+        asked_at = self._heard.news
+        return self._heard.hear(await self.store.adeposit(self.scope), asked_at)
 
     def failed(
         self, *, retry: bool, share: float | None, cool_until: float | None, dated: float = 0.0
     ) -> Verdict:
         self._status = None
-        self._heard.trouble = True  # a failure is trouble, wherever the store keeps it
+        self._heard.hear(True, 0)  # a failure is trouble, wherever the store keeps it
         return self.store.failed(
             self.scope, retry=retry, share=share, cool_until=cool_until, dated=dated
         )
@@ -122,32 +149,39 @@ class BudgetScope:
         self, *, retry: bool, share: float | None, cool_until: float | None, dated: float = 0.0
     ) -> Verdict:
         self._status = None
-        self._heard.trouble = True
+        self._heard.hear(True, 0)
         return await self.store.afailed(
             self.scope, retry=retry, share=share, cool_until=cool_until, dated=dated
         )
 
-    def succeeded(self) -> None:
-        """A call's success, told to the store while this process heard the scope in trouble."""
-        if self._heard.trouble:
+    def succeeded(self, *, retried: bool = False) -> None:
+        """A call's success, told to the store while this process heard the scope in trouble,
+        and always after the call's own failure (`retried`: it may be the scope's probe)."""
+        heard = self._heard
+        if retried or heard.trouble:
             self._status = None
-            self._hear(self.store.succeeded(self.scope))
+            asked_at = heard.news
+            heard.hear(self.store.succeeded(self.scope), asked_at)
 
-    async def asucceeded(self) -> None:
-        if self._heard.trouble:
+    async def asucceeded(self, *, retried: bool = False) -> None:
+        heard = self._heard
+        if retried or heard.trouble:
             self._status = None
-            self._hear(await self.store.asucceeded(self.scope))
+            asked_at = heard.news
+            heard.hear(await self.store.asucceeded(self.scope), asked_at)
 
     def status(self) -> Status:
         cached = self._fresh()
         if cached is None:
-            cached = self._keep(self.store.status(self.scope))
+            asked_at = self._heard.news
+            cached = self._keep(self.store.status(self.scope), asked_at)
         return cached
 
     async def astatus(self) -> Status:
         cached = self._fresh()
         if cached is None:
-            cached = self._keep(await self.store.astatus(self.scope))
+            asked_at = self._heard.news
+            cached = self._keep(await self.store.astatus(self.scope), asked_at)
         return cached
 
     def take_probe(self, *, lease: float, share: float | None) -> bool:
@@ -161,12 +195,8 @@ class BudgetScope:
             return self._status
         return None
 
-    def _keep(self, status: Status) -> Status:
+    def _keep(self, status: Status, asked_at: int) -> Status:
         self._status, self._read_at = status, self._clock.monotonic()
         if status.known:
-            self._hear(status.trouble_since is not None)
+            self._heard.hear(status.trouble_since is not None, asked_at)
         return status
-
-    def _hear(self, trouble: bool) -> bool:
-        self._heard.trouble = trouble
-        return trouble

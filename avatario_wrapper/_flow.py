@@ -11,8 +11,9 @@ A driver (`_drivers.drive`, `drive_async`) does what each step says. The flow, i
 2. Each attempt gets its limits: the client's timeout cut to what is left of ``max_elapsed``,
    the connect timeout, and the time that must be left when its request is written.
 3. The answer is read into the result or the error (`_reply.read_reply`). A success is told
-   to the budget (`Ask("succeeded")`), which passes it on to its store while this process
-   heard the scope in trouble: it may end the trouble for everyone.
+   to the budget (`Ask("succeeded")`), which passes it on to its store after the call's own
+   failure or while this process heard the scope in trouble: it may end the trouble for
+   everyone.
 4. A failure is classified (`_retry.is_retryable`, over the outcome table of `_outcome`) and
    its retry planned (`_retry.plan_delay`: attempts, Retry-After, the deadline,
    ``min_attempt_time``, the backoff schedule); the budget hears of it (`Ask("failed")`:
@@ -95,7 +96,7 @@ def call_flow(call: Call[ResultT]) -> Generator[Step, Any, ResultT]:
             else:
                 trace.attempt_ended(result, None)
                 if call.scope is not None:
-                    yield Ask("succeeded")
+                    yield Ask("succeeded", retried=attempts > 1)
                 trace.ended(result, None, attempts)
                 return result
             trace.attempt_ended(None, failure)

@@ -280,6 +280,64 @@ def test_calls_begun_before_the_trouble_end_it_by_their_successes(
     assert scope.status().trouble_since is None
 
 
+def test_successes_are_written_only_while_the_scope_is_in_trouble(
+    client: AvatarioClient, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scope = store(client)
+    told: list[bool] = []  # what the store answered to each success told: still in trouble?
+    real = scope.store.succeeded
+
+    def counted(name: str) -> bool:
+        told.append(real(name))
+        return told[-1]
+
+    monkeypatch.setattr(scope.store, "succeeded", counted)
+
+    def calls(n: int) -> None:
+        for _ in range(n):
+            assert isinstance(Driver(client, iter([reply(200)])).run(), StartSessionResult)
+
+    calls(5)
+    assert told == []  # calm traffic: no write per success
+    scope.failed(retry=False, share=0.2, cool_until=None)  # another call's failure
+    clock.advance(2.5)  # its slot is past
+    calls(RECOVERED_MIN + 3)
+    # Told until the one that ended the trouble, then no more.
+    assert told == [True] * (RECOVERED_MIN - 1) + [False]
+    # A call's own failure: its success is told (it may hold the probe); here it ends the
+    # short trouble its failure began, and the calls after it write nothing.
+    told.clear()
+    assert Driver(client, iter([reply(503), reply(200)])).run().attempts == 2
+    calls(3)
+    assert told == [False]
+
+
+def test_a_stale_all_clear_never_hides_a_newer_trouble(client: AvatarioClient) -> None:
+    # Two threads' answers cross: a success hears "over" after another thread's failure
+    # began a new trouble. The late "over" must not stop this process telling successes.
+    scope = store(client)
+    heard = scope._heard
+    asked_at = heard.news  # the success asks the store ...
+    scope.failed(retry=False, share=0.2, cool_until=None)  # ... a failure meanwhile ...
+    heard.hear(False, asked_at)  # ... and the success's answer comes back: "over"
+    assert heard.trouble is True
+    heard.hear(False, heard.news)  # an answer to a question asked since: taken
+    assert heard.trouble is False
+
+
+def test_clients_of_one_store_share_what_they_heard(tmp_path: Any) -> None:
+    url = f"sqlite://{tmp_path}/budget.sqlite3"
+    with (
+        AvatarioClient(KEY, base_url=BASE_URL, retry_budget_store=url) as one,
+        AvatarioClient(KEY, base_url=BASE_URL, retry_budget_store=url) as other,
+        AvatarioClient("sk_other_key_000001", base_url=BASE_URL, retry_budget_store=url) as third,
+    ):
+        store(one).failed(retry=False, share=0.2, cool_until=None)
+        assert store(other)._heard is store(one)._heard
+        assert store(other)._heard.trouble is True
+        assert store(third)._heard.trouble is False  # another key: another scope
+
+
 def test_a_waiting_call_probes_when_no_one_else_does(
     client: AvatarioClient, clock: FakeClock
 ) -> None:
